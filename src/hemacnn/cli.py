@@ -1,0 +1,178 @@
+"""The ``hemacnn`` command: a thin layer that parses arguments and calls one library function.
+
+Heavy imports (torch, Lightning) happen inside each command so ``hemacnn --help`` and
+``hemacnn scan`` start fast. A :class:`~hemacnn.errors.HemacnnError` becomes one
+``error: ...`` line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hemacnn import __version__
+from hemacnn.errors import HemacnnError
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from hemacnn.data.manifest import write_manifest
+    from hemacnn.data.scan import (
+        default_manifest_path,
+        scan_dataset,
+        scan_report_json,
+        scan_report_text,
+    )
+
+    result = scan_dataset(args.data_dir, workers=args.workers, progress=not args.json)
+    out = Path(args.out) if args.out else default_manifest_path(result.root)
+    write_manifest(result.entries, out)
+    if args.json:
+        print(json.dumps(scan_report_json(result)))
+    else:
+        print(scan_report_text(result, manifest_path=out))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from hemacnn.models import models_table
+
+    print(models_table())
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hemacnn.train import train
+
+    if args.resume and args.config:
+        raise HemacnnError("give either CONFIG or --resume RUN_DIR, not both")
+    if not args.resume and not args.config:
+        raise HemacnnError("give a config file (e.g. configs/quick.yaml) or --resume RUN_DIR")
+    run_dir = train(args.config, overrides=args.overrides, out=args.out, resume=args.resume,
+                    progress=not args.no_progress)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from hemacnn.evaluate import evaluate_run, format_evaluation
+
+    result = evaluate_run(args.run_dir, data=args.data, split=args.split, tta=args.tta,
+                          out=args.out)
+    print(json.dumps(result) if args.json else format_evaluation(result))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hemacnn.report import write_report
+
+    paths = write_report(args.run_dirs, out=args.out)
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from hemacnn.report import compare_runs
+
+    print(compare_runs(args.run_dirs))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from hemacnn.predict import format_predictions, predict_files
+
+    preds = predict_files(args.checkpoint, args.images, tta=args.tta)
+    print(json.dumps(preds) if args.json else format_predictions(preds))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    p = argparse.ArgumentParser(
+        prog="hemacnn",
+        description="Classify bone-marrow cell images with CNNs (Whitehead & Ramirez; "
+        "Matek et al. 2021 dataset).",
+    )
+    p.add_argument("--version", action="version", version=f"hemacnn {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("scan", help="count classes and check every image of a dataset folder",
+                       description="Decode every image under DATA_DIR (class = first folder "
+                       "level), report per-class counts next to the paper's Table 1 and every "
+                       "problem found, and write the manifest.")
+    s.add_argument("data_dir", metavar="DATA_DIR")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    s.add_argument("--out", metavar="MANIFEST",
+                   help="manifest CSV to write (default: inside the cache folder)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (default: all cores)")
+    s.set_defaults(func=_cmd_scan)
+
+    m = sub.add_parser("models", help="list the registered architectures",
+                       description="List every registered model with its paper input size "
+                       "and parameter count.")
+    m.set_defaults(func=_cmd_models)
+
+    t = sub.add_parser("train", help="train a model from a YAML config",
+                       description="Train from CONFIG.yaml with optional dotted overrides "
+                       "(data.root=/path model.width=0.5 trainer.max_epochs=3).")
+    t.add_argument("config", nargs="?", metavar="CONFIG.yaml")
+    t.add_argument("overrides", nargs="*", metavar="key=value")
+    t.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<config>-<time>)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="per-class metrics of a trained run",
+                       description="Evaluate a run on its test split or on another labelled "
+                       "folder; writes metrics, predictions and figures into the run folder.")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--data", metavar="DIR", help="evaluate on this labelled folder instead")
+    e.add_argument("--split", default="test", choices=["test", "val", "train"])
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
+    e.add_argument("--out", metavar="DIR", help="write results here instead of the run folder")
+    e.set_defaults(func=_cmd_evaluate)
+
+    r = sub.add_parser("report", help="Markdown + HTML report beside the published figures",
+                       description="Write a report comparing runs with the paper's MV3, its "
+                       "VGG16 and Matek et al. 2021.")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", metavar="report.md", default=None,
+                   help="Markdown file to write (HTML beside it); default: in the first run")
+    r.set_defaults(func=_cmd_report)
+
+    c = sub.add_parser("compare", help="one table of the headline metrics of several runs")
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    c.set_defaults(func=_cmd_compare)
+
+    pr = sub.add_parser("predict", help="classify image files with a trained checkpoint")
+    pr.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.set_defaults(func=_cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hemacnn`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except HemacnnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

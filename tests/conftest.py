@@ -1,0 +1,40 @@
+"""Shared fixtures: the real Matek images in ../shared/data, skipped with a reason when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HEMACNN_SHARED_DATA", REPO.parent / "shared" / "data"))
+SAMPLE_ROOT = SHARED_DATA / "bm_sample" / "BM_cytomorphology_data"
+CORRUPT_ROOT = SHARED_DATA / "bm_corrupt"
+
+
+def _require(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.skip(
+            f"real Matek images not found at {path} (they live in ../shared/data beside the "
+            "repository; set HEMACNN_SHARED_DATA to point elsewhere)"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    """The 2,440-image real sample laid out like the full Matek download."""
+    return _require(SAMPLE_ROOT)
+
+
+@pytest.fixture(scope="session")
+def corrupt_root() -> Path:
+    """Four real Matek files with visible corruption that no decoder reports."""
+    return _require(CORRUPT_ROOT)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Keep every test's caches out of the user's home folder (one cache per test session)."""
+    monkeypatch.setenv("HEMACNN_CACHE", str(tmp_path_factory.getbasetemp() / "hemacnn-cache"))
