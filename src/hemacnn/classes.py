@@ -62,3 +62,34 @@ def class_name(code: str) -> str:
     """Full name for a class code, or the code itself for classes outside the Matek table."""
     info = CLASSES.get(code)
     return info.name if info else code
+
+
+# --- Tolerance groups (tolerant evaluation) -------------------------------------------------
+# Matek et al. 2021 (Blood 138(20):1917-1927, doi 10.1182/blood.2020010568), Table 1, report
+# "tolerant" precision and recall beside the strict ones, after Krappe et al. (2016): a
+# prediction into a morphologically neighbouring class counts as correct. The paper text that
+# lists the groups was not in any source we could reach, so the groups below are inferred from
+# that table (http://ashpublications.net/view-large/10296123): tolerant and strict figures differ
+# exactly for NGB, NGS, LYT, MMZ, MYB, PMO, BLA, PEB, EBO, HAC and LYI, and are identical for
+# every other class. Pairs: band <-> segmented neutrophil; adjacent myeloid maturation stages
+# (promyelocyte <-> myelocyte <-> metamyelocyte); proerythroblast <-> erythroblast; hairy cell
+# and immature lymphocyte with lymphocyte and blast. Tolerance is taken as symmetric. Not
+# included (uncertain): MMZ <-> NGB and BLA <-> PMO, which are also maturation neighbours.
+_TOLERANT_PAIRS = [
+    ("NGB", "NGS"),
+    ("PMO", "MYB"),
+    ("MYB", "MMZ"),
+    ("PEB", "EBO"),
+    ("HAC", "LYT"),
+    ("HAC", "BLA"),
+    ("LYI", "LYT"),
+    ("LYI", "BLA"),
+]
+
+TOLERANCE_GROUPS: dict[str, frozenset[str]] = {
+    code: frozenset({code}
+                    | {b for a, b in _TOLERANT_PAIRS if a == code}
+                    | {a for a, b in _TOLERANT_PAIRS if b == code})
+    for code in CLASSES
+}
+"""Class code -> codes whose prediction counts as tolerant-correct (always includes itself)."""
