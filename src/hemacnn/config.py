@@ -1,0 +1,171 @@
+"""Typed experiment configuration: YAML file + dotted ``key=value`` overrides.
+
+Four sections (data, model, optimizer, trainer) plus a name and a seed. Unknown keys and wrong
+types are rejected with one line naming the key; nothing reads a global config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hemacnn.classes import PAPER_CLASSES
+from hemacnn.errors import HemacnnError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the images are and how they become tensors (PAPER.md section III, IV-C)."""
+
+    root: str | None = None
+    classes: list[str] = Field(default_factory=lambda: list(PAPER_CLASSES))
+    image_size: int = Field(128, ge=8)
+    resize: Literal["nearest", "area", "bilinear"] = "nearest"
+    test_fraction: float = Field(0.10, gt=0, lt=1)
+    val_fraction: float = Field(0.20, gt=0, lt=1)
+    folds: int | None = Field(None, ge=2)
+    fold: int = Field(0, ge=0)
+    offline_rotate: list[str] = Field(default_factory=list)
+    augment: bool = False
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if len(self.classes) < 2:
+            raise ValueError("data.classes needs at least two classes")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("data.classes lists a class twice")
+        extra = sorted(set(self.offline_rotate) - set(self.classes))
+        if extra:
+            raise ValueError(f"data.offline_rotate names {extra}, which are not in data.classes")
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"data.fold must be below data.folds ({self.folds})")
+        return self
+
+
+class ModelConfig(_Section):
+    """Which registered architecture and its options (see ``hemacnn models``)."""
+
+    name: str = "mv3"
+    width: float = Field(1.0, gt=0)
+    noise_std: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+
+
+class OptimizerConfig(_Section):
+    """Adam or Adadelta with Keras defaults where the paper is silent (eps 1e-7)."""
+
+    name: Literal["adam", "adadelta"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    rho: float = Field(0.95, ge=0, lt=1)
+    eps: float = Field(1e-7, gt=0)
+
+
+class TrainerConfig(_Section):
+    """Lightning Trainer settings."""
+
+    max_epochs: int = Field(60, ge=1)
+    patience: int | None = Field(10, ge=1)
+    precision: Literal["32", "bf16", "16"] = "32"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    deterministic: bool | Literal["warn"] = "warn"
+    limit_train_batches: float | int = 1.0
+    limit_val_batches: float | int = 1.0
+    log_every_n_steps: int = Field(10, ge=1)
+
+
+class Config(_Section):
+    """A whole experiment."""
+
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise HemacnnError(f"override {key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key=value``; the value is read as YAML (``[BLA,LYT]``, ``1e-4``, ``true``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise HemacnnError(f"override {text!r} is not key=value (e.g. model.width=0.5)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        section = Config
+        for part in first["loc"][:-1]:
+            section = section.model_fields[str(part)].annotation
+        valid = ", ".join(section.model_fields)
+        return f"{source}: unknown config key {key}; valid keys here: {valid}"
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{source}: config key {key}: {first['msg']}{got_text}"
+
+
+def build_config(tree: dict[str, Any], overrides: list[str] | None = None,
+                 source: str = "config") -> Config:
+    """Validate a config tree after applying dotted overrides."""
+    tree = dict(tree or {})
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise HemacnnError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file and apply overrides."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise HemacnnError(f"config file {path} not found; see configs/ for examples") from None
+    except OSError as exc:
+        raise HemacnnError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise HemacnnError(f"config {path}{where} is not valid YAML; fix the syntax") from None
+    if not isinstance(tree, dict):
+        raise HemacnnError(f"config {path} must be a mapping of sections (data, model, ...)")
+    tree.setdefault("name", path.stem)
+    return build_config(tree, overrides, source=str(path))
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML (what a run folder keeps)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,79 @@
+"""Config loading: YAML + dotted overrides, unknown keys and wrong types rejected by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hemacnn.cli import main
+from hemacnn.config import build_config, dump_config, load_config, parse_override
+from hemacnn.errors import HemacnnError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_overrides_are_read_as_yaml_values():
+    cfg = build_config({}, ["data.classes=[BLA,LYT,NGS]", "optimizer.lr=1e-4",
+                            "model.noise_std=1", "trainer.precision=bf16"])
+    assert cfg.data.classes == ["BLA", "LYT", "NGS"]
+    assert cfg.optimizer.lr == pytest.approx(1e-4)
+    assert cfg.model.noise_std == 1.0
+    assert cfg.trainer.precision == "bf16"
+
+
+def test_defaults_follow_the_paper():
+    cfg = build_config({})
+    assert cfg.data.classes == ["BLA", "LYT", "NGB", "NGS"]
+    assert (cfg.data.test_fraction, cfg.data.val_fraction, cfg.data.batch_size) == (0.1, 0.2, 32)
+    assert cfg.data.resize == "nearest"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.colour=1", "unknown config key data.colour"),
+        ("trainer.epochs=3", "unknown config key trainer.epochs"),
+        ("data.image_size=big", "config key data.image_size"),
+        ("optimizer.name=sgd", "config key optimizer.name"),
+        ("data.test_fraction=1.5", "config key data.test_fraction"),
+        ("noequals", "is not key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, expected):
+    with pytest.raises(HemacnnError, match=expected):
+        build_config({}, [override])
+
+
+def test_offline_rotate_must_name_selected_classes():
+    with pytest.raises(HemacnnError, match="offline_rotate"):
+        build_config({}, ["data.classes=[BLA,LYT]", "data.offline_rotate=[NGB]"])
+
+
+def test_parse_override_keeps_plain_strings():
+    assert parse_override("data.root=/tmp/x y") == ("data.root", "/tmp/x y")
+
+
+def test_dump_then_load_round_trips(tmp_path):
+    cfg = build_config({"name": "t"}, ["model.width=0.5", "data.classes=[BLA,LYT]"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+
+
+def test_bad_yaml_and_missing_file_are_one_line_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "not valid YAML" in err and "\n" not in err
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    cfg = load_config(path, ["data.root=/nonexistent"])
+    assert yaml.safe_load(path.read_text())  # non-empty
+    assert cfg.model.name in {"mv1", "mv2", "mv3", "vgg16", "mv2b"}
