@@ -1,0 +1,27 @@
+"""The paper's architectures as layer tables, one builder, one registry.
+
+``build_model(name, num_classes, input_size, **options)`` builds ``mv1``, ``mv2``, ``mv3``
+(Tables 2-4) or ``vgg16``; every model returns logits and carries ``hemacnn_arch``.
+"""
+
+from hemacnn.models.builder import GaussianNoise, PaperNet
+from hemacnn.models.penalty import kernel_weights, l2_penalty
+from hemacnn.models.registry import (
+    build_model,
+    count_parameters,
+    list_models,
+    min_input_size,
+    models_table,
+)
+
+__all__ = [
+    "GaussianNoise",
+    "PaperNet",
+    "build_model",
+    "count_parameters",
+    "kernel_weights",
+    "l2_penalty",
+    "list_models",
+    "min_input_size",
+    "models_table",
+]

@@ -1,0 +1,163 @@
+"""The model registry: names -> builders, option checking, and the `hemacnn models` table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from hemacnn.errors import HemacnnError
+from hemacnn.models.builder import build_table, table_min_input
+from hemacnn.models.tables import PAPER_TABLES, PaperTable
+from hemacnn.models.vgg import VGG16_MIN_INPUT, VGG16_PAPER_INPUT, build_vgg16
+
+# Every model accepts the same options, so a config can pass them uniformly.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "width": 1.0,  # multiplies every conv/dense width (min 1 channel), for CPU-sized variants
+    "noise_std": 0.0,  # Gaussian noise std at the table's ("noise",) rows; 0 = no noise layers
+    "in_channels": 3,
+    "dropout": None,  # None = the paper's rate for each dropout row
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered architecture: how to build it and what `hemacnn models` shows."""
+
+    name: str
+    paper_ref: str
+    paper_input: int
+    min_input: int
+    build: Callable[[int, int, dict[str, Any]], nn.Module]  # (num_classes, input_size, opts)
+
+
+def _table_entry(table: PaperTable) -> ModelEntry:
+    def build(num_classes: int, input_size: int, opts: dict[str, Any]) -> nn.Module:
+        return build_table(table, num_classes, input_size, **opts)
+
+    return ModelEntry(table.name, table.paper_ref, table.paper_input,
+                      table_min_input(table.rows), build)
+
+
+def _build_vgg16(num_classes: int, input_size: int, opts: dict[str, Any]) -> nn.Module:
+    if opts["noise_std"] > 0:
+        raise HemacnnError("model vgg16 has no noise layers (the paper adds Gaussian noise "
+                           "to mv3 only); set noise_std to 0")
+    return build_vgg16(num_classes, width=opts["width"], in_channels=opts["in_channels"],
+                       dropout=opts["dropout"])
+
+
+_REGISTRY: dict[str, ModelEntry] = {
+    **{name: _table_entry(t) for name, t in PAPER_TABLES.items()},
+    "vgg16": ModelEntry("vgg16", "Table 8 (V), torchvision cfg D", VGG16_PAPER_INPUT,
+                        VGG16_MIN_INPUT, _build_vgg16),
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`build_model`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _entry(name: str) -> ModelEntry:
+    if not isinstance(name, str) or name.lower() not in _REGISTRY:
+        raise HemacnnError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return _REGISTRY[name.lower()]
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise HemacnnError(f"model option {key} must be a number (got {value!r})")
+    return float(value)
+
+
+def _resolve_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise HemacnnError(f"unknown option {unknown[0]!r} for model {name}; valid options: "
+                           f"{', '.join(sorted(DEFAULT_OPTIONS))}")
+    opts = {**DEFAULT_OPTIONS, **options}
+    opts["width"] = _number("width", opts["width"])
+    if opts["width"] <= 0:
+        raise HemacnnError(f"model option width must be > 0 (got {opts['width']})")
+    opts["noise_std"] = _number("noise_std", opts["noise_std"])
+    if opts["noise_std"] < 0:
+        raise HemacnnError(f"model option noise_std must be >= 0 (got {opts['noise_std']})")
+    ch = opts["in_channels"]
+    if isinstance(ch, bool) or not isinstance(ch, int) or ch < 1:
+        raise HemacnnError(f"model option in_channels must be a whole number >= 1 (got {ch!r})")
+    if opts["dropout"] is not None:
+        opts["dropout"] = _number("dropout", opts["dropout"])
+        if not 0.0 <= opts["dropout"] < 1.0:
+            raise HemacnnError(f"model option dropout must be in [0, 1) (got {opts['dropout']})")
+    return opts
+
+
+def min_input_size(name: str, **options: Any) -> int:
+    """Smallest input side (pixels) that model ``name`` accepts (options are checked too)."""
+    entry = _entry(name)
+    _resolve_options(entry.name, options)  # no option changes the spatial arithmetic
+    return entry.min_input
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    input_size: int,
+    options: Mapping[str, Any] | None = None,
+    **kwoptions: Any,
+) -> nn.Module:
+    """Build a registered model; it returns logits (apply softmax in the loss/prediction).
+
+    Options (as keywords, or as an ``options`` mapping so that
+    ``build_model(**model.hemacnn_arch)`` rebuilds a model): ``width`` (float, default 1.0),
+    ``noise_std`` (float, default 0.0: Gaussian noise layers only where the table has
+    them, active in training only), ``in_channels`` (int, default 3) and ``dropout``
+    (float, default None = the paper's rates). The result carries ``hemacnn_arch``.
+    """
+    entry = _entry(name)
+    both = set(options or {}) & set(kwoptions)
+    if both:
+        raise HemacnnError(f"model option {sorted(both)[0]!r} given twice")
+    opts = _resolve_options(entry.name, {**(options or {}), **kwoptions})
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise HemacnnError(f"num_classes must be a whole number >= 1 (got {num_classes!r})")
+    if isinstance(input_size, bool) or not isinstance(input_size, int):
+        raise HemacnnError(f"input_size must be a whole number of pixels (got {input_size!r})")
+    if input_size < entry.min_input:
+        raise HemacnnError(f"model {entry.name} needs input_size >= {entry.min_input} "
+                           f"(got {input_size})")
+    model = entry.build(num_classes, input_size, opts)
+    # Plain data (JSON-safe), so a checkpoint can rebuild the model from this alone.
+    model.hemacnn_arch = {"name": entry.name, "num_classes": num_classes,
+                          "input_size": input_size, "options": dict(opts)}
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (BatchNorm's running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def models_table(num_classes: int = 4) -> str:
+    """Text table of every registered model at its paper input size (for `hemacnn models`)."""
+    header = ("model", "paper", "input px", f"params ({num_classes} classes)", "min input px")
+    rows = [header]
+    for name in list_models():
+        entry = _REGISTRY[name]
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            model = build_model(name, num_classes, entry.paper_input)
+        rows.append((name, entry.paper_ref, str(entry.paper_input),
+                     f"{count_parameters(model):,}", str(entry.min_input)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    right = {2, 3, 4}
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("Models return logits; width/noise_std/in_channels/dropout are build options.")
+    return "\n".join(lines)
