@@ -1,0 +1,198 @@
+"""Splits: stratified counts with documented rounding, seeds, k-fold, errors, save/load."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from hemacnn.data.manifest import Entry
+from hemacnn.data.splits import Splits, load_splits, make_splits, save_splits
+from hemacnn.errors import HemacnnError
+
+THREE = ["BLA", "LYT", "NGS"]
+
+
+def listing_entries(root: Path) -> list[Entry]:
+    """Every .jpg under root as an 'ok' entry (class = first folder), without a scan."""
+    out = []
+    for p in sorted(root.rglob("*.jpg")):
+        rel = p.relative_to(root).as_posix()
+        out.append(Entry(rel, rel.split("/")[0], hashlib.sha1(rel.encode()).hexdigest(),
+                         250, 250, "ok"))
+    return out
+
+
+def fake_entries(counts: dict[str, int], status: str = "ok") -> list[Entry]:
+    return [Entry(f"{c}/{c}_{i:05d}.jpg", c, f"{c}{i}", 250, 250, status)
+            for c, n in counts.items() for i in range(n)]
+
+
+def _set(items):
+    return {p for p, _ in items}
+
+
+def test_sample_three_classes_exact_counts(sample_root: Path) -> None:
+    # Hand-computed, round half up: BLA 330 -> test 33, val round(297*0.2=59.4)=59;
+    # LYT 345 -> test round(34.5)=35, val 310*0.2=62; NGS 317 -> test round(31.7)=32,
+    # val 285*0.2=57.
+    s = make_splits(listing_entries(sample_root), THREE, seed=0)
+    assert s.classes == THREE
+    assert s.counts() == {
+        "train": {"BLA": 238, "LYT": 248, "NGS": 228},
+        "val": {"BLA": 59, "LYT": 62, "NGS": 57},
+        "test": {"BLA": 33, "LYT": 35, "NGS": 32},
+    }
+    tr, va, te = _set(s.train), _set(s.val), _set(s.test)
+    assert not (tr & va or tr & te or va & te)
+    assert len(tr | va | te) == 330 + 345 + 317
+    assert all(label == p.split("/")[0] for p, label in s.train + s.val + s.test)
+
+
+def test_round_half_up_not_bankers() -> None:
+    # 25 * 0.1 = 2.5 -> 3 (Python's round() would give 2); 15 * 0.1 -> 2; rest 22*0.2=4.4 -> 4.
+    s = make_splits(fake_entries({"A": 25, "B": 15}), ["A", "B"])
+    assert s.counts()["test"] == {"A": 3, "B": 2}
+    assert s.counts()["val"] == {"A": 4, "B": 3}  # 13 * 0.2 = 2.6 -> 3
+
+
+def test_tiny_class_keeps_one_image_per_split() -> None:
+    s = make_splits(fake_entries({"A": 3, "B": 100}), ["A", "B"])
+    assert {k: v["A"] for k, v in s.counts().items()} == {"train": 1, "val": 1, "test": 1}
+
+
+def test_default_four_classes_on_sample_names_ngb(sample_root: Path) -> None:
+    with pytest.raises(HemacnnError) as err:
+        make_splits(listing_entries(sample_root), root=str(sample_root))
+    assert str(err.value) == (
+        "class NGB has 1 usable image; at least 3 are needed to split train/val/test — "
+        "drop it with data.classes=[BLA,LYT,NGS] or add images")
+
+
+def test_missing_class_lists_present_ones(sample_root: Path) -> None:
+    with pytest.raises(HemacnnError, match=r"class XYZ not found in .*BM_cytomorphology_data; "
+                       r"classes present: ART, BLA, EOS, LYT, MON, NGB, NGS, NIF, PMO"):
+        make_splits(listing_entries(sample_root), ["BLA", "XYZ"], root=str(sample_root))
+
+
+def test_unusable_entries_never_enter_splits() -> None:
+    entries = fake_entries({"A": 20, "B": 20})
+    bad = [Entry("A/dup.jpg", "A", "x", 250, 250, "duplicate"),
+           Entry("A/bad.jpg", "A", "y", 250, 250, "suspicious"),
+           Entry("B/zero.jpg", "B", "z", 0, 0, "unreadable")]
+    ok_conv = [Entry("B/grey.png", "B", "w", 250, 250, "converted")]
+    s = make_splits(entries + bad + ok_conv, ["A", "B"])
+    paths = _set(s.train + s.val + s.test)
+    assert not paths & {"A/dup.jpg", "A/bad.jpg", "B/zero.jpg"}
+    assert "B/grey.png" in paths
+
+
+def test_class_with_only_unusable_files_counts_as_absent() -> None:
+    entries = fake_entries({"A": 20}) + fake_entries({"B": 5}, status="suspicious")
+    with pytest.raises(HemacnnError, match="class B not found"):
+        make_splits(entries, ["A", "B"])
+
+
+def test_any_folder_names_work_and_order_is_kept() -> None:
+    s = make_splits(fake_entries({"zebra": 10, "apple": 10}), ["zebra", "apple"])
+    assert s.classes == ["zebra", "apple"]
+    assert s.label_index("zebra") == 0 and s.label_index("apple") == 1
+
+
+def test_seed_reproducible_and_different_seed_differs(sample_root: Path) -> None:
+    entries = listing_entries(sample_root)
+    a = make_splits(entries, THREE, seed=7)
+    b = make_splits(list(reversed(entries)), THREE, seed=7)  # input order must not matter
+    c = make_splits(entries, THREE, seed=8)
+    assert (a.train, a.val, a.test) == (b.train, b.val, b.test)
+    assert _set(a.test) != _set(c.test)
+    assert a.counts() == c.counts()
+
+
+def test_class_draw_independent_of_other_classes(sample_root: Path) -> None:
+    entries = listing_entries(sample_root)
+    a = make_splits(entries, ["BLA", "LYT"], seed=3)
+    b = make_splits(entries, ["NGS", "BLA", "EOS"], seed=3)
+
+    def bla(items):
+        return [p for p, label in items if label == "BLA"]
+
+    assert bla(a.test) == bla(b.test) and bla(a.val) == bla(b.val)
+
+
+def test_kfold_test_folds_partition_each_class(sample_root: Path) -> None:
+    entries = listing_entries(sample_root)
+    folds = [make_splits(entries, THREE, folds=5, fold=i, seed=1) for i in range(5)]
+    tests = [_set(f.test) for f in folds]
+    everything = set().union(*tests)
+    assert sum(len(t) for t in tests) == len(everything) == 330 + 345 + 317
+    for code, n in {"BLA": 330, "LYT": 345, "NGS": 317}.items():
+        per_fold = [Counter(label for _, label in f.test)[code] for f in folds]
+        assert sum(per_fold) == n and max(per_fold) - min(per_fold) <= 1
+    for f in folds:
+        assert not (_set(f.train) | _set(f.val)) & _set(f.test)
+        assert len(f.train) + len(f.val) + len(f.test) == len(everything)
+        assert f.folds == 5 and f.meta()["fold"] == f.fold
+
+
+@pytest.mark.parametrize("folds,fold", [(1, 0), (5, 5), (5, -1)])
+def test_kfold_bad_arguments(folds: int, fold: int) -> None:
+    with pytest.raises(HemacnnError, match="k-fold needs folds >= 2"):
+        make_splits(fake_entries({"A": 20, "B": 20}), ["A", "B"], folds=folds, fold=fold)
+
+
+def test_kfold_class_smaller_than_k() -> None:
+    with pytest.raises(HemacnnError, match="class B has 4 usable images; at least 5"):
+        make_splits(fake_entries({"A": 20, "B": 4}), ["A", "B"], folds=5)
+
+
+@pytest.mark.parametrize("kw", [{"test_fraction": 0.0}, {"val_fraction": 1.0},
+                                {"test_fraction": -0.1}])
+def test_bad_fractions(kw: dict) -> None:
+    with pytest.raises(HemacnnError, match="must be between 0 and 1"):
+        make_splits(fake_entries({"A": 20}), ["A"], **kw)
+
+
+def test_duplicate_and_empty_class_selection() -> None:
+    with pytest.raises(HemacnnError, match="listed twice"):
+        make_splits(fake_entries({"A": 20}), ["A", "A"])
+    with pytest.raises(HemacnnError, match="no classes selected"):
+        make_splits(fake_entries({"A": 20}), [])
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    s = make_splits(fake_entries({"B,x": 12, "A": 30}), ["B,x", "A"], seed=4, folds=3, fold=2)
+    save_splits(s, tmp_path / "splits")
+    assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == [
+        "splits.json", "test.csv", "train.csv", "val.csv"]
+    assert (tmp_path / "splits" / "train.csv").read_text().startswith("path,class\n")
+    t = load_splits(tmp_path / "splits")
+    assert isinstance(t, Splits)
+    assert (t.train, t.val, t.test, t.classes) == (s.train, s.val, s.test, s.classes)
+    assert (t.seed, t.folds, t.fold, t.val_fraction) == (4, 3, 2, 0.2)
+
+
+def test_load_splits_errors(tmp_path: Path) -> None:
+    with pytest.raises(HemacnnError, match="no saved splits in .*splits.json missing"):
+        load_splits(tmp_path / "nowhere")
+    s = make_splits(fake_entries({"A": 10, "B": 10}), ["A", "B"])
+    save_splits(s, tmp_path / "s")
+    (tmp_path / "s" / "val.csv").write_text("path,class\nA/x.jpg,Q\n")
+    with pytest.raises(HemacnnError, match=r"val.csv line 2: expected path,class with a class"):
+        load_splits(tmp_path / "s")
+    (tmp_path / "s" / "val.csv").write_text("file,label\n")
+    with pytest.raises(HemacnnError, match="is not a split file"):
+        load_splits(tmp_path / "s")
+    (tmp_path / "s" / "splits.json").write_text("{not json")
+    with pytest.raises(HemacnnError, match="is not a valid splits file"):
+        load_splits(tmp_path / "s")
+
+
+def test_save_splits_unwritable_location(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    s = make_splits(fake_entries({"A": 10}), ["A"])
+    with pytest.raises(HemacnnError, match="cannot create folder .*file.txt/splits"):
+        save_splits(s, blocker / "splits")
