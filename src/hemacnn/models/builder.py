@@ -31,7 +31,7 @@ class GaussianNoise(nn.Module):
         super().__init__()
         self.std = float(std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.std == 0.0:
             return x
         return x + torch.randn_like(x) * self.std
