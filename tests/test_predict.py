@@ -1,0 +1,159 @@
+"""Prediction from a checkpoint alone, and the run-folder helper the evaluation tests share."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hemacnn.classes import class_name
+from hemacnn.cli import main
+from hemacnn.data.augment import dihedral
+from hemacnn.errors import HemacnnError
+from hemacnn.models import build_model
+from hemacnn.predict import (
+    format_predictions,
+    load_checkpoint,
+    predict_arrays,
+    predict_files,
+)
+
+SIZE = 48  # small but above MV3's minimum input (42 px)
+COLOURS = {"BLA": (200, 40, 40), "LYT": (40, 200, 40), "NGS": (40, 40, 200)}
+
+
+def write_images(root: Path, per_class: int = 4, classes=("BLA", "LYT", "NGS")) -> dict:
+    """Synthetic 64 px JPEGs in CLASS/ folders; returns {class: [relative paths]}."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for code in classes:
+        (root / code).mkdir(parents=True, exist_ok=True)
+        out[code] = []
+        for i in range(per_class):
+            arr = np.clip(np.array(COLOURS.get(code, (128, 128, 128)))
+                          + rng.normal(0, 25, (64, 64, 3)), 0, 255).astype(np.uint8)
+            rel = f"{code}/{code}_{i:05d}.jpg"
+            Image.fromarray(arr).save(root / rel, quality=95)
+            out[code].append(rel)
+    return out
+
+
+def make_run(run_dir: Path, data_root: Path, split_rows: dict[str, list[tuple[str, str]]],
+             classes=("BLA", "LYT", "NGS"), seed: int = 0, epochs: int = 3) -> Path:
+    """A run folder in train.py's format, with a tiny untrained MV3 and a made-up history."""
+    torch.manual_seed(seed)
+    classes = list(classes)
+    model = build_model("mv3", len(classes), SIZE, width=0.25, noise_std=1.0)
+    card = {"format": "hemacnn-card/1", "classes": classes,
+            "class_names": [class_name(c) for c in classes], "input_size": SIZE,
+            "resize_method": "nearest", "value_range": [0, 1], "channels": "RGB",
+            "arch": model.hemacnn_arch, "hemacnn_version": "0.1.0",
+            "data_root": str(data_root.resolve()), "manifest_hash": "0" * 40, "seed": seed}
+    (run_dir / "checkpoints").mkdir(parents=True)
+    state = {"model." + k: v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"card": card}},
+               run_dir / "checkpoints" / "best.ckpt")
+    (run_dir / "model_card.json").write_text(json.dumps(card))
+    (run_dir / "config.yaml").write_text(
+        f"name: test\ndata:\n  root: {data_root}\n  classes: [{', '.join(classes)}]\n"
+        f"  image_size: {SIZE}\n  resize: nearest\nmodel:\n  name: mv3\nseed: {seed}\n")
+    (run_dir / "splits").mkdir()
+    for split, rows in split_rows.items():
+        with open(run_dir / "splits" / f"{split}.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "class"])
+            w.writerows(rows)
+    rng = np.random.default_rng(seed)
+    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
+    cols += [f"val_{m}_{c}" for c in classes for m in ("precision", "recall")]
+    with open(run_dir / "metrics.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for e in range(epochs):
+            row = [e, 1.0 / (e + 1), 0.5 + 0.1 * e, 1.1 / (e + 1), 0.45 + 0.1 * e]
+            row += list(np.round(rng.uniform(0.4, 0.9, 2 * len(classes)), 3))
+            if e == 0:
+                row[-1] = ""  # train.py may leave a cell empty (e.g. class never predicted)
+            w.writerow(row)
+    return run_dir
+
+
+@pytest.fixture()
+def synthetic_run(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    files = write_images(data)
+    rows = [(p, c) for c, ps in files.items() for p in ps]
+    return make_run(tmp_path / "run", data, {"test": rows, "val": rows[:6], "train": rows})
+
+
+def test_load_checkpoint_rebuilds_the_same_model(synthetic_run: Path):
+    model, card = load_checkpoint(synthetic_run)  # run folder -> checkpoints/best.ckpt
+    assert card["classes"] == ["BLA", "LYT", "NGS"]
+    assert not model.training
+    ref = torch.load(synthetic_run / "checkpoints" / "best.ckpt", weights_only=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v.cpu(), ref["state_dict"]["model." + k])
+    # the .ckpt path works too, and eval mode makes prediction deterministic (noise off)
+    model2, _ = load_checkpoint(synthetic_run / "checkpoints" / "best.ckpt")
+    x = np.random.default_rng(1).integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
+    p1, p2 = predict_arrays(model, x), predict_arrays(model2, x)
+    np.testing.assert_allclose(p1, p2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p1.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_last_checkpoint_is_used_when_best_is_missing(synthetic_run: Path):
+    ck = synthetic_run / "checkpoints"
+    (ck / "best.ckpt").rename(ck / "last.ckpt")
+    _, card = load_checkpoint(synthetic_run)
+    assert card["input_size"] == SIZE
+
+
+def test_tta_averages_the_eight_dihedral_transforms(synthetic_run: Path):
+    model, _ = load_checkpoint(synthetic_run)
+    x = np.random.default_rng(2).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    tta = predict_arrays(model, x, batch_size=2, tta=True)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        expect = sum(torch.softmax(model(dihedral(t, k).contiguous()), 1) for k in range(8)) / 8
+    np.testing.assert_allclose(tta, expect.numpy(), rtol=1e-4, atol=1e-6)
+    # a transformed image has the same TTA prediction as the original
+    rotated = np.ascontiguousarray(np.rot90(x, 1, axes=(1, 2)))
+    np.testing.assert_allclose(predict_arrays(model, rotated, tta=True), tta, atol=1e-5)
+    assert not np.allclose(predict_arrays(model, x), tta)  # TTA actually changed something
+
+
+def test_predict_files_reports_bad_files_without_crashing(synthetic_run: Path, tmp_path: Path):
+    good = sorted((tmp_path / "data" / "BLA").glob("*.jpg"))[:2]
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    preds = predict_files(synthetic_run, [good[0], empty, good[1], text])
+    assert [("error" in p) for p in preds] == [False, True, False, True]
+    assert preds[1]["path"] == str(empty) and "empty.jpg" in preds[1]["error"]
+    p = preds[0]
+    assert p["code"] in ("BLA", "LYT", "NGS") and p["name"] == class_name(p["code"])
+    assert p["probability"] == pytest.approx(max(p["probs"].values()))
+    assert sum(p["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+    out = format_predictions(preds)
+    assert "ERROR" in out and p["code"] in out
+
+
+def test_predict_cli_json_and_errors(synthetic_run: Path, tmp_path: Path, capsys):
+    img = sorted((tmp_path / "data" / "LYT").glob("*.jpg"))[0]
+    assert main(["predict", str(synthetic_run), str(img), "--json", "--tta"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert preds[0]["path"] == str(img) and preds[0]["code"] in ("BLA", "LYT", "NGS")
+    assert main(["predict", str(tmp_path / "nope.ckpt"), str(img)]) == 2
+    assert "nope.ckpt not found" in capsys.readouterr().err
+    bogus = tmp_path / "bogus.ckpt"
+    torch.save({"state_dict": {}}, bogus)
+    with pytest.raises(HemacnnError, match="not a hemacnn checkpoint"):
+        load_checkpoint(bogus)
+    with pytest.raises(HemacnnError, match="no checkpoints"):
+        load_checkpoint(tmp_path)
