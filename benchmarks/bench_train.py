@@ -56,9 +56,10 @@ def bench_case(name: str, steps: int, batch: int = 32) -> dict:
     arch, width, size, precision = CASES[name]
     torch.manual_seed(0)
     model = build_model(arch, 4, size, width=width, noise_std=1.0)
+    model = model.to(memory_format=torch.channels_last)  # as the LightningModule does
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x = torch.rand(batch, 3, size, size)
+    x = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 4, (batch,))
 
     def step() -> None:
