@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import pickle
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_modes_are_converted_to_rgb(tmp_path: Path) -> None:
     g = preprocess_image(tmp_path / "grey.png", 8)
     assert g.shape == (8, 8, 3) and np.array_equal(g[..., 0], grey)
     assert np.array_equal(g[..., 0], g[..., 2])
-    assert np.all(preprocess_image(tmp_path / "rgba.png", 8)[..., 0] == 200)
+    assert np.all(preprocess_image(tmp_path / "rgba.png", 8) == 255)  # transparent -> white
     assert np.all(preprocess_image(tmp_path / "deep.png", 4) == 255)  # scaled, not clipped
     assert preprocess_image(tmp_path / "pal.png", 8).shape == (8, 8, 3)
 
@@ -159,7 +160,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(cache_mod, "preprocess_image", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         build_cache(root, entries, 8, workers=1, progress=False)
-    assert cache_dirs(root) == []
+    assert [d for d in cache_dirs(root) if not d.endswith(".lock")] == []
     monkeypatch.setattr(cache_mod, "preprocess_image", real)
     assert build_cache(root, entries, 8, workers=1, progress=False).built
 
@@ -173,23 +174,45 @@ def test_killed_build_leftovers_are_ignored_then_removed(tmp_path: Path) -> None
     (parent / dead).mkdir()
     (parent / dead / "images.npy").write_bytes(b"partial")
     c = build_cache(root, entries, 8, workers=1, progress=False)
-    assert c.built and cache_dirs(root) == [c.folder.name]
+    assert c.built and not (parent / dead).exists()
+    assert [d for d in cache_dirs(root) if not d.endswith(".lock")] == [c.folder.name]
 
 
-def test_concurrent_finisher_wins_cleanly(tmp_path: Path, monkeypatch) -> None:
+def test_rename_race_loser_reuses_winner(tmp_path: Path, monkeypatch) -> None:
     root, entries = synthetic_root(tmp_path)
     real_fill = cache_mod._run_fill
     other: list[ImageCache] = []
 
-    def another_rank_finishes_first(*args, **kwargs):
-        real_fill(*args, **kwargs)
+    def another_host_finishes_first(npy, *args, **kwargs):
+        real_fill(npy, *args, **kwargs)
+        # A builder that did not share our lock completes the same cache before our rename.
+        final = dataset_cache_dir(root) / f"cache-{cache_mod.cache_key(entries, 8, 'nearest')}"
         monkeypatch.setattr(cache_mod, "_run_fill", real_fill)
-        other.append(build_cache(root, entries, 8, workers=1, progress=False))
+        other.append(cache_mod._build(root, sorted(entries, key=lambda e: e.path), final,
+                                      final.name[6:], 8, "nearest", None, 1, False))
 
-    monkeypatch.setattr(cache_mod, "_run_fill", another_rank_finishes_first)
+    monkeypatch.setattr(cache_mod, "_run_fill", another_host_finishes_first)
     mine = build_cache(root, entries, 8, workers=1, progress=False)
     assert other[0].built and not mine.built and mine.folder == other[0].folder
-    assert cache_dirs(root) == [mine.folder.name]  # our temp folder was removed
+    assert [d for d in cache_dirs(root) if not d.endswith(".lock")] == [mine.folder.name]
+
+
+def _build_in_child(root: Path, entries: list[Entry], queue) -> None:
+    queue.put(build_cache(root, entries, 16, workers=1, progress=False).built)
+
+
+def test_two_processes_build_once(tmp_path: Path) -> None:
+    root, entries = synthetic_root(tmp_path, n=300)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_build_in_child, args=(root, entries, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted([queue.get(timeout=5), queue.get(timeout=5)]) == [False, True]
+    assert len([d for d in cache_dirs(root) if d.startswith("cache-")]) == 1
 
 
 def test_pickled_cache_does_not_carry_the_array(tmp_path: Path) -> None:

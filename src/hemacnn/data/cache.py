@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from hemacnn.atomic import ensure_writable_dir
+from hemacnn.data.images import to_rgb
 from hemacnn.data.manifest import Entry, manifest_hash
 from hemacnn.data.paths import dataset_cache_dir
 from hemacnn.errors import HemacnnError
@@ -63,26 +64,6 @@ def _check_size(size: int) -> None:
         raise HemacnnError(f"image size must be a positive number of pixels, got {size}")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB; 16-bit greys are scaled down, not clipped."""
-    if img.mode == "RGB":
-        return img
-    if img.mode.startswith("I") or img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        top = float(arr.max()) if arr.size else 0.0
-        if img.mode == "F" and top <= 1.0:
-            scale = 255.0  # float images in [0, 1]
-        elif img.mode.startswith("I;16") or top > 255.0:
-            scale = 255.0 / 65535.0  # 16-bit data (Pillow opens some 16-bit PNGs as "I")
-        else:
-            scale = 1.0
-        img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), mode="L")
-    if img.mode in ("P", "PA", "LA", "La"):
-        img = img.convert("RGBA")
-    # Alpha is dropped, not composited: cell images carry no meaningful transparency.
-    return img.convert("RGB")
-
-
 def preprocess_image(path: str | os.PathLike, size: int, method: str = "nearest",
                      draft: bool | None = None) -> np.ndarray:
     """Decode ``path`` to RGB and resize to ``size`` x ``size``: uint8 array (H, W, 3)."""
@@ -94,7 +75,7 @@ def preprocess_image(path: str | os.PathLike, size: int, method: str = "nearest"
             if use_draft and img.format == "JPEG" and min(img.size) >= 2 * size:
                 # Pillow picks the largest DCT scale that keeps the image >= size.
                 img.draft("RGB", (size, size))
-            rgb = _to_rgb(img)
+            rgb, _ = to_rgb(img)
             if rgb.size != (size, size):
                 rgb = rgb.resize((size, size), RESIZE_METHODS[method])
             arr = np.asarray(rgb, dtype=np.uint8)
@@ -214,10 +195,36 @@ def build_cache(root: str | os.PathLike, entries: Iterable[Entry], size: int,
     if (final / "index.json").is_file():
         return ImageCache(final, built=False)
     ensure_writable_dir(parent)
-    _remove_orphans(parent)
-    # Build in a private temp folder and rename it at the end: a folder named cache-<key>
-    # is always complete, an interrupted build leaves only a .tmp-* folder that is ignored
-    # (and removed by the next build once its process is gone).
+    # One builder at a time per key (e.g. DDP ranks or two runs started together): the others
+    # wait on the lock, then find the finished cache and reuse it.
+    with _lock(parent / f".cache-{key}.lock"):
+        if (final / "index.json").is_file():
+            return ImageCache(final, built=False)
+        _remove_orphans(parent)
+        return _build(root, usable, final, key, size, method, draft, workers, progress)
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: rely on the atomic rename alone
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(root: Path, usable: list[Entry], final: Path, key: str, size: int, method: str,
+           draft: bool | None, workers: int | None, progress: bool) -> ImageCache:
+    """Decode into a private temp folder, then rename it to ``final`` in one step."""
+    # A folder named cache-<key> is therefore always complete; an interrupted build leaves only
+    # a .tmp-* folder that is ignored (and removed by the next build once its process is gone).
+    parent = final.parent
     tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix()}{key}-", dir=parent))
     try:
         npy = tmp / "images.npy"
@@ -236,7 +243,7 @@ def build_cache(root: str | os.PathLike, entries: Iterable[Entry], size: int,
         except OSError:
             if not (final / "index.json").is_file():
                 raise
-            # Another process (e.g. another DDP rank) finished the same cache first: use it.
+            # Someone without the lock (another host, no flock) finished first: use theirs.
             shutil.rmtree(tmp, ignore_errors=True)
             return ImageCache(final, built=False)
     except BaseException:
