@@ -1,0 +1,385 @@
+"""Scan a dataset folder: find every image, decode it fully in parallel, give it one verdict.
+
+Layout: the class is the first folder level under the root, at any depth below it (Matek's
+``CLASS/0001-1000/CLASS_00001.jpg`` and a flat ``CLASS/*.jpg`` both work). Each file is read
+once; its SHA-1 and its pixels come from the same bytes, so the scan costs one read and one
+decode per file. No torch import here: ``hemacnn scan`` must start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hemacnn.atomic import write_json
+from hemacnn.classes import CLASSES, MATEK_IMAGE_SIZE, PAPER_TOTAL
+from hemacnn.data.corruption import detect_corruption
+from hemacnn.data.images import FORMATS_BY_EXTENSION, ImageDecodeError, decode_bytes
+from hemacnn.data.manifest import Entry, read_manifest, write_manifest
+from hemacnn.data.paths import dataset_cache_dir
+from hemacnn.errors import HemacnnError
+
+SCANNER_VERSION = 1
+"""Bump when a verdict rule changes: cached manifests from older scanners are then rebuilt."""
+
+PRIORITY = ("unreadable", "suspicious", "duplicate", "converted", "unusual-size")
+"""File statuses from worst to mildest; a file takes the worst one, its detail lists them all."""
+
+IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX", "@eaDir"})
+"""Operating-system litter that is never data (hidden names starting with '.' also skipped)."""
+
+_JPEG = frozenset({"JPEG", "MPO"})
+_MAX_CHUNK = 64  # files per worker task: few round trips, yet a smooth progress bar
+
+
+@dataclass
+class ScanResult:
+    """What a scan found: one entry per image file, plus problems that concern no single file."""
+
+    root: Path
+    entries: list[Entry]
+    problems: list[dict[str, str]]
+    class_counts: dict[str, int]
+    usual_size: tuple[int, int] | None
+    looks_like_matek: bool
+    seconds: float = 0.0
+    status_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Every image file found (whatever its status)."""
+        return len(self.entries)
+
+
+@dataclass
+class _Listing:
+    files: list[tuple[str, str]]  # (relative POSIX path, class), sorted by path
+    problems: list[dict[str, str]]
+    classes: list[str]
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith(".") or name in IGNORED_NAMES
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in FORMATS_BY_EXTENSION
+
+
+def _check_root(root: str | os.PathLike) -> Path:
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise HemacnnError(f"data folder {path} does not exist; give the folder that holds one "
+                           "sub-folder per class (e.g. BM_cytomorphology_data)")
+    if not path.is_dir():
+        raise HemacnnError(f"data root {path} is a file, not a folder; give the folder that "
+                           "holds one sub-folder per class")
+    return path.resolve()
+
+
+def _list_files(root: Path) -> _Listing:
+    """Every image file under root with its class; litter, loose files and empty classes noted."""
+    files: list[tuple[str, str]] = []
+    problems: list[dict[str, str]] = []
+    classes: list[str] = []
+    loose: list[str] = []
+    try:
+        top = sorted(os.scandir(root), key=lambda d: d.name)
+    except OSError as exc:
+        raise HemacnnError(f"cannot list data folder {root}: {exc.strerror or exc}") from None
+    for child in top:
+        if _ignored(child.name):
+            continue
+        if child.is_dir():
+            found: list[str] = []
+            for dirpath, dirnames, filenames in os.walk(child.path):
+                dirnames[:] = sorted(d for d in dirnames if not _ignored(d))
+                rel_dir = Path(dirpath).relative_to(root).as_posix()
+                for name in sorted(filenames):
+                    if _ignored(name):
+                        continue
+                    rel = f"{rel_dir}/{name}"
+                    if _is_image(name):
+                        found.append(rel)
+                    else:
+                        problems.append({"path": rel, "kind": "skipped",
+                                         "detail": "not an image extension "
+                                         f"({', '.join(sorted(FORMATS_BY_EXTENSION))}); ignored"})
+            classes.append(child.name)
+            if found:
+                files.extend((rel, child.name) for rel in found)
+            else:
+                problems.append({"path": child.name, "kind": "empty-class",
+                                 "detail": f"class folder {child.name} holds no images; "
+                                 "it is left out (add images or remove the folder)"})
+        elif child.is_file() and _is_image(child.name):
+            loose.append(child.name)
+    if loose and not files:
+        # A folder of images with no class sub-folders: the folder itself is the one class.
+        classes = [root.name]
+        files = [(name, root.name) for name in loose]
+        problems = [p for p in problems if p["kind"] != "empty-class"]
+    else:
+        problems.extend({"path": name, "kind": "no-class-folder",
+                         "detail": "image directly in the data root, outside any class folder; "
+                         "ignored (move it into its class folder)"} for name in loose)
+    if not files:
+        raise HemacnnError(f"no image files ({', '.join(sorted(FORMATS_BY_EXTENSION))}) found "
+                           f"under {root}; give the folder that holds one sub-folder per class")
+    files.sort()
+    return _Listing(files, problems, classes)
+
+
+def check_file(root: str, rel: str) -> tuple[str, int, int, list[tuple[str, str]]]:
+    """Read one file once, hash and fully decode those bytes; (sha1, w, h, [(status, detail)])."""
+    try:
+        with open(os.path.join(root, rel), "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        return "", 0, 0, [("unreadable", f"cannot read file ({exc.strerror or exc})")]
+    sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        img = decode_bytes(data, os.path.splitext(rel)[1])
+    except ImageDecodeError as exc:
+        return sha1, 0, 0, [("unreadable", str(exc))]
+    found: list[tuple[str, str]] = []
+    # The block-grid signatures of lost picture data belong to JPEG; other formats carry
+    # checksums (PNG) or no compression at all, and their damage makes the decoder fail.
+    if img.format in _JPEG:
+        bad, detail = detect_corruption(img.image)
+        if bad:
+            found.append(("suspicious", detail))
+    if img.conversion:
+        found.append(("converted", img.conversion))
+    return sha1, img.width, img.height, found
+
+
+def _check_chunk(root: str, rels: list[str]) -> list[tuple[str, int, int, list[tuple[str, str]]]]:
+    return [check_file(root, rel) for rel in rels]
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _run_checks(root: Path, rels: list[str], workers: int,
+                advance: Callable[[int], None]) -> list[tuple[str, int, int, list]]:
+    """check_file over all files, in worker processes when more than one is asked for."""
+    n = len(rels)
+    chunk = max(1, min(_MAX_CHUNK, -(-n // (workers * 8))))
+    chunks = [rels[i:i + chunk] for i in range(0, n, chunk)]
+    job = functools.partial(_check_chunk, str(root))
+    results: list[list | None] = [None] * len(chunks)
+    workers = min(workers, len(chunks))
+    if workers <= 1:
+        for i, c in enumerate(chunks):
+            results[i] = job(c)
+            advance(len(c))
+    else:
+        # The pool's processes start here, before any progress-bar thread exists.
+        with multiprocessing.get_context().Pool(workers) as pool:
+            indexed = pool.imap_unordered(_indexed, [(i, job, c) for i, c in enumerate(chunks)])
+            for i, res in indexed:
+                results[i] = res
+                advance(len(res))
+    return [r for res in results for r in (res or [])]
+
+
+def _indexed(task: tuple[int, Callable, list[str]]) -> tuple[int, list]:
+    i, job, chunk = task
+    return i, job(chunk)
+
+
+@functools.lru_cache(maxsize=1)
+def _progress_columns() -> tuple:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    return (TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+
+
+def _with_progress(total: int, enabled: bool, run: Callable[[Callable[[int], None]], list]):
+    if not enabled:
+        return run(lambda _n: None)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    start = time.perf_counter()
+    with Progress(*_progress_columns(), console=Console(stderr=True)) as bar:
+        task = bar.add_task("scan", total=total, rate="")
+
+        def advance(k: int) -> None:
+            done = bar.tasks[0].completed + k
+            rate = done / max(time.perf_counter() - start, 1e-6)
+            bar.update(task, advance=k, rate=f"{rate:,.0f} img/s")
+
+        return run(advance)
+
+
+def scan_dataset(root: str | os.PathLike, workers: int | None = None,
+                 progress: bool = True) -> ScanResult:
+    """Find, decode and check every image under root; one verdict per file."""
+    start = time.perf_counter()
+    root_path = _check_root(root)
+    listing = _list_files(root_path)
+    rels = [rel for rel, _ in listing.files]
+    n_workers = max(1, workers if workers is not None else _default_workers())
+    checks = _with_progress(len(rels), progress,
+                            lambda adv: _run_checks(root_path, rels, n_workers, adv))
+
+    matek = all(c in CLASSES for c in listing.classes)
+    sizes = Counter((w, h) for _, w, h, _ in checks if w)
+    usual = MATEK_IMAGE_SIZE if matek else (sizes.most_common(1)[0][0] if sizes else None)
+    first_copy: dict[str, tuple[str, str]] = {}
+    entries: list[Entry] = []
+    problems: list[dict[str, str]] = []
+    for (rel, label), (sha1, w, h, found) in zip(listing.files, checks, strict=True):
+        found = list(found)
+        if w and usual and (w, h) != usual:
+            found.append(("unusual-size", f"{w}x{h} px, usual size {usual[0]}x{usual[1]}"))
+        if w:  # only decodable files: every empty file would otherwise 'duplicate' the first
+            if sha1 in first_copy:
+                orig, orig_label = first_copy[sha1]
+                labels = (f"classes {orig_label} and {label} differ"
+                          if orig_label != label else f"both class {label}")
+                found.append(("duplicate", f"{rel} has the same content as {orig} ({labels}); "
+                              "the first copy is kept"))
+            else:
+                first_copy[sha1] = (rel, label)
+        found.sort(key=lambda f: PRIORITY.index(f[0]))
+        status = found[0][0] if found else "ok"
+        detail = found[0][1] if len(found) == 1 else "; ".join(f"{s}: {d}" for s, d in found)
+        entries.append(Entry(rel, label, sha1, w, h, status, detail))
+        if found:
+            problems.append({"path": rel, "kind": status, "detail": detail})
+    counts = Counter(e.label for e in entries)
+    class_counts = {c: counts.get(c, 0) for c in sorted(set(listing.classes) | set(counts))}
+    return ScanResult(
+        root=root_path, entries=entries, problems=problems + listing.problems,
+        class_counts=class_counts, usual_size=usual, looks_like_matek=matek,
+        seconds=time.perf_counter() - start,
+        status_counts=dict(Counter(e.status for e in entries)),
+    )
+
+
+def default_manifest_path(root: str | os.PathLike) -> Path:
+    """Where `hemacnn scan` writes the manifest when no --out is given."""
+    return dataset_cache_dir(root) / "manifest.csv"
+
+
+def listing_fingerprint(root: str | os.PathLike) -> str:
+    """Cheap identity of a data folder: relative paths, sizes and mtimes (stat only, no reads)."""
+    root_path = _check_root(root)
+    h = hashlib.sha1(f"hemacnn-scan-{SCANNER_VERSION}\n{root_path}\n".encode())
+    for rel, _ in _list_files(root_path).files:
+        st = os.stat(root_path / rel)
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def load_or_scan(root: str | os.PathLike, workers: int | None = None,
+                 progress: bool = True) -> list[Entry]:
+    """Manifest entries for root: reuse the cached manifest while the listing is unchanged."""
+    manifest = default_manifest_path(root)
+    stamp = manifest.with_suffix(".fingerprint.json")
+    fingerprint = listing_fingerprint(root)
+    try:
+        saved = json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    if saved == fingerprint and manifest.is_file():
+        try:
+            return read_manifest(manifest)
+        except HemacnnError:
+            pass  # damaged cache file: fall through and rebuild it
+    result = scan_dataset(root, workers=workers, progress=progress)
+    write_manifest(result.entries, manifest)
+    write_json(stamp, {"fingerprint": fingerprint, "scanner_version": SCANNER_VERSION,
+                       "root": str(result.root), "files": result.total})
+    return result.entries
+
+
+def scan_report_json(result: ScanResult) -> dict:
+    """The --json report: total, per-class count and percent, and every problem."""
+    total = result.total
+    return {
+        "total": total,
+        "classes": {c: {"count": n, "percent": round(100.0 * n / total, 2) if total else 0.0}
+                    for c, n in result.class_counts.items()},
+        "problems": [dict(p) for p in result.problems],
+        "root": str(result.root),
+        "statuses": result.status_counts,
+        "usual_size": list(result.usual_size) if result.usual_size else None,
+    }
+
+
+def scan_report_text(result: ScanResult, manifest_path: str | os.PathLike | None = None,
+                     max_paths: int = 20) -> str:
+    """Table-1-style class counts, then the problems grouped by kind, then the manifest path."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    total = result.total
+    table = Table(title=f"{total:,} images in {result.root}", title_justify="left")
+    table.add_column("Code")
+    table.add_column("Class")
+    table.add_column("Images", justify="right")
+    table.add_column("% of dataset", justify="right")
+    if result.looks_like_matek:
+        table.add_column("Paper images", justify="right")
+        table.add_column("Paper %", justify="right")
+    for code, n in result.class_counts.items():
+        row = [code, CLASSES[code].name if code in CLASSES else "",
+               f"{n:,}", f"{100.0 * n / total:.2f}"]
+        if result.looks_like_matek:
+            paper = CLASSES[code].paper_count
+            row += [f"{paper:,}", f"{100.0 * paper / PAPER_TOTAL:.2f}"]
+        table.add_row(*row)
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, no_color=True, highlight=False)
+    console.print(table)
+    lines = [buf.getvalue().rstrip()]
+    if result.looks_like_matek:
+        lines.append(f"Paper: Whitehead & Ramirez Table 1, the full Matek et al. 2021 dataset "
+                     f"({PAPER_TOTAL:,} images, 21 classes).")
+    lines.append("")
+    kinds = Counter(p["kind"] for p in result.problems)
+    if not kinds:
+        lines.append("Problems: none; every image decoded cleanly.")
+    else:
+        lines.append(f"Problems ({sum(kinds.values())}):")
+        for kind in [*PRIORITY, *sorted(set(kinds) - set(PRIORITY))]:
+            if kind not in kinds:
+                continue
+            lines.append(f"  {kind}: {kinds[kind]}")
+            shown = list(iter_problems(result, kind))
+            for p in shown[:max_paths]:
+                lines.append(f"    {p['path']}: {p['detail']}")
+            if len(shown) > max_paths:
+                lines.append(f"    ... and {len(shown) - max_paths} more (all in --json and "
+                             "the manifest)")
+    usable = sum(1 for e in result.entries if e.usable)
+    lines.append("")
+    lines.append(f"Usable for training: {usable:,} of {total:,} images "
+                 f"(scanned in {result.seconds:.1f} s).")
+    if manifest_path is not None:
+        lines.append(f"Manifest written to {manifest_path}")
+    return "\n".join(lines)
+
+
+def iter_problems(result: ScanResult, kind: str) -> Iterator[dict[str, str]]:
+    """The problems of one kind, in path order."""
+    return (p for p in result.problems if p["kind"] == kind)
