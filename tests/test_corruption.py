@@ -1,0 +1,120 @@
+"""The pixel check for damaged JPEG data: real corrupt files, the clean sample, and damage made
+here from clean images the detector has never been tuned on."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hemacnn.data.corruption import detect_corruption, to_gray
+from hemacnn.data.images import decode_bytes, load_rgb
+
+
+def _victims(sample_root: Path) -> list[Path]:
+    """Four clean images spread over the classes (every 600th file) to damage here."""
+    files = sorted(sample_root.rglob("*.jpg"))[100::600]
+    assert len(files) == 4
+    return files
+
+
+def _scan_data_start(data: bytes) -> int:
+    """Offset of the first byte of entropy-coded data (just after the SOS header)."""
+    sos = data.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+
+
+def _decode(data: bytes) -> np.ndarray:
+    """Strict full decode, as the scan does it (raises on truncation)."""
+    return np.asarray(decode_bytes(data, ".jpg").image)
+
+
+def test_real_corrupt_files_are_flagged(corrupt_root: Path) -> None:
+    files = sorted(corrupt_root.glob("*.jpg"))
+    assert len(files) == 4
+    for f in files:
+        bad, detail = detect_corruption(load_rgb(f))
+        assert bad, f"{f.name} not flagged"
+        assert detail.startswith("damaged picture data: ")
+
+
+def test_clean_sample_is_at_most_one_percent_flagged(sample_root: Path) -> None:
+    files = sorted(sample_root.rglob("*.jpg"))
+    assert len(files) == 2440
+    flagged = [f.name for f in files if detect_corruption(load_rgb(f))[0]]
+    assert len(flagged) <= len(files) // 100, flagged
+
+
+def test_grey_band_over_lower_third_is_flagged(sample_root: Path) -> None:
+    for path in _victims(sample_root):
+        rgb = load_rgb(path)
+        assert not detect_corruption(rgb)[0], f"{path.name} flagged before any damage"
+        damaged = rgb.copy()
+        damaged[rgb.shape[0] * 2 // 3:] = 128  # not on the 8 px grid: 166 is not a multiple
+        buf = io.BytesIO()
+        Image.fromarray(damaged).save(buf, "JPEG", quality=90)
+        bad, detail = detect_corruption(_decode(buf.getvalue()))
+        assert bad and "flat or repeated" in detail, (path.name, detail)
+
+
+def test_truncated_then_zero_padded_jpeg_is_flagged(sample_root: Path) -> None:
+    for path in _victims(sample_root):
+        data = path.read_bytes()
+        start = _scan_data_start(data)
+        cut = start + (len(data) - start) * 3 // 5
+        # Same length as before, ending in a proper EOI marker: no decoder sees truncation.
+        padded = data[:cut] + b"\x00" * (len(data) - cut - 2) + b"\xff\xd9"
+        pixels = _decode(padded)
+        bad, detail = detect_corruption(pixels)
+        assert bad, (path.name, detail)
+
+
+def test_random_bytes_in_scan_data_are_flagged(sample_root: Path) -> None:
+    rng = np.random.default_rng(7)
+    for path in _victims(sample_root):
+        data = bytearray(path.read_bytes())
+        clean = _decode(bytes(data))
+        start = _scan_data_start(bytes(data))
+        at = start + (len(data) - start) * 2 // 5
+        # 0xFF would start a marker; anything else is decoded as (wrong) picture data.
+        data[at:at + 64] = rng.integers(0, 255, 64, dtype=np.uint8).tobytes()
+        pixels = _decode(bytes(data))
+        # The damage is real: the lower part of the picture changed substantially.
+        lower = slice(clean.shape[0] * 2 // 3, None)
+        change = np.abs(pixels[lower].astype(int) - clean[lower].astype(int)).mean()
+        assert change > 5, (path.name, change)
+        bad, detail = detect_corruption(pixels)
+        assert bad, (path.name, detail)
+
+
+def test_noisy_synthetic_jpegs_and_blank_images_are_not_flagged() -> None:
+    rng = np.random.default_rng(0)
+    for size in (48, 64, 250):
+        for quality in (75, 95):
+            arr = np.clip(rng.normal((60, 160, 60), 40, (size, size, 3)), 0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, "JPEG", quality=quality)
+            assert not detect_corruption(_decode(buf.getvalue()))[0], (size, quality)
+    # A blank picture is not damaged data (it has nothing to lose): no verdict.
+    assert not detect_corruption(np.full((250, 250, 3), 128, np.uint8))[0]
+    # Saturated white background is legitimately flat.
+    white = np.full((250, 250, 3), 255, np.uint8)
+    white[:100] = rng.integers(100, 200, (100, 250, 3), dtype=np.uint8)
+    assert not detect_corruption(white)[0]
+
+
+def test_gray_and_rgb_inputs_agree(corrupt_root: Path) -> None:
+    rgb = load_rgb(sorted(corrupt_root.glob("*.jpg"))[0])
+    assert detect_corruption(rgb) == detect_corruption(to_gray(rgb))
+    assert detect_corruption(Image.fromarray(rgb)) == detect_corruption(rgb)
+    with pytest.raises(ValueError, match="image array"):
+        detect_corruption(np.zeros((4, 4, 4, 4), np.uint8))
+
+
+def test_tiny_images_are_not_judged() -> None:
+    arr = np.zeros((16, 300, 3), np.uint8)
+    arr[8:] = 128  # a perfect seam, but only two block rows: too little to judge
+    assert detect_corruption(arr) == (False, "")
