@@ -1,0 +1,84 @@
+"""Augmentation: the paper's offline 90° copies and on-the-fly dihedral transforms.
+
+Cell images have no preferred orientation, so the 8 symmetries of the square (4 rotations,
+each optionally mirrored) are label-preserving. Training only: validation and test data are
+never transformed (the evaluator's test-time augmentation uses :func:`dihedral` explicitly).
+
+Determinism: the random choice of transform is made in the sampler, in the main process, from a
+generator seeded by (seed, epoch), and travels with the sample index to the worker that loads
+it. So the same seed gives the same transforms whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+N_DIHEDRAL = 8
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Apply dihedral transform ``k`` (0..7) to a CHW or NCHW tensor.
+
+    ``k % 4`` quarter turns counter-clockwise (``torch.rot90``), then, for ``k >= 4``, a
+    left-right flip. ``k = 0`` is the identity.
+    """
+    if not 0 <= int(k) < N_DIHEDRAL:
+        raise ValueError(f"dihedral transform index must be in 0..7, got {k}")
+    dims = (x.ndim - 2, x.ndim - 1)
+    out = torch.rot90(x, int(k) % 4, dims=dims) if k % 4 else x
+    if k >= 4:
+        out = torch.flip(out, dims=(dims[1],))
+    return out
+
+
+def dihedral_transforms() -> list[int]:
+    """The indices of all 8 dihedral transforms (for test-time augmentation)."""
+    return list(range(N_DIHEDRAL))
+
+
+def offline_rotated_items(items: Sequence[tuple[int, int]], labels_to_rotate: set[int]
+                          ) -> list[tuple[int, int, int]]:
+    """(row, label) items plus, for each listed label, a copy marked to be turned 90°.
+
+    The paper (IV-C) balanced band neutrophils this way: each training NGB image is added
+    once more, rotated by 90°. Returns (row, label, quarter_turns).
+    """
+    out = [(row, label, 0) for row, label in items]
+    out += [(row, label, 1) for row, label in items if label in labels_to_rotate]
+    return out
+
+
+class SeededShuffleSampler(Sampler):
+    """Shuffles indices from (seed, epoch); optionally pairs each with a random transform.
+
+    Yields plain ints, or ``(index, k)`` with ``k`` in 0..7 when ``augment`` is set, so the
+    per-sample transform is fixed here and not in the (possibly many) worker processes.
+    Lightning calls :meth:`set_epoch` each epoch, so a resumed run redraws the same order.
+    """
+
+    def __init__(self, n: int, seed: int = 0, augment: bool = False) -> None:
+        self.n = int(n)
+        self.seed = int(seed)
+        self.augment = augment
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` on the next iteration."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.n).tolist()
+        # Without Lightning nobody calls set_epoch: move on so each epoch differs.
+        self.epoch += 1
+        if not self.augment:
+            return iter(order)
+        ks = rng.integers(0, N_DIHEDRAL, size=self.n).tolist()
+        return iter(zip(order, ks, strict=True))

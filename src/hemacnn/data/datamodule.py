@@ -1,0 +1,235 @@
+"""The Dataset and LightningDataModule: scan -> splits -> cache -> batches of floats in [0, 1].
+
+Images are decoded once into the memory-mapped cache (:mod:`hemacnn.data.cache`); a batch is
+then a slice copy plus a division by 255, as the paper's batch generator did (section III).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hemacnn.classes import PAPER_CLASSES
+from hemacnn.data.augment import SeededShuffleSampler, dihedral, offline_rotated_items
+from hemacnn.data.cache import ImageCache, build_cache, preprocess_image
+from hemacnn.data.manifest import Entry, manifest_hash
+from hemacnn.data.splits import Item, Splits, load_splits, make_splits
+from hemacnn.errors import HemacnnError
+
+
+class DecodedImages:
+    """Images decoded on demand (same preprocessing as the cache), for lists not in a cache."""
+
+    def __init__(self, root: str | os.PathLike, paths: Sequence[str], size: int,
+                 method: str = "nearest") -> None:
+        self.root = Path(root)
+        self.paths = list(dict.fromkeys(paths))
+        self.size = size
+        self.method = method
+        self._row = {p: i for i, p in enumerate(self.paths)}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def rows(self, paths: Sequence[str]) -> np.ndarray:
+        """Row numbers of ``paths``."""
+        return np.array([self._row[p] for p in paths], dtype=np.int64)
+
+    def get(self, i: int) -> np.ndarray:
+        """Image ``i`` as a uint8 (size, size, 3) array."""
+        p = Path(self.paths[i])
+        return preprocess_image(p if p.is_absolute() else self.root / p, self.size, self.method)
+
+
+class CellDataset(Dataset):
+    """(path, class) items over an image store -> (float32 3xHxW in [0, 1], int64 label)."""
+
+    def __init__(self, images: ImageCache | DecodedImages, items: Sequence[Item],
+                 classes: Sequence[str], offline_rotate: Sequence[str] = (),
+                 augment: bool = False, seed: int = 0) -> None:
+        self.images = images
+        self.classes = list(classes)
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({label for _, label in items if label not in index})
+        if unknown:
+            raise HemacnnError(f"class {unknown[0]} is not one of the model's classes "
+                               f"{', '.join(self.classes)}; drop those files or retrain")
+        rows = images.rows([p for p, _ in items]).tolist()
+        base = [(r, index[label]) for r, (_, label) in zip(rows, items, strict=True)]
+        rotate = {index[c] for c in offline_rotate if c in index}
+        self.items = offline_rotated_items(base, rotate)
+        self.paths = [p for p, _ in items] + [p for p, label in items if index[label] in rotate]
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def labels(self) -> np.ndarray:
+        """Integer label of every sample, in order (offline copies included)."""
+        return np.array([label for _, label, _ in self.items], dtype=np.int64)
+
+    def sampler(self) -> SeededShuffleSampler:
+        """The seeded shuffling sampler that also draws each sample's random transform."""
+        return SeededShuffleSampler(len(self), self.seed, self.augment)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(index, tuple):
+            i, k = int(index[0]), int(index[1])
+        else:
+            i, k = int(index), None
+        row, label, turns = self.items[i]
+        # One copy out of the memory map, straight into CHW order.
+        x = torch.from_numpy(np.ascontiguousarray(self.images.get(row).transpose(2, 0, 1)))
+        if turns:
+            x = torch.rot90(x, turns, dims=(1, 2))
+        if self.augment:
+            if k is None:  # plain int index (no SeededShuffleSampler): draw from (seed, epoch, i)
+                k = int(np.random.default_rng([self.seed, self.epoch, i]).integers(8))
+            x = dihedral(x, k)
+        return x.float().div_(255.0), torch.tensor(label, dtype=torch.int64)
+
+
+class HemaDataModule(L.LightningDataModule):
+    """Scan, split and cache a labelled image folder; serve train/val/test loaders."""
+
+    def __init__(self, root: str | os.PathLike, classes: Sequence[str] = PAPER_CLASSES,
+                 image_size: int = 128, resize: str = "nearest", batch_size: int = 32,
+                 test_fraction: float = 0.10, val_fraction: float = 0.20, seed: int = 0,
+                 folds: int | None = None, fold: int = 0, offline_rotate: Sequence[str] = (),
+                 augment: bool = False, num_workers: int = 0,
+                 splits_dir: str | os.PathLike | None = None, progress: bool = True,
+                 cache_workers: int | None = None) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.classes = list(classes)
+        self.image_size = int(image_size)
+        self.resize = resize
+        self.batch_size = int(batch_size)
+        self.test_fraction = test_fraction
+        self.val_fraction = val_fraction
+        self.seed = int(seed)
+        self.folds = folds
+        self.fold = int(fold)
+        self.offline_rotate = list(offline_rotate)
+        self.augment = bool(augment)
+        self.num_workers = int(num_workers)
+        self.splits_dir = Path(splits_dir) if splits_dir is not None else None
+        self.progress = progress
+        self.cache_workers = cache_workers
+        if self.batch_size < 1:
+            raise HemacnnError(f"batch_size must be at least 1, got {batch_size}")
+        if self.num_workers < 0:
+            raise HemacnnError(f"num_workers must be 0 or more, got {num_workers}")
+        self.entries: list[Entry] | None = None
+        self.splits: Splits | None = None
+        self.cache: ImageCache | None = None
+        self.manifest_hash: str | None = None
+
+    @property
+    def class_codes(self) -> list[str]:
+        """Class codes in label order (known after setup)."""
+        return list(self.splits.classes) if self.splits is not None else list(self.classes)
+
+    def prepare_data(self) -> None:
+        """Scan and build the cache (Lightning runs this on one process per node first)."""
+        self._prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load manifest, splits and cache (reused when prepare_data already built them)."""
+        self._prepare()
+
+    def _prepare(self) -> None:
+        if self.cache is not None:
+            return
+        from hemacnn.data.scan import load_or_scan
+
+        entries = load_or_scan(self.root, progress=self.progress)
+        usable = {e.path: e for e in entries if e.usable}
+        if self.splits_dir is not None:
+            splits = load_splits(self.splits_dir)
+            missing = [p for p, _ in splits.train + splits.val + splits.test if p not in usable]
+            if missing:
+                raise HemacnnError(f"{len(missing)} file(s) of the saved splits in "
+                                   f"{self.splits_dir} are missing or unusable in {self.root} "
+                                   f"(first: {missing[0]}); use the data folder of that run")
+        else:
+            splits = make_splits(entries, self.classes, self.test_fraction, self.val_fraction,
+                                 self.seed, self.folds, self.fold, root=str(self.root))
+        unknown = [c for c in self.offline_rotate if c not in splits.classes]
+        if unknown:
+            warnings.warn(f"offline_rotate lists {', '.join(unknown)}, not among the selected "
+                          f"classes {', '.join(splits.classes)}; ignored", stacklevel=2)
+        # Cache only the selected classes: what the splits need, nothing more.
+        selected = [usable[p] for p, _ in splits.train + splits.val + splits.test]
+        self.cache = build_cache(self.root, selected, self.image_size, self.resize,
+                                 workers=self.cache_workers, progress=self.progress)
+        self.entries = entries
+        self.splits = splits
+        self.manifest_hash = manifest_hash(entries)
+
+    def _require_setup(self) -> tuple[Splits, ImageCache]:
+        if self.splits is None or self.cache is None:
+            self._prepare()
+        return self.splits, self.cache
+
+    def _loader(self, dataset: CellDataset, batch_size: int | None, shuffle: bool
+                ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            sampler=dataset.sampler() if shuffle else None,
+            shuffle=False,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataset(self) -> CellDataset:
+        """Training samples: offline 90° copies and random dihedral transforms as configured."""
+        splits, cache = self._require_setup()
+        return CellDataset(cache, splits.train, splits.classes, self.offline_rotate,
+                           self.augment, self.seed)
+
+    def eval_dataset(self, split: str) -> CellDataset:
+        """Samples of ``split`` without any augmentation."""
+        splits, cache = self._require_setup()
+        return CellDataset(cache, splits.split(split), splits.classes)
+
+    def train_dataloader(self) -> DataLoader:
+        """Seeded, shuffled training batches."""
+        return self._loader(self.train_dataset(), None, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in file order, never augmented."""
+        return self._loader(self.eval_dataset("val"), None, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in file order, never augmented."""
+        return self._loader(self.eval_dataset("test"), None, shuffle=False)
+
+    def dataloader_for(self, items: Sequence[Item], batch_size: int | None = None,
+                       root: str | os.PathLike | None = None) -> DataLoader:
+        """Batches for any (path, class) list, unaugmented, in the given order.
+
+        Items already in this data module's cache are read from it; others (another folder,
+        files never scanned) are decoded on the fly with the same preprocessing.
+        """
+        items = list(items)
+        same_root = root is None or Path(root).resolve() == self.root.resolve()
+        if same_root and self.cache is not None and all(p in self.cache for p, _ in items):
+            images: ImageCache | DecodedImages = self.cache
+        else:
+            images = DecodedImages(root if root is not None else self.root,
+                                   [p for p, _ in items], self.image_size, self.resize)
+        return self._loader(CellDataset(images, items, self.class_codes), batch_size,
+                            shuffle=False)
