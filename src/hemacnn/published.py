@@ -19,6 +19,7 @@ class PublishedResult:
     """One study's per-class table with where it came from."""
 
     key: str
+    short: str
     label: str
     citation: str
     where: str
@@ -70,22 +71,20 @@ def published_for(classes: list[str] | tuple[str, ...]) -> list[PublishedResult]
 
 def comparability(pub: PublishedResult, run_classes: list[str], run_images: int | None,
                   run_split: str | None = None) -> list[str]:
-    """Plain-language reasons why a run and a published result are not like for like."""
+    """Plain-language reasons why a run and a published result are not like for like.
+
+    Caveats about the published numbers themselves live in each source's ``note``.
+    """
     reasons = []
-    if tuple(sorted(run_classes)) != tuple(sorted(pub.classes)):
-        reasons.append(f"class set differs: this run has {len(run_classes)} classes "
-                       f"({', '.join(run_classes)}), {pub.label.split(',')[0]} trained on "
-                       f"{len(pub.classes)} ({', '.join(pub.classes)}); fewer classes make "
-                       "the task easier")
+    if sorted(run_classes) != sorted(pub.classes):
+        theirs = (f"all {len(pub.classes)} Matek classes" if len(pub.classes) > 8
+                  else f"{len(pub.classes)} ({', '.join(pub.classes)})")
+        easier = ("; fewer classes usually make the task easier"
+                  if len(run_classes) < len(pub.classes) else "")
+        reasons.append(f"class set: this run {len(run_classes)} "
+                       f"({', '.join(run_classes)}), the study {theirs}{easier}")
     if run_images is not None and run_images != pub.images:
-        reasons.append(f"dataset differs: this run used {run_images:,} images, the study "
-                       f"{pub.images:,} ({pub.dataset})")
+        reasons.append(f"dataset: this run {run_images:,} images, the study {pub.images:,}")
     if run_split and run_split != pub.split:
-        reasons.append(f"split differs: this run {run_split}; the study {pub.split}")
-    if pub.pr_order == "unknown":
-        reasons.append("which number of each published precision/recall pair is precision is "
-                       "uncertain (garbled table header): compare on F1")
-    if pub.f1_derived:
-        reasons.append("the study gives no F1; it is computed from its mean precision and "
-                       "recall")
+        reasons.append(f"split: this run {run_split}; the study {pub.split}")
     return reasons

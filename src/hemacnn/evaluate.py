@@ -1,0 +1,251 @@
+"""Evaluate a trained run: predict a split or a labelled folder, compute metrics, save results.
+
+Metric maths lives in :mod:`hemacnn.metrics` (arrays in, dict out). This module handles run
+folders and files: it writes ``evaluation_<name>.json``, ``predictions_<name>.npz`` (so the
+metrics can be recomputed later without the model) and the confusion-matrix and reliability
+figures under ``plots/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hemacnn.atomic import atomic_open, ensure_writable_dir, write_json
+from hemacnn.errors import HemacnnError
+from hemacnn.metrics import compute_metrics
+
+SPLITS = ("train", "val", "test")
+
+
+def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray,
+                   classes: Sequence[str], out_dir: Path, name: str,
+                   paths: Sequence[str] | None) -> dict[str, Any]:
+    from hemacnn.plots import plot_confusion, plot_reliability
+
+    out_dir = ensure_writable_dir(Path(out_dir))
+    plots = out_dir / "plots"
+    cm = result["confusion_matrix"]["counts"]
+    outputs = {
+        "evaluation": out_dir / f"evaluation_{name}.json",
+        "predictions": out_dir / f"predictions_{name}.npz",
+        "confusion": plot_confusion(cm, classes, plots / f"confusion_{name}.png"),
+        "confusion_normalised": plot_confusion(cm, classes,
+                                               plots / f"confusion_{name}_normalised.png",
+                                               normalise=True),
+        "reliability": plot_reliability(result["calibration"]["bins"],
+                                        plots / f"reliability_{name}.png",
+                                        ece=result["calibration"]["ece"]),
+    }
+    with atomic_open(outputs["predictions"], "wb") as fh:
+        np.savez_compressed(fh, y_true=np.asarray(y_true, dtype=np.int64),
+                            probs=np.asarray(probs, dtype=np.float32),
+                            paths=np.asarray(list(paths) if paths is not None else [], dtype=str),
+                            classes=np.asarray(list(classes), dtype=str))
+    result["outputs"] = {k: str(v) for k, v in outputs.items()}
+    write_json(outputs["evaluation"], result)
+    return result
+
+
+def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
+                         out_dir: str | os.PathLike, name: str = "test",
+                         paths: Sequence[str] | None = None) -> dict[str, Any]:
+    """Compute metrics and write evaluation JSON, predictions NPZ and figures into ``out_dir``."""
+    result = {"name": name, **compute_metrics(y_true, probs, list(classes))}
+    return _write_outputs(result, y_true, probs, classes, Path(out_dir), name, paths)
+
+
+def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The model card of a run folder, or a one-line error when it is not a run folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HemacnnError(f"run folder {run_dir} not found; give the folder `hemacnn train` "
+                           "wrote")
+    card_path = run_dir / "model_card.json"
+    if not card_path.is_file():
+        raise HemacnnError(f"{run_dir} is not a hemacnn run folder (no model_card.json); give "
+                           "the folder `hemacnn train` wrote")
+    try:
+        return json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HemacnnError(f"cannot read {card_path}: {exc}") from None
+
+
+def read_split(run_dir: Path, split: str) -> list[tuple[str, str]]:
+    """(path, class) rows of ``splits/<split>.csv``, paths relative to the card's data_root."""
+    if split not in SPLITS:
+        raise HemacnnError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = run_dir / "splits" / f"{split}.csv"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        raise HemacnnError(f"{path} not found; the run folder has no {split} split "
+                           "(was training interrupted before the splits were saved?)") from None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if rows and not {"path", "class"} <= set(rows[0]):
+        raise HemacnnError(f"{path} must have columns path,class")
+    return [(r["path"], r["class"]) for r in rows]
+
+
+def _split_items(run_dir: Path, card: dict, split: str
+                 ) -> tuple[list[Path], list[str], list[dict], dict[str, int]]:
+    root = Path(card.get("data_root") or "")
+    if not root.is_dir():
+        raise HemacnnError(f"data folder {root} of this run (model_card.json data_root) not "
+                           "found; evaluate with --data DIR instead")
+    files, labels, skipped = [], [], []
+    unknown: Counter[str] = Counter()
+    for rel, label in read_split(run_dir, split):
+        if label not in card["classes"]:
+            unknown[label] += 1
+        elif not (root / rel).is_file():
+            skipped.append({"path": rel, "status": "missing", "detail": "file not found"})
+        else:
+            files.append(root / rel)
+            labels.append(label)
+    return files, labels, skipped, dict(unknown)
+
+
+def _data_items(data: str | os.PathLike, card: dict
+                ) -> tuple[list[Path], list[str], list[dict], dict[str, int]]:
+    from hemacnn.data.scan import scan_dataset
+
+    root = Path(data)
+    if not root.is_dir():
+        raise HemacnnError(f"data folder {root} not found; give a folder of class folders "
+                           "(CLASS/.../image.jpg)")
+    entries = scan_dataset(root, progress=False).entries
+    files, labels, skipped = [], [], []
+    unknown: Counter[str] = Counter()
+    for e in entries:
+        if e.label not in card["classes"]:
+            unknown[e.label] += 1
+        elif not e.usable:
+            skipped.append({"path": e.path, "status": e.status, "detail": e.detail})
+        else:
+            files.append(root / e.path)
+            labels.append(e.label)
+    if not files:
+        raise HemacnnError(
+            f"no usable images of the model's classes ({', '.join(card['classes'])}) in "
+            f"{root}; found classes: {', '.join(sorted(unknown)) or 'none'}")
+    return files, labels, skipped, dict(unknown)
+
+
+def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = None,
+                 split: str = "test", tta: bool = False,
+                 out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Evaluate a run's best checkpoint on its split (or on folder ``data``); save and return."""
+    from hemacnn.predict import find_checkpoint, load_checkpoint, load_images, predict_arrays
+
+    run_dir = Path(run_dir)
+    card = read_card(run_dir)
+    ckpt = find_checkpoint(run_dir)
+    if data is None:
+        files, labels, skipped, unknown = _split_items(run_dir, card, split)
+        name, root = split, Path(card["data_root"])
+    else:
+        files, labels, skipped, unknown = _data_items(data, card)
+        name, root = f"data-{Path(data).resolve().name}", Path(data)
+    if tta:
+        name += "_tta"
+    model, card = load_checkpoint(ckpt)
+    images, ok, errors = load_images(files, card)
+    for path, err in errors:
+        skipped.append({"path": os.path.relpath(path, root), "status": "unreadable",
+                        "detail": err})
+    if not ok:
+        raise HemacnnError(f"no readable images to evaluate in {root}")
+    classes = card["classes"]
+    y_true = np.array([classes.index(labels[i]) for i in ok], dtype=np.int64)
+    probs = predict_arrays(model, images, tta=tta)
+    rel_paths = [os.path.relpath(files[i], root) for i in ok]
+    result = {
+        "name": name,
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt),
+        "split": split if data is None else None,
+        "data": str(Path(data).resolve()) if data is not None else str(root),
+        "tta": bool(tta),
+        **compute_metrics(y_true, probs, classes),
+        "skipped_classes": unknown,
+        "skipped_files": skipped,
+    }
+    return _write_outputs(result, y_true, probs, classes, Path(out) if out else run_dir, name,
+                          rel_paths)
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    return "  n/a " if v is None else f"{v:.{digits}f}"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def class_table(per_class: dict[str, dict], with_ci: bool = True) -> list[str]:
+    """Rows in the paper's Table 6 layout: class, precision, recall, F1, support (+ CIs)."""
+    head = (f"{'class':<6}{'name':<22}{'precision':>10}{'95% CI':>17}{'recall':>9}"
+            f"{'95% CI':>17}{'F1':>8}{'support':>9}")
+    if not with_ci:
+        head = f"{'class':<6}{'name':<22}{'precision':>10}{'recall':>9}{'F1':>8}{'support':>9}"
+    lines = [head, "-" * len(head)]
+    for code, v in per_class.items():
+        if with_ci:
+            lines.append(f"{code:<6}{v['name'][:21]:<22}{_fmt(v['precision']):>10}"
+                         f"{_ci(v['precision_ci']):>17}{_fmt(v['recall']):>9}"
+                         f"{_ci(v['recall_ci']):>17}{_fmt(v['f1']):>8}{v['support']:>9}")
+        else:
+            lines.append(f"{code:<6}{v['name'][:21]:<22}{_fmt(v['precision']):>10}"
+                         f"{_fmt(v['recall']):>9}{_fmt(v['f1']):>8}{v['support']:>9}")
+    return lines
+
+
+def headline_line(m: dict[str, Any]) -> str:
+    """accuracy, balanced accuracy, macro and weighted F1 on one line."""
+    return (f"accuracy {m['accuracy']:.4f}  balanced accuracy {m['balanced_accuracy']:.4f}  "
+            f"macro F1 {m['macro_f1']:.4f}  weighted F1 {m['weighted_f1']:.4f}")
+
+
+def format_evaluation(result: dict[str, Any]) -> str:
+    """Human-readable evaluation: per-class table (Table 6 layout), headline, tolerant, notes."""
+    where = (f"split '{result['split']}'" if result.get("split")
+             else f"data {result.get('data')}")
+    lines = [f"Evaluation {result.get('name', '')}: {where}, {result['n']} images"
+             + (", TTA over 8 dihedral transforms" if result.get("tta") else ""), ""]
+    lines += class_table(result["per_class"])
+    lines += ["", "strict:   " + headline_line(result)]
+    tol = result["tolerant"]
+    if tol["groups"]:
+        groups = "; ".join(f"{c}~{'/'.join(g)}" for c, g in tol["groups"].items())
+        lines += ["tolerant: " + headline_line(tol) + f"   (groups: {groups})", ""]
+        lines += ["Tolerant per class:"] + class_table(tol["per_class"], with_ci=False)
+    else:
+        lines.append("tolerant: same as strict (no tolerance group joins two of these classes)")
+    lines += ["", f"expected calibration error {result['calibration']['ece']:.4f} "
+              f"({result['calibration']['n_bins']} bins); CIs: 95% "
+              f"{result['ci_method'].capitalize()} score intervals"]
+    aucs = ", ".join(f"{c} {_fmt(v['roc_auc'], 3)}" for c, v in result["per_class"].items())
+    lines.append(f"one-vs-rest ROC-AUC: {aucs}")
+    for note in result.get("notes", []):
+        lines.append(f"note: {note}")
+    if result.get("skipped_classes"):
+        sk = ", ".join(f"{c} ({n})" for c, n in sorted(result["skipped_classes"].items()))
+        lines.append(f"skipped classes the model does not know: {sk}")
+    skipped = result.get("skipped_files") or []
+    if skipped:
+        lines.append(f"skipped {len(skipped)} files that failed validation:")
+        lines += [f"  {s['path']}: {s['status']} {s['detail']}".rstrip() for s in skipped[:20]]
+        if len(skipped) > 20:
+            lines.append(f"  ... and {len(skipped) - 20} more (see the evaluation JSON)")
+    if result.get("outputs"):
+        lines.append(f"wrote {result['outputs']['evaluation']}")
+    return "\n".join(lines)

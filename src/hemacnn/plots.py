@@ -1,0 +1,158 @@
+"""Every figure, drawn from saved files (metrics.csv, evaluation JSON), never during training.
+
+matplotlib runs with the Agg backend (no display needed); each PNG is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from hemacnn.atomic import write_bytes  # noqa: E402
+from hemacnn.errors import HemacnnError  # noqa: E402
+
+DPI = 110
+
+
+def _save(fig: plt.Figure, out_png: str | os.PathLike) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes(out_png, buf.getvalue())
+    return Path(out_png)
+
+
+def read_metrics_csv(metrics_csv: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Columns of a run's metrics.csv as float arrays (empty cells become NaN)."""
+    path = Path(metrics_csv)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HemacnnError(f"cannot read {path}: {exc.strerror or exc}; is this a run "
+                           "folder that trained at least one epoch?") from None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows or "epoch" not in rows[0]:
+        raise HemacnnError(f"{path} has no epoch rows; train at least one epoch first")
+
+    def num(v: str | None) -> float:
+        try:
+            return float(v) if v not in (None, "") else math.nan
+        except ValueError:
+            return math.nan
+
+    return {k: np.array([num(r.get(k)) for r in rows]) for k in rows[0]}
+
+
+def _series(ax: plt.Axes, x: np.ndarray, y: np.ndarray | None, **kw: Any) -> None:
+    if y is not None and np.isfinite(y).any():
+        ok = np.isfinite(y)
+        ax.plot(x[ok], y[ok], marker="o", markersize=3, **kw)
+
+
+def plot_training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
+    """Training and validation loss and accuracy per epoch (the paper's Figs 3-7 layout)."""
+    m = read_metrics_csv(metrics_csv)
+    epochs = m["epoch"]
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, what in ((ax_l, "loss"), (ax_a, "acc")):
+        _series(ax, epochs, m.get(f"train_{what}"), label="training")
+        _series(ax, epochs, m.get(f"val_{what}"), label="validation")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("loss" if what == "loss" else "accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_l.set_title("Loss per epoch")
+    ax_a.set_title("Accuracy per epoch")
+    return _save(fig, out_png)
+
+
+def plot_pr_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
+    """Per-class validation precision and recall per epoch."""
+    m = read_metrics_csv(metrics_csv)
+    epochs = m["epoch"]
+    codes = [k[len("val_precision_"):] for k in m if k.startswith("val_precision_")]
+    fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for code in codes:
+        _series(ax_p, epochs, m.get(f"val_precision_{code}"), label=code)
+        _series(ax_r, epochs, m.get(f"val_recall_{code}"), label=code)
+    for ax, title in ((ax_p, "Validation precision per class"),
+                      (ax_r, "Validation recall per class")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        if codes:
+            ax.legend(fontsize=8)
+    return _save(fig, out_png)
+
+
+def plot_confusion(cm: Sequence[Sequence[float]], classes: Sequence[str],
+                   out_png: str | os.PathLike, normalise: bool = False) -> Path:
+    """Confusion matrix (rows true, columns predicted) with class codes on both axes."""
+    counts = np.asarray(cm, dtype=float)
+    if normalise:
+        rows = counts.sum(axis=1, keepdims=True)
+        counts = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    n = len(classes)
+    side = max(3.5, 0.55 * n + 2)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    im = ax.imshow(counts, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n), classes, rotation=45 if n > 6 else 0)
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Confusion matrix (row-normalised)" if normalise else "Confusion matrix (counts)")
+    top = counts.max() if counts.size else 0
+    if n <= 12:  # numbers stay legible up to about a dozen classes
+        for i in range(n):
+            for j in range(n):
+                v = counts[i, j]
+                ax.text(j, i, f"{v:.2f}" if normalise else f"{int(v)}", ha="center",
+                        va="center", fontsize=9,
+                        color="white" if top and v > 0.6 * top else "black")
+    return _save(fig, out_png)
+
+
+def plot_reliability(bins: Sequence[dict[str, Any]], out_png: str | os.PathLike,
+                     ece: float | None = None) -> Path:
+    """Reliability diagram: accuracy against mean confidence per confidence bin."""
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1]})
+    lo = np.array([b["lo"] for b in bins])
+    width = np.array([b["hi"] - b["lo"] for b in bins])
+    acc = np.array([b["accuracy"] if b["accuracy"] is not None else 0.0 for b in bins])
+    count = np.array([b["count"] for b in bins])
+    ax.bar(lo, acc, width=width, align="edge", edgecolor="navy", color="steelblue",
+           label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    conf = [(b["confidence"], b["accuracy"]) for b in bins if b["count"]]
+    if conf:
+        cx, cy = zip(*conf, strict=True)
+        ax.plot(cx, cy, "o", color="darkorange", markersize=4, label="mean confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    title = "Reliability diagram"
+    if ece is not None:
+        title += f" (ECE {ece:.3f})"
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    ax_n.bar(lo, count, width=width, align="edge", color="grey")
+    ax_n.set_xlabel("confidence (top-class probability)")
+    ax_n.set_ylabel("images")
+    ax_n.set_xlim(0, 1)
+    return _save(fig, out_png)
