@@ -6,6 +6,7 @@ import hashlib
 import multiprocessing
 import os
 import pickle
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +245,23 @@ def test_sample_cache_64_and_128(sample_root: Path, size: int) -> None:
         assert np.array_equal(c.get(row), preprocess_image(sample_root / e.path, size))
     again = build_cache(sample_root, entries, size, workers=2, progress=False)
     assert not again.built and again.folder == c.folder
+
+
+def test_build_never_holds_the_whole_array(tmp_path: Path) -> None:
+    root, entries = synthetic_root(tmp_path, n=300)
+    tracemalloc.start()
+    try:
+        c = build_cache(root, entries, 64, workers=1, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert c.built and c.array.nbytes == 300 * 64 * 64 * 3
+    assert peak < c.array.nbytes / 4  # rows go straight into the memory map
+
+
+def test_unwritable_cache_location(tmp_path: Path, monkeypatch) -> None:
+    root, entries = synthetic_root(tmp_path)
+    (tmp_path / "file.txt").write_text("x")
+    monkeypatch.setenv("HEMACNN_CACHE", str(tmp_path / "file.txt" / "cache"))
+    with pytest.raises(HemacnnError, match="cannot create folder .*file.txt/cache"):
+        build_cache(root, entries, 8, workers=1, progress=False)

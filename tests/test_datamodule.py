@@ -244,3 +244,17 @@ def test_lightning_fit_reshuffles_per_epoch_reproducibly(sample_root: Path) -> N
 
     a, b = fit(), fit()
     assert a == b and len(a) == 2 and a[0] != a[1]
+
+
+def test_cli_train_with_too_small_class_exits_2(sample_root: Path, tmp_path: Path, capsys
+                                                ) -> None:
+    from hemacnn.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
+    if not config.is_file():
+        pytest.skip("configs/quick.yaml not present yet")
+    rc = main(["train", str(config), f"data.root={sample_root}", "data.classes=[BLA,NGB]",
+               "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("error: class NGB has 1 usable image") and err.count("\n") == 1
