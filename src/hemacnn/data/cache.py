@@ -5,17 +5,19 @@ and prediction. :func:`build_cache` runs it once per usable image, in parallel p
 write their rows straight into a ``.npy`` file opened as a memory map, so even the full dataset
 at 128 px (~8.4 GB) never has to fit in RAM.
 
-JPEG draft mode (DCT scaling) — measured on 200 real 250 px images, one busy core
-(``benchmarks/bench_cache.py``): at 64 px it speeds decoding+resizing up by ~1.3-1.7x. Draft
-decodes at 1/2 (or 1/4, 1/8) resolution by averaging in the DCT domain, i.e. an area-like
+JPEG draft mode (DCT scaling), measured on the real 250 px sample with
+``benchmarks/bench_cache.py`` (2 busy cores, indicative): at 64 px it makes the cache build
+~1.1-1.5x faster (area 3,230 -> 3,660 img/s, bilinear 2,610 -> 3,410, nearest 3,520 -> 4,030).
+Draft decodes at 1/2 (or 1/4, 1/8) resolution by scaling in the DCT domain, i.e. an area-like
 reduction before the final resize. Mean absolute difference from the full decode at 64 px:
-bilinear 0.4, area 1.4-1.6 grey levels (out of 255; most of that is the grid of a 2x reduction
-not lining up with a 250->64 box, an exact 2x2 mean gives the same), while nearest changes by
-~2 levels because it then samples 2x2 averages instead of original pixels. Decision: draft is
-used by default for ``area`` and ``bilinear`` (the same kind of area-weighted result, faster);
-``nearest`` stays exact by default so it is the paper's pure nearest-neighbour sampling of the
-original pixels (``draft=True`` opts in). Draft only ever applies when the target is at most
-half the source size (for 250 px images: up to 125 px; it changes nothing at 128 px).
+bilinear 0.4 and area 1.7 grey levels out of 255 (for area, most of that is the grid of a 2x
+reduction not lining up with a 250->64 box: an exact 2x2 mean then BOX differs by as much,
+and draft differs from that by only 0.35), while nearest changes by 2.1 levels because it
+then samples 2x2 averages instead of original pixels. Decision: draft is on by default for
+``area`` and ``bilinear`` (the same kind of area-weighted result, faster); ``nearest`` stays
+exact by default, so it is the paper's pure nearest-neighbour sampling of the original pixels
+(``draft=True`` opts in, and is part of the cache key). Draft only applies when the target is
+at most half the source size (for 250 px images: up to 125 px; nothing changes at 128 px).
 """
 
 from __future__ import annotations
