@@ -178,9 +178,14 @@ def test_empty_root(capsys, tmp_path: Path) -> None:
     assert "no image files" in _one_error_line(err) and str(tmp_path) in err
 
 
-def test_unwritable_output_location(capsys, tmp_path: Path) -> None:
+def test_unwritable_output_location(capsys, tmp_path: Path, monkeypatch) -> None:
     _dataset(tmp_path / "data", per_class=1)
     (tmp_path / "afile").write_text("a regular file cannot hold a folder")
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("scanned before checking the output location")
+
+    monkeypatch.setattr(scan_mod, "scan_dataset", no_scan)
     rc, _, err = _run(capsys, str(tmp_path / "data"), "--json",
                       "--out", str(tmp_path / "afile" / "manifest.csv"))
     assert rc == 2
