@@ -174,3 +174,34 @@ def test_html_report_renders_in_headless_chromium(run: Path, tmp_path: Path):
     assert img.shape == (2000, 1200)
     assert img.std() > 10  # not a blank page: text, tables and figures drawn
     assert (img < 128).mean() > 0.005
+
+
+def test_real_images_split_and_another_folder(sample_root: Path, corrupt_root: Path,
+                                              tmp_path: Path):
+    """End to end on real Matek JPEGs: the run's split, then --data of another real folder."""
+    rows = [(str(p.relative_to(sample_root)), c) for c in ("BLA", "LYT", "NGS")
+            for p in sorted((sample_root / c).rglob("*.jpg"))[:4]]
+    run = make_run(tmp_path / "run", sample_root, {"test": rows})
+    result = evaluate_run(run)
+    assert result["n"] == 12 and result["per_class"]["LYT"]["support"] == 4
+    other = tmp_path / "other"
+    for c in ("LYT", "EOS"):
+        (other / c).mkdir(parents=True)
+        for p in sorted((sample_root / c).rglob("*.jpg"))[-3:]:
+            shutil.copy(p, other / c / p.name)
+    shutil.copy(corrupt_root / "LYT_19975.jpg", other / "LYT" / "LYT_19975.jpg")
+    result = evaluate_run(run, data=other, tta=True)
+    assert result["n"] == 3 and result["skipped_classes"] == {"EOS": 3}
+    assert [s["path"] for s in result["skipped_files"]] == ["LYT/LYT_19975.jpg"]
+    assert result["skipped_files"][0]["status"] in ("suspicious", "unreadable")
+
+
+def test_plots_need_epoch_rows(tmp_path: Path):
+    from hemacnn.plots import plot_training_curves
+
+    empty = tmp_path / "metrics.csv"
+    empty.write_text("epoch,train_loss\n")
+    with pytest.raises(HemacnnError, match="no epoch rows"):
+        plot_training_curves(empty, tmp_path / "x.png")
+    with pytest.raises(HemacnnError, match="cannot read"):
+        plot_training_curves(tmp_path / "missing.csv", tmp_path / "x.png")
