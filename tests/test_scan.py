@@ -395,3 +395,15 @@ def test_load_or_scan_reuses_then_rescans_after_a_change(tmp_path: Path, monkeyp
 def test_load_or_scan_errors_on_missing_root(tmp_path: Path) -> None:
     with pytest.raises(HemacnnError, match="does not exist"):
         load_or_scan(tmp_path / "missing", progress=False)
+
+
+def test_cli_text_report_with_progress_bar(capsys, tmp_path: Path) -> None:
+    _dataset(tmp_path / "data", per_class=2, classes=("BLA", "LYT"))
+    (tmp_path / "data" / "LYT" / "empty.jpg").write_bytes(b"")
+    out_csv = tmp_path / "m.csv"
+    rc, out, err = _run(capsys, str(tmp_path / "data"), "--out", str(out_csv), "--workers", "2")
+    assert rc == 0
+    assert "scanning" in err and "5/5" in err  # the progress bar went to stderr
+    assert "lymphocyte" in out and "26,242" in out  # Matek codes: the paper's counts beside
+    assert "unreadable: 1" in out and "LYT/empty.jpg: empty file (0 bytes)" in out
+    assert f"Manifest written to {out_csv}" in out

@@ -8,6 +8,7 @@ decode per file. No torch import here: ``hemacnn scan`` must start in a fraction
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hemacnn.atomic import write_json
+from hemacnn.atomic import ensure_writable_dir, write_json
 from hemacnn.classes import CLASSES, MATEK_IMAGE_SIZE, PAPER_TOTAL
 from hemacnn.data.corruption import detect_corruption
 from hemacnn.data.images import FORMATS_BY_EXTENSION, ImageDecodeError, decode_bytes
@@ -162,8 +163,10 @@ def check_file(root: str, rel: str) -> tuple[str, int, int, list[tuple[str, str]
     return sha1, img.width, img.height, found
 
 
-def _check_chunk(root: str, rels: list[str]) -> list[tuple[str, int, int, list[tuple[str, str]]]]:
-    return [check_file(root, rel) for rel in rels]
+def _check_chunk(root: str, task: tuple[int, list[str]]) -> tuple[int, list]:
+    """One worker task: (chunk index, the checks of its files)."""
+    index, rels = task
+    return index, [check_file(root, rel) for rel in rels]
 
 
 def _default_workers() -> int:
@@ -174,57 +177,52 @@ def _default_workers() -> int:
 
 
 def _run_checks(root: Path, rels: list[str], workers: int,
-                advance: Callable[[int], None]) -> list[tuple[str, int, int, list]]:
+                progress: bool) -> list[tuple[str, int, int, list]]:
     """check_file over all files, in worker processes when more than one is asked for."""
     n = len(rels)
     chunk = max(1, min(_MAX_CHUNK, -(-n // (workers * 8))))
-    chunks = [rels[i:i + chunk] for i in range(0, n, chunk)]
+    chunks = [(i, rels[i:i + chunk]) for i in range(0, n, chunk)]
     job = functools.partial(_check_chunk, str(root))
-    results: list[list | None] = [None] * len(chunks)
-    workers = min(workers, len(chunks))
-    if workers <= 1:
-        for i, c in enumerate(chunks):
-            results[i] = job(c)
-            advance(len(c))
-    else:
-        # The pool's processes start here, before any progress-bar thread exists.
-        with multiprocessing.get_context().Pool(workers) as pool:
-            indexed = pool.imap_unordered(_indexed, [(i, job, c) for i, c in enumerate(chunks)])
-            for i, res in indexed:
-                results[i] = res
+    results: dict[int, list] = {}
+    with contextlib.ExitStack() as stack:
+        if min(workers, len(chunks)) > 1:
+            # Fork the workers first: no progress-bar thread may exist when a process forks.
+            pool = stack.enter_context(multiprocessing.get_context().Pool(min(workers,
+                                                                              len(chunks))))
+            done = pool.imap_unordered(job, chunks)
+        else:
+            done = map(job, chunks)
+        advance = stack.enter_context(_progress_bar(n)) if progress else None
+        for i, res in done:
+            results[i] = res
+            if advance is not None:
                 advance(len(res))
-    return [r for res in results for r in (res or [])]
+    return [r for i in sorted(results) for r in results[i]]
 
 
-def _indexed(task: tuple[int, Callable, list[str]]) -> tuple[int, list]:
-    i, job, chunk = task
-    return i, job(chunk)
-
-
-@functools.lru_cache(maxsize=1)
-def _progress_columns() -> tuple:
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
-    return (TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
-
-
-def _with_progress(total: int, enabled: bool, run: Callable[[Callable[[int], None]], list]):
-    if not enabled:
-        return run(lambda _n: None)
+@contextlib.contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr with the running img/s; yields advance(k)."""
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     start = time.perf_counter()
-    with Progress(*_progress_columns(), console=Console(stderr=True)) as bar:
+    columns = (TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("scan", total=total, rate="")
 
         def advance(k: int) -> None:
-            done = bar.tasks[0].completed + k
-            rate = done / max(time.perf_counter() - start, 1e-6)
+            rate = (bar.tasks[0].completed + k) / max(time.perf_counter() - start, 1e-6)
             bar.update(task, advance=k, rate=f"{rate:,.0f} img/s")
 
-        return run(advance)
+        yield advance
 
 
 def scan_dataset(root: str | os.PathLike, workers: int | None = None,
@@ -235,8 +233,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None,
     listing = _list_files(root_path)
     rels = [rel for rel, _ in listing.files]
     n_workers = max(1, workers if workers is not None else _default_workers())
-    checks = _with_progress(len(rels), progress,
-                            lambda adv: _run_checks(root_path, rels, n_workers, adv))
+    checks = _run_checks(root_path, rels, n_workers, progress)
 
     matek = all(c in CLASSES for c in listing.classes)
     sizes = Counter((w, h) for _, w, h, _ in checks if w)
@@ -288,25 +285,54 @@ def listing_fingerprint(root: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _saved_entries(manifest: Path, stamp: Path, fingerprint: str) -> list[Entry] | None:
+    """The cached manifest when its saved fingerprint matches, else None."""
+    try:
+        saved = json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if saved != fingerprint or not manifest.is_file():
+        return None
+    try:
+        return read_manifest(manifest)
+    except HemacnnError:
+        return None  # damaged cache file: rebuild it
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """One scanner per data root at a time (e.g. several DDP ranks on one node)."""
+    ensure_writable_dir(folder)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: concurrent scans only cost time, writes stay atomic
+        yield
+        return
+    with open(folder / ".scan.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def load_or_scan(root: str | os.PathLike, workers: int | None = None,
                  progress: bool = True) -> list[Entry]:
     """Manifest entries for root: reuse the cached manifest while the listing is unchanged."""
     manifest = default_manifest_path(root)
     stamp = manifest.with_suffix(".fingerprint.json")
     fingerprint = listing_fingerprint(root)
-    try:
-        saved = json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint")
-    except (OSError, ValueError, AttributeError):
-        saved = None
-    if saved == fingerprint and manifest.is_file():
-        try:
-            return read_manifest(manifest)
-        except HemacnnError:
-            pass  # damaged cache file: fall through and rebuild it
-    result = scan_dataset(root, workers=workers, progress=progress)
-    write_manifest(result.entries, manifest)
-    write_json(stamp, {"fingerprint": fingerprint, "scanner_version": SCANNER_VERSION,
-                       "root": str(result.root), "files": result.total})
+    entries = _saved_entries(manifest, stamp, fingerprint)
+    if entries is not None:
+        return entries
+    with _exclusive(manifest.parent):
+        entries = _saved_entries(manifest, stamp, fingerprint)  # another process may have won
+        if entries is not None:
+            return entries
+        result = scan_dataset(root, workers=workers, progress=progress)
+        write_manifest(result.entries, manifest)
+        write_json(stamp, {"fingerprint": fingerprint, "scanner_version": SCANNER_VERSION,
+                           "root": str(result.root), "files": result.total})
     return result.entries
 
 
