@@ -83,6 +83,10 @@ def test_evaluate_bad_input_gives_one_line_errors(run: Path, tmp_path: Path, cap
     write_images(only_eos, per_class=1, classes=("EOS",))
     with pytest.raises(HemacnnError, match="no usable images of the model's classes"):
         evaluate_run(run, data=only_eos)
+    card = json.loads((run / "model_card.json").read_text())
+    (run / "model_card.json").write_text(json.dumps({**card, "data_root": "/nonexistent"}))
+    with pytest.raises(HemacnnError, match="data_root\\) not found; evaluate with --data"):
+        evaluate_run(run)
     (run / "checkpoints" / "best.ckpt").unlink()
     assert main(["evaluate", str(run)]) == 2
     err = capsys.readouterr().err
