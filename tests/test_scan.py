@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +267,26 @@ def test_sixteen_bit_png_is_converted(tmp_path: Path) -> None:
     Image.fromarray(deep).save(tmp_path / "AAA" / "deep.png")
     entry = _by_path(scan_dataset(tmp_path, workers=1, progress=False))["AAA/deep.png"]
     assert entry.status == "converted" and "16-bit" in entry.detail
+
+
+def _png_48bit(arr: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG written by hand (Pillow cannot write one)."""
+    h, w, _ = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_rgb_png_is_converted(tmp_path: Path) -> None:
+    _dataset(tmp_path, per_class=1)
+    (tmp_path / "AAA" / "deep_rgb.png").write_bytes(_png_48bit(_cell(8).astype(np.uint16) * 257))
+    entry = _by_path(scan_dataset(tmp_path, workers=1, progress=False))["AAA/deep_rgb.png"]
+    assert entry.status == "converted" and "16-bit RGB" in entry.detail
 
 
 def test_unusual_size_is_kept_and_reported(tmp_path: Path) -> None:

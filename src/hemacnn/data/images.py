@@ -73,11 +73,18 @@ def _scaled_to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
 
 
-def to_rgb(im: Image.Image) -> tuple[Image.Image, str]:
-    """Convert a loaded image to 8-bit RGB; returns it and a note of what changed ('' if none)."""
-    tile_modes = {t.args if isinstance(t.args, str) else "" for t in getattr(im, "tile", [])}
+def _is_16bit_rgb(im: Image.Image) -> bool:
+    """True for 48-bit RGB files, which Pillow opens as 8-bit 'RGB'; only known before load()."""
+    return im.mode == "RGB" and any(
+        isinstance(t.args, str) and t.args.startswith(("RGB;16", "RGBX;16")) for t in im.tile)
+
+
+def to_rgb(im: Image.Image, wide: bool = False) -> tuple[Image.Image, str]:
+    """Convert a loaded image to 8-bit RGB; returns it and a note of what changed ('' if none).
+
+    ``wide`` says the file held 16 bits per channel (Pillow keeps the high byte of each).
+    """
     if im.mode == "RGB":
-        wide = any(m.startswith(("RGB;16", "RGBX;16")) for m in tile_modes)
         return im, "16-bit RGB reduced to 8-bit" if wide else ""
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
         name = "16-bit grayscale" if im.mode.startswith("I;16") else _MODE_NAMES[im.mode]
@@ -107,8 +114,9 @@ def decode_bytes(data: bytes, extension: str) -> DecodedImage:
                     f"{fmt} data named {ext}: wrong extension for its content (rename to {proper})"
                 )
             width, height = im.size
+            wide = _is_16bit_rgb(im)
             im.load()
-            rgb, note = to_rgb(im)
+            rgb, note = to_rgb(im, wide)
             rgb.load()
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"too large to decode safely ({exc})") from None
