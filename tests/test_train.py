@@ -1,0 +1,180 @@
+"""Training end to end with a real Lightning Trainer on tiny models and tiny images.
+
+Synthetic images here only exercise mechanics (run folder, resume, DDP, reproducibility);
+accuracy is checked on the real sample in test_quick_real.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from hemacnn.cli import main
+from hemacnn.train import train
+
+CLASSES = ("BLA", "LYT", "NGS")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """Three classes of 48 px JPEGs told apart by colour and texture (mechanics only)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    base = {"BLA": (180, 60, 60), "LYT": (60, 160, 60), "NGS": (60, 60, 190)}
+    for code in CLASSES:
+        folder = root / code
+        folder.mkdir()
+        for i in range(40):
+            img = rng.normal(base[code], 40, size=(48, 48, 3)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"{code}_{i:05d}.jpg", quality=90)
+    return root
+
+
+def tiny_config(tmp_path: Path, root: Path, **trainer) -> Path:
+    """A config for an eighth-width MV3 at 48 px: seconds per epoch on a CPU."""
+    cfg = {
+        "name": "tiny",
+        "seed": 1,
+        "data": {"root": str(root), "classes": list(CLASSES), "image_size": 48,
+                 "batch_size": 16},
+        "model": {"name": "mv3", "width": 0.125, "noise_std": 0.1, "l2": 0.001},
+        "optimizer": {"name": "adam", "lr": 0.003},
+        "trainer": {"max_epochs": 2, "patience": None, "accelerator": "cpu", "devices": 1,
+                    **trainer},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):
+    run = train(tiny_config(tmp_path, synthetic_root), out=tmp_path / "run", progress=False)
+    for name in ("config.yaml", "model_card.json", "env.json", "metrics.csv",
+                 "test_metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
+                 "splits/train.csv", "splits/val.csv", "splits/test.csv",
+                 "plots/training_curves.png", "plots/per_class_pr.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    for code in CLASSES:
+        assert rows[-1][f"val_precision_{code}"] != "" and rows[-1][f"val_recall_{code}"] != ""
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["classes"] == list(CLASSES) and card["input_size"] == 48
+    assert card["value_range"] == [0, 1] and card["resize_method"] == "nearest"
+    env = json.loads((run / "env.json").read_text())
+    assert env["seed"] == 1 and env["packages"]["torch"]
+    test = json.loads((run / "test_metrics.json").read_text())
+    n_test = sum(1 for _ in (run / "splits" / "test.csv").open()) - 1
+    assert sum(test["per_class"][c]["support"] for c in CLASSES) == n_test
+
+    # The checkpoint alone rebuilds the model (nanoGPT style): no config, no run folder.
+    from hemacnn.models import build_model
+
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    arch = ckpt["hyper_parameters"]["card"]["arch"]
+    model = build_model(arch["name"], arch["num_classes"], arch["input_size"], **arch["options"])
+    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
+                           if k.startswith("model.")})
+
+
+def test_seeded_runs_are_reproducible(tmp_path, synthetic_root):
+    cfg = tiny_config(tmp_path, synthetic_root)
+
+    def losses(out: str, *overrides: str) -> list[tuple[str, str]]:
+        run = train(cfg, overrides=list(overrides), out=tmp_path / out, progress=False)
+        return [(r["train_loss"], r["val_loss"]) for r in read_metrics(run)]
+
+    first = losses("a")
+    assert losses("b") == first
+    assert losses("c", "seed=2") != first
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, synthetic_root, capsys):
+    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=1)
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    before = (out / "metrics.csv").read_text()
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--out", str(out), "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "metrics.csv").read_text() == before
+
+
+def test_train_errors_are_one_line(tmp_path, synthetic_root, capsys):
+    cfg = tiny_config(tmp_path, synthetic_root)
+    cases = [
+        (["train", str(cfg), "data.root=" + str(tmp_path / "missing")], "missing"),
+        (["train", str(cfg), "data.classes=[BLA,XYZ]"], "XYZ"),
+        (["train", str(cfg), "model.name=resnet"], "resnet"),
+        (["train", "--resume", str(tmp_path / "norun")], "not a hemacnn run folder"),
+    ]
+    for argv, needle in cases:
+        assert main(argv + ["--no-progress"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and needle in err and "Traceback" not in err, err
+        assert len(err.splitlines()) == 1, err
+
+
+def _run_cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HEMACNN_RUN_DIR", None)
+    return subprocess.Popen([sys.executable, "-m", "hemacnn.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)
+
+
+def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
+    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=5)
+    run = tmp_path / "run"
+    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "metrics.csv").exists() and len(read_metrics(run)) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "run finished before it could be killed:\n" + proc.stdout.read()
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9: no chance to clean up
+    proc.wait()
+    before = read_metrics(run)
+    done = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+    assert done >= len(before) - 2  # the checkpoint trails the metrics by at most one epoch
+
+    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    after = read_metrics(run)
+    assert [r["epoch"] for r in after] == [str(e) for e in range(5)]
+    kept = [r for r in before if int(r["epoch"]) < done]
+    assert after[: len(kept)] == kept  # finished epochs were not trained again
+    assert (run / "test_metrics.json").is_file()
+
+
+def test_ddp_on_two_cpu_processes(tmp_path, synthetic_root):
+    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=1, devices=2, strategy="ddp")
+    run = tmp_path / "run"
+    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "distributed_backend=gloo" in out or "gloo" in out.lower()
+    assert "MEMBER: 2/2" in out  # Lightning names each of the two ranks it started
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert len(read_metrics(run)) == 1
+    assert json.loads((run / "test_metrics.json").read_text())["per_class"]
