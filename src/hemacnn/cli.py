@@ -55,6 +55,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise HemacnnError("give a config file (e.g. configs/quick.yaml) or --resume RUN_DIR")
     run_dir = train(args.config, overrides=args.overrides, out=args.out, resume=args.resume,
                     progress=not args.no_progress)
+    test = run_dir / "test_metrics.json"
+    if test.is_file():  # absent on DDP worker ranks, which only train
+        from hemacnn.evaluate import format_evaluation
+
+        print(format_evaluation(json.loads(test.read_text())))
     print(f"run folder: {run_dir}")
     return 0
 
