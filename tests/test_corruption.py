@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hemacnn.data.corruption import detect_corruption, to_gray
+from hemacnn.data.corruption import detect_corruption, jpeg_quant_step, to_gray
 from hemacnn.data.images import decode_bytes, load_rgb
 
 
@@ -30,6 +30,18 @@ def _scan_data_start(data: bytes) -> int:
 def _decode(data: bytes) -> np.ndarray:
     """Strict full decode, as the scan does it (raises on truncation)."""
     return np.asarray(decode_bytes(data, ".jpg").image)
+
+
+def _jpeg_bytes(rgb: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _verdict(data: bytes) -> tuple[bool, str]:
+    """The scan's verdict: pixels plus how coarsely the file was compressed."""
+    img = decode_bytes(data, ".jpg")
+    return detect_corruption(img.image, img.quant_step)
 
 
 def test_real_corrupt_files_are_flagged(corrupt_root: Path) -> None:
@@ -118,3 +130,33 @@ def test_tiny_images_are_not_judged() -> None:
     arr = np.zeros((16, 300, 3), np.uint8)
     arr[8:] = 128  # a perfect seam, but only two block rows: too little to judge
     assert detect_corruption(arr) == (False, "")
+
+
+def test_quant_step_reads_the_jpeg_tables(corrupt_root: Path) -> None:
+    with Image.open(sorted(corrupt_root.glob("*.jpg"))[0]) as im:
+        assert jpeg_quant_step(im) == 1.0  # Matek's files are quality 100
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    steps = [decode_bytes(_jpeg_bytes(rgb, q), ".jpg").quant_step for q in (95, 75, 30)]
+    assert steps[0] < 4.0 < steps[1] < steps[2]
+
+
+def test_coarsely_compressed_clean_images_are_not_flagged(sample_root: Path) -> None:
+    # Coarse compression makes smooth areas flat and block edges steep: the checks must not
+    # mistake that for damage (a dataset of quality-50 JPEGs would otherwise be all 'suspicious').
+    files = sorted(sample_root.rglob("*.jpg"))[::61]
+    for quality in (50, 75):
+        flagged = [f.name for f in files if _verdict(_jpeg_bytes(load_rgb(f), quality))[0]]
+        assert flagged == [], (quality, flagged)
+
+
+def test_damage_in_coarsely_compressed_files_is_still_found(sample_root: Path) -> None:
+    rng = np.random.default_rng(3)
+    for path in _victims(sample_root):
+        rgb = load_rgb(path)
+        grey = rgb.copy()
+        grey[166:] = 128
+        assert _verdict(_jpeg_bytes(grey, 75))[0], path.name
+        data = bytearray(_jpeg_bytes(rgb, 75))
+        at = _scan_data_start(bytes(data)) + (len(data) - _scan_data_start(bytes(data))) // 3
+        data[at:at + 64] = rng.integers(0, 255, 64, dtype=np.uint8).tobytes()
+        assert _verdict(bytes(data))[0], path.name

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile
 
+from hemacnn.data.corruption import jpeg_quant_step
+
 # A truncated JPEG must fail loudly; Pillow's lenient mode would hand back grey-filled pixels.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -60,6 +62,7 @@ class DecodedImage:
     width: int
     height: int
     conversion: str = ""  # empty when the file was 8-bit RGB already
+    quant_step: float = 1.0  # JPEG only: how coarsely it was compressed (1 = quality 100)
 
 
 def _scaled_to_8bit(im: Image.Image) -> Image.Image:
@@ -115,6 +118,7 @@ def decode_bytes(data: bytes, extension: str) -> DecodedImage:
                 )
             width, height = im.size
             wide = _is_16bit_rgb(im)
+            step = jpeg_quant_step(im)
             im.load()
             rgb, note = to_rgb(im, wide)
             rgb.load()
@@ -124,7 +128,7 @@ def decode_bytes(data: bytes, extension: str) -> DecodedImage:
         raise ImageDecodeError("not an image file Pillow can read") from None
     except DECODE_ERRORS as exc:
         raise ImageDecodeError(f"cannot be decoded ({exc or type(exc).__name__})") from None
-    return DecodedImage(rgb, fmt, width, height, note)
+    return DecodedImage(rgb, fmt, width, height, note, step)
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:

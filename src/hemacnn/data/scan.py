@@ -155,7 +155,7 @@ def check_file(root: str, rel: str) -> tuple[str, int, int, list[tuple[str, str]
     # The block-grid signatures of lost picture data belong to JPEG; other formats carry
     # checksums (PNG) or no compression at all, and their damage makes the decoder fail.
     if img.format in _JPEG:
-        bad, detail = detect_corruption(img.image)
+        bad, detail = detect_corruption(img.image, img.quant_step)
         if bad:
             found.append(("suspicious", detail))
     if img.conversion:
