@@ -85,6 +85,19 @@ def jpeg_quant_step(im: Image.Image) -> float:
     return float(luma[1] + luma[8] + luma[9]) / 3.0  # natural (row-major) order in Pillow
 
 
+def _median(x: np.ndarray) -> float:
+    """Upper median; np.median costs 20x more on these 30-element arrays."""
+    k = x.size // 2
+    return float(np.partition(x, k)[k])
+
+
+def _median4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Element-wise median of four arrays (mean of the middle two)."""
+    lo1, hi1 = np.minimum(a, b), np.maximum(a, b)
+    lo2, hi2 = np.minimum(c, d), np.maximum(c, d)
+    return (np.maximum(lo1, lo2) + np.minimum(hi1, hi2)) / 2
+
+
 def detect_corruption(image: np.ndarray | Image.Image,
                       quant_step: float = 1.0) -> tuple[bool, str]:
     """Look for damaged JPEG picture data; returns (suspicious, what was found).
@@ -113,10 +126,9 @@ def detect_corruption(image: np.ndarray | Image.Image,
     # Seams: the step across each block-row boundary against the two rows either side of it.
     row_step = dy.sum(1, dtype=np.int32).reshape(nb, 8) / w8
     edge = row_step[:-1, 7]
-    near = np.stack([row_step[:-1, 5], row_step[:-1, 6], row_step[1:, 0], row_step[1:, 1]])
-    near = (near.sum(0) - near.max(0) - near.min(0)) / 2  # median of four
+    near = _median4(row_step[:-1, 5], row_step[:-1, 6], row_step[1:, 0], row_step[1:, 1])
     # ... and against the typical block-row boundary, which coarse compression makes steep.
-    ratio = (edge + _EPS) / (np.maximum(near, np.median(edge)) + _EPS)
+    ratio = (edge + _EPS) / (np.maximum(near, _median(edge)) + _EPS)
     seams = np.flatnonzero((ratio >= SEAM_RATIO) & (edge - near >= SEAM_MIN_STEP))
     if seams.size:
         k = seams[np.argmax(ratio[seams])]
@@ -131,7 +143,7 @@ def detect_corruption(image: np.ndarray | Image.Image,
     across = band_dx[:, :-1, 7].sum(1) / (8 * (nc - 1))
     inside = inside_x.sum(1) / (8 * 7 * nc)
     ratio = (across + _EPS) / (inside + _EPS)
-    typical = float(np.median(ratio))  # ~1.1 at quality 100, ~2 at quality 50
+    typical = _median(ratio)  # ~1.1 at quality 100, ~2 at quality 50
     bands = np.flatnonzero((ratio >= BAND_RATIO) & (ratio >= BAND_VS_TYPICAL * typical)
                            & (across - inside >= BAND_MIN_STEP))
     if bands.size:
