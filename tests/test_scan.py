@@ -126,6 +126,18 @@ def test_matek_nested_and_flat_layouts(tmp_path: Path) -> None:
     assert result.class_counts == {"BLA": 2, "LYT": 1}
 
 
+def test_every_listed_format_in_any_case_is_scanned(tmp_path: Path) -> None:
+    for i, (name, fmt) in enumerate([("a.TIF", "TIFF"), ("b.tiff", "TIFF"), ("c.Bmp", "BMP"),
+                                     ("d.PNG", "PNG"), ("e.jpeg", "JPEG")]):
+        (tmp_path / "AAA").mkdir(exist_ok=True)
+        Image.fromarray(_cell(i)).save(tmp_path / "AAA" / name, fmt)
+    (tmp_path / "AAA" / "f.gif").write_bytes(b"GIF89a")
+    result = scan_dataset(tmp_path, workers=1, progress=False)
+    assert {e.path: e.status for e in result.entries} == {
+        f"AAA/{n}": "ok" for n in ("a.TIF", "b.tiff", "c.Bmp", "d.PNG", "e.jpeg")}
+    assert [(p["path"], p["kind"]) for p in result.problems] == [("AAA/f.gif", "skipped")]
+
+
 def test_hidden_files_and_os_litter_are_ignored(tmp_path: Path) -> None:
     _dataset(tmp_path, per_class=2)
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
