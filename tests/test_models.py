@@ -296,3 +296,15 @@ def test_models_command_lists_every_model(capsys: pytest.CaptureFixture[str]) ->
         assert name in out
     assert f"{MV1_PARAMS:,}" in out and f"{MV3_PARAMS:,}" in out
     assert models_table() == out.rstrip("\n")
+
+
+def test_noise_keeps_channels_last_layout_and_distribution():
+    from hemacnn.models.builder import GaussianNoise
+
+    noise = GaussianNoise(1.0).train()
+    x = torch.zeros(8, 16, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = noise(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert abs(float(y.mean())) < 0.02 and abs(float(y.std()) - 1.0) < 0.02
+    # Each position draws its own value: no channel or pixel repeats another.
+    assert not torch.equal(y[:, 0], y[:, 1]) and not torch.equal(y[:, :, 0], y[:, :, 1])

@@ -24,6 +24,20 @@ BN_MOMENTUM = 0.1
 _TRUNC_STD = 0.87962566103423978
 
 
+def _randn_like(x: torch.Tensor) -> torch.Tensor:
+    """``randn_like`` that stays fast for channels-last activations.
+
+    On the CPU, ``randn_like`` of a channels-last tensor takes a strided slow path (measured
+    9x slower, which made noisy MV3 steps 3x slower); drawing NHWC contiguously and permuting
+    gives the same distribution and layout.
+    """
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last):
+        n, c, h, w = x.shape
+        return torch.randn(n, h, w, c, dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
+    return torch.randn_like(x)
+
+
 class GaussianNoise(nn.Module):
     """Keras ``GaussianNoise``: adds N(0, std^2) noise in training, identity in eval."""
 
@@ -34,7 +48,7 @@ class GaussianNoise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.std == 0.0:
             return x
-        return x + torch.randn_like(x) * self.std
+        return x + _randn_like(x) * self.std
 
     def extra_repr(self) -> str:
         return f"std={self.std}"
