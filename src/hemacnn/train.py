@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
@@ -37,6 +39,24 @@ RUN_DIR_ENV = "HEMACNN_RUN_DIR"
 """Set by the launching process so DDP workers (which re-run the same command) find one folder."""
 
 PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+
+# Lightning advertises a cloud logger on every run; our users cannot reach it from a lab machine.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage())
+
+
+# Lightning-internal notices that a user can do nothing about.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
+
+
+class _ProgressBar(RichProgressBar):
+    """Lightning's rich bar without ``v_num`` (our loggers' version names are folder names)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
 
 
 class CellClassifier(L.LightningModule):
@@ -270,6 +290,8 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
                         mode="min", save_top_k=1, save_last=True, enable_version_counter=False),
         EpochMetricsCSV(run_dir / "metrics.csv", classes),
     ]
+    if progress:
+        callbacks.append(_ProgressBar())
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))
     loggers = [CSVLogger(run_dir, name="logs", version="csv"),
@@ -279,7 +301,9 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
         strategy=t.strategy, num_nodes=t.num_nodes, precision=PRECISION[t.precision],
         deterministic=t.deterministic, callbacks=callbacks, logger=loggers,
         default_root_dir=run_dir, enable_progress_bar=progress, num_sanity_val_steps=0,
-        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        # 1.0 is Lightning's default; passing it explicitly makes Lightning print a notice.
+        limit_train_batches=None if t.limit_train_batches == 1.0 else t.limit_train_batches,
+        limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps, plugins=[AtomicCheckpointIO()],
         enable_model_summary=progress,
     )
