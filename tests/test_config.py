@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from hemacnn.cli import main
@@ -77,3 +78,27 @@ def test_shipped_configs_validate(path):
     cfg = load_config(path, ["data.root=/nonexistent"])
     assert yaml.safe_load(path.read_text())  # non-empty
     assert cfg.model.name in {"mv1", "mv2", "mv3", "vgg16", "mv2b"}
+
+
+# pycls style: every shipped config builds its model, whose size is pinned to hand arithmetic
+# (paper models: see tests/test_models.py; quick: MV3 at width 0.25, 64 px, 3 classes =
+# 120,000 conv/BN + 11,939 dense parameters).
+CONFIG_PARAMS = {
+    "quick.yaml": 131_939,
+    "mv1.yaml": 1_373_988,
+    "mv2.yaml": 1_338_596,
+    "mv3.yaml": 3_914_180,
+    "vgg16.yaml": 134_276_932,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_PARAMS))
+def test_shipped_config_builds_its_model(name):
+    from hemacnn.models import build_model, count_parameters
+
+    path = next((REPO / "configs").rglob(name))
+    cfg = load_config(path, ["data.root=/nonexistent"])
+    with torch.device("meta"):  # sizes only: VGG16's 134 M parameters need no real memory
+        model = build_model(cfg.model.name, len(cfg.data.classes), cfg.data.image_size,
+                            width=cfg.model.width, noise_std=cfg.model.noise_std)
+    assert count_parameters(model) == CONFIG_PARAMS[name]
