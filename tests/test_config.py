@@ -102,3 +102,18 @@ def test_shipped_config_builds_its_model(name):
         model = build_model(cfg.model.name, len(cfg.data.classes), cfg.data.image_size,
                             width=cfg.model.width, noise_std=cfg.model.noise_std)
     assert count_parameters(model) == CONFIG_PARAMS[name]
+
+
+def test_overrides_may_follow_options(monkeypatch):
+    import hemacnn.train
+
+    seen = {}
+    monkeypatch.setattr(hemacnn.train, "train",
+                        lambda config, overrides, **kw: seen.update(c=config, ov=overrides,
+                                                                    **kw) or Path("x"))
+    assert main(["train", "c.yaml", "a.b=1", "--no-progress", "model.width=0.5"]) == 0
+    assert seen["c"] == "c.yaml" and seen["ov"] == ["a.b=1", "model.width=0.5"]
+    assert main(["train", "--resume", "R", "trainer.max_epochs=9"]) == 0
+    assert seen["c"] is None and seen["resume"] == "R" and seen["ov"] == ["trainer.max_epochs=9"]
+    with pytest.raises(SystemExit):
+        main(["train", "c.yaml", "--bogus"])

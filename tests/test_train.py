@@ -166,6 +166,15 @@ def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
     assert after[: len(kept)] == kept  # finished epochs were not trained again
     assert (run / "test_metrics.json").is_file()
 
+    # The checkpoint carries the random-number state, so the resumed run is the run that was
+    # never stopped: same losses and accuracies, epoch for epoch.
+    reference = train(cfg, out=tmp_path / "reference", progress=False)
+
+    def without_time(rows):
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+    assert without_time(after) == without_time(read_metrics(reference))
+
 
 def test_ddp_on_two_cpu_processes(tmp_path, synthetic_root):
     cfg = tiny_config(tmp_path, synthetic_root, max_epochs=1, devices=2, strategy="ddp")

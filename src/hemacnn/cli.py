@@ -169,7 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hemacnn`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot take positionals after options (`train C.yaml --out R key=value`):
+    # collect such key=value overrides here instead of rejecting them.
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    if getattr(args, "command", None) == "train" and overrides:
+        args.overrides = [*args.overrides, *overrides]
+        extra = [e for e in extra if e not in overrides]
+    if getattr(args, "command", None) == "train" and args.config and "=" in args.config:
+        args.overrides = [args.config, *args.overrides]  # `train --resume R key=value`
+        args.config = None
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HemacnnError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

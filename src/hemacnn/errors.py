@@ -7,3 +7,11 @@ class HemacnnError(Exception):
     The message names the file or key at fault and says what to do; the CLI prints it
     as a single ``error: ...`` line with no traceback.
     """
+
+    exit_code = 2
+
+
+class Interrupted(HemacnnError):
+    """The user stopped a long job (Ctrl-C); the message says how to continue it."""
+
+    exit_code = 130

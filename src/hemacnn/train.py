@@ -12,6 +12,7 @@ import csv
 import io
 import logging
 import os
+import random
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +32,7 @@ from hemacnn import __version__
 from hemacnn.atomic import ensure_writable_dir, write_json, write_text
 from hemacnn.classes import class_name
 from hemacnn.config import Config, dump_config, load_config
-from hemacnn.errors import HemacnnError
+from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.models import build_model, l2_penalty
 from hemacnn.runinfo import environment_info
 
@@ -120,6 +121,29 @@ class CellClassifier(L.LightningModule):
             self.log(f"val_recall_{code}", recall[i])
         self.val_precision.reset()
         self.val_recall.reset()
+
+    # Random-number state travels with the checkpoint so a resumed run draws the same noise and
+    # dropout masks as one that was never stopped (data order is seeded per epoch already).
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain lists and tensors only: checkpoints must load with torch.load(weights_only=True).
+        kind, key, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["hemacnn_rng"] = {
+            "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [kind, key.tolist(), int(pos), int(has_gauss), float(gauss)],
+        }
+        if torch.cuda.is_available():
+            checkpoint["hemacnn_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("hemacnn_rng")
+        if not rng:
+            return
+        torch.set_rng_state(rng["torch"])
+        kind, key, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         o = self.hparams.optimizer
@@ -269,13 +293,17 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     trainer = _trainer(cfg, run_dir, dm.class_codes, progress)
     # DDP workers re-run this command; the variable (inherited) tells them which folder is theirs.
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
+    resume_hint = f"continue it with `hemacnn train --resume {run_dir}`"
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then exit(1)
+        if trainer.interrupted:
+            raise Interrupted(f"training interrupted; {resume_hint}") from None
+        raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     if trainer.interrupted:
-        raise HemacnnError(f"training interrupted; continue it with "
-                           f"`hemacnn train --resume {run_dir}`")
+        raise Interrupted(f"training interrupted; {resume_hint}")
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints" /
                                                                   "last.ckpt")
