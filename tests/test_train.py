@@ -107,6 +107,11 @@ def test_seeded_runs_are_reproducible(tmp_path, synthetic_root):
     assert losses("c", "seed=2") != first
 
 
+def test_resume_of_a_folder_that_is_no_run(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "norun")]) == 2
+    assert "not a hemacnn run folder" in capsys.readouterr().err
+
+
 def test_existing_run_folder_is_not_overwritten(tmp_path, synthetic_root, capsys):
     cfg = tiny_config(tmp_path, synthetic_root, max_epochs=1)
     out = tmp_path / "run"
@@ -124,13 +129,20 @@ def test_train_errors_are_one_line(tmp_path, synthetic_root, capsys):
         (["train", str(cfg), "data.root=" + str(tmp_path / "missing")], "missing"),
         (["train", str(cfg), "data.classes=[BLA,XYZ]"], "XYZ"),
         (["train", str(cfg), "model.name=resnet"], "resnet"),
-        (["train", "--resume", str(tmp_path / "norun")], "not a hemacnn run folder"),
+        (["train", str(cfg), "trainer.accelerator=tpu"], "trainer settings rejected"),
+        (["train", str(cfg), "trainer.precision=16"], "needs a CUDA GPU"),
     ]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["train", str(cfg), "--out", str(blocker / "run"), "--no-progress"]) == 2
+    assert "a-file is a file" in capsys.readouterr().err
+    out = tmp_path / "run"
     for argv, needle in cases:
-        assert main(argv + ["--no-progress"]) == 2, argv
+        assert main(argv + ["--no-progress", "--out", str(out)]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and needle in err and "Traceback" not in err, err
         assert len(err.splitlines()) == 1, err
+        assert not out.exists(), f"{argv} left a half-made run folder"
 
 
 def _run_cli(args: list[str], **kw) -> subprocess.Popen:

@@ -31,6 +31,18 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+def check_creatable(path: Path) -> None:
+    """Fail early, creating nothing, when ``path`` could not be created as a folder later."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise HemacnnError(f"cannot create folder {path}: {existing} is a file; "
+                           "choose a writable location")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HemacnnError(f"cannot create folder {path}: {existing} is not writable; "
+                           "choose a writable location")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success rename it over ``path``."""

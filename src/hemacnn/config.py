@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hemacnn.classes import PAPER_CLASSES
 from hemacnn.errors import HemacnnError
@@ -76,6 +83,11 @@ class TrainerConfig(_Section):
     max_epochs: int = Field(60, ge=1)
     patience: int | None = Field(10, ge=1)
     precision: Literal["32", "bf16", "16"] = "32"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"

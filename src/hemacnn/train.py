@@ -26,10 +26,11 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torchmetrics.classification import MulticlassAccuracy, MulticlassPrecision, MulticlassRecall
 
 from hemacnn import __version__
-from hemacnn.atomic import ensure_writable_dir, write_json, write_text
+from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
 from hemacnn.classes import class_name
 from hemacnn.config import Config, dump_config, load_config
 from hemacnn.errors import HemacnnError, Interrupted
@@ -270,27 +271,28 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     else:
         cfg = load_config(config, overrides)
         run_dir = _new_run_dir(cfg, out)
+        check_creatable(run_dir)  # before the scan and cache, which can take minutes
         ckpt_path = None
     is_zero = rank_zero_only.rank == 0
-    if is_zero:
-        ensure_writable_dir(run_dir)
 
+    # Everything that can reject the input (data, classes, model, trainer settings) runs before
+    # the first file is written, so a bad config leaves no half-made run folder behind.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     splits_dir = run_dir / "splits"
     dm = _datamodule(cfg, splits_dir if resume else None, progress and is_zero)
     dm.prepare_data()
     dm.setup("fit")
     card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()))
+    module = CellClassifier(card, cfg.optimizer.model_dump(), l2=cfg.model.l2)
+    trainer = _trainer(cfg, run_dir, dm.class_codes, progress)
     if is_zero and not resume:
         from hemacnn.data.splits import save_splits
 
+        ensure_writable_dir(run_dir)
         write_text(run_dir / "config.yaml", dump_config(cfg))
         save_splits(dm.splits, splits_dir)
         write_json(run_dir / "model_card.json", card)
         write_json(run_dir / "env.json", environment_info(cfg.seed))
-
-    module = CellClassifier(card, cfg.optimizer.model_dump(), l2=cfg.model.l2)
-    trainer = _trainer(cfg, run_dir, dm.class_codes, progress)
     # DDP workers re-run this command; the variable (inherited) tells them which folder is theirs.
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     resume_hint = f"continue it with `hemacnn train --resume {run_dir}`"
@@ -324,6 +326,17 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))
     loggers = [CSVLogger(run_dir, name="logs", version="csv"),
                TensorBoardLogger(run_dir, name="logs", version="tensorboard")]
+    if t.precision == "16" and not torch.cuda.is_available():
+        raise HemacnnError("trainer.precision=16 needs a CUDA GPU; on a CPU use "
+                           "trainer.precision=bf16 (or 32)")
+    try:
+        return _lightning_trainer(t, run_dir, callbacks, loggers, progress)
+    except (MisconfigurationException, ImportError, ValueError) as exc:
+        raise HemacnnError(f"trainer settings rejected by Lightning: {exc}") from None
+
+
+def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: list,
+                       progress: bool) -> L.Trainer:
     return L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
         strategy=t.strategy, num_nodes=t.num_nodes, precision=PRECISION[t.precision],
