@@ -157,3 +157,13 @@ def test_predict_cli_json_and_errors(synthetic_run: Path, tmp_path: Path, capsys
         load_checkpoint(bogus)
     with pytest.raises(HemacnnError, match="no checkpoints"):
         load_checkpoint(tmp_path)
+
+
+def test_damaged_real_file_is_predicted_with_a_warning(synthetic_run: Path, corrupt_root: Path,
+                                                      sample_root: Path):
+    damaged = corrupt_root / "LYT_19975.jpg"
+    clean = sorted((sample_root / "LYT").rglob("*.jpg"))[0]
+    preds = predict_files(synthetic_run, [damaged, clean])
+    assert preds[0]["warning"].startswith("suspicious: ") and "code" in preds[0]
+    assert "warning" not in preds[1]
+    assert "WARNING  suspicious" in format_predictions(preds)

@@ -129,7 +129,21 @@ def predict_files(checkpoint: str | os.PathLike, paths: Sequence[str | os.PathLi
         if not r:
             path, err = next(bad)
             results[i] = {"path": path, "error": err}
+        else:
+            warning = _pixel_warning(paths[i])
+            if warning:
+                r["warning"] = warning
     return results
+
+
+def _pixel_warning(path: str | os.PathLike) -> str | None:
+    """The scan's verdict on a file's pixels: a damaged image still gets a (doubtful) label."""
+    from hemacnn.data.scan import check_file
+
+    path = Path(path)
+    _, _, _, found = check_file(str(path.parent), path.name)
+    details = [detail for status, detail in found if status == "suspicious"]
+    return f"suspicious: {details[0]}" if details else None
 
 
 def format_predictions(preds: list[dict[str, Any]]) -> str:
@@ -142,4 +156,6 @@ def format_predictions(preds: list[dict[str, Any]]) -> str:
         else:
             lines.append(f"{p['path']:<{width}}  {p['code']}  {p['probability']:.3f}  "
                          f"{p['name']}")
+            if "warning" in p:
+                lines.append(f"{'':<{width}}  WARNING  {p['warning']}")
     return "\n".join(lines)
