@@ -84,6 +84,7 @@ def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):
     test = json.loads((run / "test_metrics.json").read_text())
     n_test = sum(1 for _ in (run / "splits" / "test.csv").open()) - 1
     assert sum(test["per_class"][c]["support"] for c in CLASSES) == n_test
+    assert test["split"] == "test" and test["checkpoint"].endswith("best.ckpt")
 
     # The checkpoint alone rebuilds the model (nanoGPT style): no config, no run folder.
     from hemacnn.models import build_model

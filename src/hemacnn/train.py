@@ -371,6 +371,7 @@ def finish_run(run_dir: Path, checkpoint: str, dm) -> dict:
     model, card = load_checkpoint(checkpoint)
     y, probs = predict_loader(model, dm.test_dataloader())
     metrics = evaluate_predictions(y, probs, card["classes"], run_dir, name="test")
+    metrics.update(split="test", data=card["data_root"], checkpoint=str(checkpoint))
     write_json(run_dir / "test_metrics.json", metrics)
     plots = run_dir / "plots"
     plot_training_curves(run_dir / "metrics.csv", plots / "training_curves.png")
