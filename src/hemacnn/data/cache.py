@@ -22,7 +22,7 @@ at most half the source size (for 250 px images: up to 125 px; nothing changes a
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -30,7 +30,6 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from hemacnn.atomic import ensure_writable_dir
 from hemacnn.data.images import to_rgb
 from hemacnn.data.manifest import Entry, manifest_hash
+from hemacnn.data.parallel import default_workers, file_lock, run_chunks
 from hemacnn.data.paths import dataset_cache_dir
 from hemacnn.errors import HemacnnError
 
@@ -147,37 +147,16 @@ class ImageCache:
         return np.asarray(self.array[i])
 
 
-def _fill(npy: str, start: int, files: list[str], size: int, method: str,
+def _fill(npy: str, task: tuple[int, list[str]], size: int, method: str,
           draft: bool | None) -> int:
-    """Worker: preprocess ``files`` into rows ``start...`` of the memmap at ``npy``."""
+    """Worker task: preprocess a chunk (start row, files) into the memmap at ``npy``."""
+    start, files = task
     out = np.load(npy, mmap_mode="r+")
     for j, f in enumerate(files):
         out[start + j] = preprocess_image(f, size, method, draft)
     out.flush()
     del out
     return len(files)
-
-
-def _progress(enabled: bool, total: int, label: str):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    if not enabled:
-        return None
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=False)
-
-
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def build_cache(root: str | os.PathLike, entries: Iterable[Entry], size: int,
@@ -199,26 +178,11 @@ def build_cache(root: str | os.PathLike, entries: Iterable[Entry], size: int,
     ensure_writable_dir(parent)
     # One builder at a time per key (e.g. DDP ranks or two runs started together): the others
     # wait on the lock, then find the finished cache and reuse it.
-    with _lock(parent / f".cache-{key}.lock"):
+    with file_lock(parent / f".cache-{key}.lock"):
         if (final / "index.json").is_file():
             return ImageCache(final, built=False)
         _remove_orphans(parent)
         return _build(root, usable, final, key, size, method, draft, workers, progress)
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: rely on the atomic rename alone
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _build(root: Path, usable: list[Entry], final: Path, key: str, size: int, method: str,
@@ -276,27 +240,10 @@ def _remove_orphans(parent: Path) -> None:
 def _run_fill(npy: str, files: list[str], size: int, method: str, draft: bool | None,
               workers: int | None, progress: bool) -> None:
     n = len(files)
-    workers = max(1, min(workers or _default_workers(), (n + CHUNK - 1) // CHUNK))
-    bar = _progress(progress, n, f"caching {n} images at {size} px ({method})")
-    ctx = bar if bar is not None else contextlib.nullcontext()
-    with ctx:
-        task = bar.add_task("cache", total=n) if bar is not None else None
-        chunks = [(i, files[i:i + CHUNK]) for i in range(0, n, CHUNK)]
-        if workers == 1:
-            for start, part in chunks:
-                done = _fill(npy, start, part, size, method, draft)
-                if bar is not None:
-                    bar.advance(task, done)
-            return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_fill, npy, s, part, size, method, draft)
-                       for s, part in chunks]
-            try:
-                for fut in as_completed(futures):
-                    done = fut.result()
-                    if bar is not None:
-                        bar.advance(task, done)
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+    chunks = [(i, files[i:i + CHUNK]) for i in range(0, n, CHUNK)]
+    job = functools.partial(_fill, npy, size=size, method=method, draft=draft)
+    for _ in run_chunks(job, chunks, workers or default_workers(),
+                        label=f"caching {n} images at {size} px ({method})", total=n,
+                        progress=progress, count=int):
+        pass
+

@@ -8,15 +8,13 @@ decode per file. No torch import here: ``hemacnn scan`` must start in a fraction
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from hemacnn.classes import CLASSES, MATEK_IMAGE_SIZE, PAPER_TOTAL
 from hemacnn.data.corruption import detect_corruption
 from hemacnn.data.images import FORMATS_BY_EXTENSION, ImageDecodeError, decode_bytes
 from hemacnn.data.manifest import Entry, read_manifest, write_manifest
+from hemacnn.data.parallel import default_workers, file_lock, run_chunks
 from hemacnn.data.paths import dataset_cache_dir
 from hemacnn.errors import HemacnnError
 
@@ -169,13 +168,6 @@ def _check_chunk(root: str, task: tuple[int, list[str]]) -> tuple[int, list]:
     return index, [check_file(root, rel) for rel in rels]
 
 
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _run_checks(root: Path, rels: list[str], workers: int,
                 progress: bool) -> list[tuple[str, int, int, list]]:
     """check_file over all files, in worker processes when more than one is asked for."""
@@ -183,46 +175,9 @@ def _run_checks(root: Path, rels: list[str], workers: int,
     chunk = max(1, min(_MAX_CHUNK, -(-n // (workers * 8))))
     chunks = [(i, rels[i:i + chunk]) for i in range(0, n, chunk)]
     job = functools.partial(_check_chunk, str(root))
-    results: dict[int, list] = {}
-    with contextlib.ExitStack() as stack:
-        if min(workers, len(chunks)) > 1:
-            # Fork the workers first: no progress-bar thread may exist when a process forks.
-            pool = stack.enter_context(multiprocessing.get_context().Pool(min(workers,
-                                                                              len(chunks))))
-            done = pool.imap_unordered(job, chunks)
-        else:
-            done = map(job, chunks)
-        advance = stack.enter_context(_progress_bar(n)) if progress else None
-        for i, res in done:
-            results[i] = res
-            if advance is not None:
-                advance(len(res))
+    results = dict(run_chunks(job, chunks, workers, label="scanning", total=n,
+                              progress=progress, count=lambda res: len(res[1])))
     return [r for i in sorted(results) for r in results[i]]
-
-
-@contextlib.contextmanager
-def _progress_bar(total: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr with the running img/s; yields advance(k)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    start = time.perf_counter()
-    columns = (TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("scan", total=total, rate="")
-
-        def advance(k: int) -> None:
-            rate = (bar.tasks[0].completed + k) / max(time.perf_counter() - start, 1e-6)
-            bar.update(task, advance=k, rate=f"{rate:,.0f} img/s")
-
-        yield advance
 
 
 def scan_dataset(root: str | os.PathLike, workers: int | None = None,
@@ -232,7 +187,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None,
     root_path = _check_root(root)
     listing = _list_files(root_path)
     rels = [rel for rel, _ in listing.files]
-    n_workers = max(1, workers if workers is not None else _default_workers())
+    n_workers = max(1, workers if workers is not None else default_workers())
     checks = _run_checks(root_path, rels, n_workers, progress)
 
     matek = all(c in CLASSES for c in listing.classes)
@@ -299,23 +254,6 @@ def _saved_entries(manifest: Path, stamp: Path, fingerprint: str) -> list[Entry]
         return None  # damaged cache file: rebuild it
 
 
-@contextlib.contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """One scanner per data root at a time (e.g. several DDP ranks on one node)."""
-    ensure_writable_dir(folder)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: concurrent scans only cost time, writes stay atomic
-        yield
-        return
-    with open(folder / ".scan.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def load_or_scan(root: str | os.PathLike, workers: int | None = None,
                  progress: bool = True) -> list[Entry]:
     """Manifest entries for root: reuse the cached manifest while the listing is unchanged."""
@@ -325,7 +263,8 @@ def load_or_scan(root: str | os.PathLike, workers: int | None = None,
     entries = _saved_entries(manifest, stamp, fingerprint)
     if entries is not None:
         return entries
-    with _exclusive(manifest.parent):
+    # One scanner per data root at a time (e.g. several DDP ranks on one node).
+    with file_lock(ensure_writable_dir(manifest.parent) / ".scan.lock"):
         entries = _saved_entries(manifest, stamp, fingerprint)  # another process may have won
         if entries is not None:
             return entries

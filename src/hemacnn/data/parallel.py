@@ -1,0 +1,99 @@
+"""Worker processes, progress bars and file locks shared by the scan and the cache build.
+
+Both decode every image of a folder in chunks over the cores, show a rich bar with the running
+img/s, and must not race another process (DDP ranks on one node) doing the same work.
+No torch import here: the scan path must start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) until the block ends.
+
+    Where flock is missing (not POSIX) this is a no-op: writers stay atomic, and concurrent
+    builders only cost time.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int, enabled: bool = True
+                 ) -> Iterator[Callable[[int], None]]:
+    """A rich bar on stderr with the running img/s; yields advance(k), a no-op when disabled."""
+    if not enabled:
+        yield lambda k: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    start = time.perf_counter()
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total, rate="")
+
+        def advance(k: int) -> None:
+            rate = (bar.tasks[0].completed + k) / max(time.perf_counter() - start, 1e-6)
+            bar.update(task, advance=k, rate=f"{rate:,.0f} img/s")
+
+        yield advance
+
+
+def run_chunks(job: Callable[[T], R], tasks: Iterable[T], workers: int, *, label: str,
+               total: int, progress: bool, count: Callable[[R], int]) -> Iterator[R]:
+    """Yield ``job(task)`` for every task, in completion order, over ``workers`` processes.
+
+    One worker runs the tasks in this process. The bar advances by ``count(result)`` images.
+    ``job`` must be picklable (a module-level function or a partial of one).
+    """
+    tasks = list(tasks)
+    n_proc = min(workers, len(tasks))
+    with contextlib.ExitStack() as stack:
+        done: Iterable[Any]
+        if n_proc > 1:
+            # Fork the workers first: no progress-bar thread may exist when a process forks.
+            pool = stack.enter_context(multiprocessing.get_context().Pool(n_proc))
+            done = pool.imap_unordered(job, tasks)
+        else:
+            done = map(job, tasks)
+        advance = stack.enter_context(progress_bar(label, total, progress))
+        for result in done:
+            advance(count(result))
+            yield result
