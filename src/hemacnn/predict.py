@@ -8,7 +8,7 @@ select the same deterministic preprocessing as training (:func:`preprocess_image
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
 
 
 @torch.no_grad()
-def predict_arrays(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
-                   tta: bool = False) -> np.ndarray:
-    """Softmax probabilities (N, C) for uint8 images (N, H, W, 3) scaled to [0, 1].
+def predict_batches(model: torch.nn.Module, batches: Iterable[torch.Tensor],
+                    tta: bool = False) -> np.ndarray:
+    """Softmax probabilities (N, C) for float NCHW batches in [0, 1], in eval mode and fp32.
 
     With ``tta`` the probabilities are averaged over the 8 dihedral transforms.
     """
@@ -82,9 +82,8 @@ def predict_arrays(model: torch.nn.Module, images: np.ndarray, batch_size: int =
     device = next(model.parameters()).device
     ks = dihedral_transforms() if tta else [0]
     out = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
-        x = batch.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    for x in batches:
+        x = x.to(device)
         probs = sum(torch.softmax(model(dihedral(x, k).contiguous()).float(), dim=1)
                     for k in ks) / len(ks)
         out.append(probs.cpu().numpy())
@@ -92,6 +91,15 @@ def predict_arrays(model: torch.nn.Module, images: np.ndarray, batch_size: int =
         n_classes = getattr(model, "hemacnn_arch", {}).get("num_classes", 0)
         return np.zeros((0, n_classes), dtype=np.float32)
     return np.concatenate(out).astype(np.float32)
+
+
+def predict_arrays(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
+                   tta: bool = False) -> np.ndarray:
+    """Softmax probabilities (N, C) for uint8 images (N, H, W, 3) scaled to [0, 1]."""
+    batches = (torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
+               .permute(0, 3, 1, 2).float().div_(255.0)
+               for start in range(0, len(images), batch_size))
+    return predict_batches(model, batches, tta=tta)
 
 
 def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]

@@ -350,26 +350,22 @@ def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: lis
     )
 
 
-@torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and softmax probabilities over a loader, in fp32, in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    ys, ps = [], []
-    for x, y in loader:
-        ps.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
-        ys.append(y)
-    return torch.cat(ys).numpy(), torch.cat(ps).numpy()
-
-
 def finish_run(run_dir: Path, checkpoint: str, dm) -> dict:
     """Test the best checkpoint on the held-out split; write metrics, predictions, plots."""
     from hemacnn.evaluate import evaluate_predictions
     from hemacnn.plots import plot_pr_curves, plot_training_curves
-    from hemacnn.predict import load_checkpoint
+    from hemacnn.predict import load_checkpoint, predict_batches
 
     model, card = load_checkpoint(checkpoint)
-    y, probs = predict_loader(model, dm.test_dataloader())
+    labels: list[torch.Tensor] = []
+
+    def images():  # one pass over the test loader: labels kept aside, images predicted
+        for x, y in dm.test_dataloader():
+            labels.append(y)
+            yield x
+
+    probs = predict_batches(model, images())
+    y = torch.cat(labels).numpy()
     metrics = evaluate_predictions(y, probs, card["classes"], run_dir, name="test")
     metrics.update(split="test", data=card["data_root"], checkpoint=str(checkpoint))
     write_json(run_dir / "test_metrics.json", metrics)
