@@ -26,9 +26,9 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     )
 
     if args.out:  # an unwritable --out should fail before a long scan, not after it
-        from hemacnn.atomic import ensure_writable_dir
+        from hemacnn.atomic import check_creatable
 
-        ensure_writable_dir(Path(args.out).parent)
+        check_creatable(Path(args.out).parent)
     result = scan_dataset(args.data_dir, workers=args.workers, progress=not args.json)
     out = Path(args.out) if args.out else default_manifest_path(result.root)
     write_manifest(result.entries, out)
