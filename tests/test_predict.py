@@ -14,6 +14,7 @@ from PIL import Image
 from hemacnn.classes import class_name
 from hemacnn.cli import main
 from hemacnn.data.augment import dihedral
+from hemacnn.data.splits import Splits, save_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.models import build_model
 from hemacnn.predict import (
@@ -62,12 +63,8 @@ def make_run(run_dir: Path, data_root: Path, split_rows: dict[str, list[tuple[st
     (run_dir / "config.yaml").write_text(
         f"name: test\ndata:\n  root: {data_root}\n  classes: [{', '.join(classes)}]\n"
         f"  image_size: {SIZE}\n  resize: nearest\nmodel:\n  name: mv3\nseed: {seed}\n")
-    (run_dir / "splits").mkdir()
-    for split, rows in split_rows.items():
-        with open(run_dir / "splits" / f"{split}.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "class"])
-            w.writerows(rows)
+    save_splits(Splits(split_rows.get("train", []), split_rows.get("val", []),
+                       split_rows.get("test", []), classes, seed=seed), run_dir / "splits")
     rng = np.random.default_rng(seed)
     cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
     cols += [f"val_{m}_{c}" for c in classes for m in ("precision", "recall")]

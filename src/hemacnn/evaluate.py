@@ -8,8 +8,6 @@ figures under ``plots/``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections import Counter
@@ -80,19 +78,12 @@ def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_split(run_dir: Path, split: str) -> list[tuple[str, str]]:
-    """(path, class) rows of ``splits/<split>.csv``, paths relative to the card's data_root."""
+    """(path, class) rows of the run's saved ``split``, paths relative to the card's data_root."""
+    from hemacnn.data.splits import load_splits
+
     if split not in SPLITS:
         raise HemacnnError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    path = run_dir / "splits" / f"{split}.csv"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        raise HemacnnError(f"{path} not found; the run folder has no {split} split "
-                           "(was training interrupted before the splits were saved?)") from None
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if rows and not {"path", "class"} <= set(rows[0]):
-        raise HemacnnError(f"{path} must have columns path,class")
-    return [(r["path"], r["class"]) for r in rows]
+    return load_splits(Path(run_dir) / "splits").split(split)
 
 
 def _split_items(run_dir: Path, card: dict, split: str
