@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hemacnn.atomic import write_text
+from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluate import SPLITS, read_card
 from hemacnn.metrics import compute_metrics
@@ -38,13 +39,6 @@ class RunInfo:
     evaluation: dict[str, Any] | None
     split_counts: dict[str, int]
     split_desc: str | None
-
-
-def _count_rows(csv_path: Path) -> int:
-    try:
-        return max(0, len(csv_path.read_text(encoding="utf-8").splitlines()) - 1)
-    except OSError:
-        return 0
 
 
 def _load_evaluation(run: Path) -> dict[str, Any] | None:
@@ -70,17 +64,14 @@ def load_run(path: str | os.PathLike) -> RunInfo:
     """Read a run folder's card, test evaluation and split sizes."""
     path = Path(path)
     card = read_card(path)
-    counts = {s: _count_rows(path / "splits" / f"{s}.csv") for s in SPLITS}
-    desc = None
-    meta_path = path / "splits" / "splits.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            desc = (f"seeded stratified split (seed {meta.get('seed')}): test "
-                    f"{meta.get('test_fraction')} per class, validation "
-                    f"{meta.get('val_fraction')} of the rest")
-        except ValueError:
-            desc = None
+    try:
+        splits = load_splits(path / "splits")
+    except HemacnnError:  # a report still describes a run whose splits are gone
+        counts, desc = dict.fromkeys(SPLITS, 0), None
+    else:
+        counts = {s: len(splits.split(s)) for s in SPLITS}
+        desc = (f"seeded stratified split (seed {splits.seed}): test {splits.test_fraction} "
+                f"per class, validation {splits.val_fraction} of the rest")
     return RunInfo(path, path.resolve().name, card, _load_evaluation(path), counts, desc)
 
 
