@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,37 @@ def check_creatable(path: Path) -> None:
                            "choose a writable location")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (threads may be writing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def new_dir_mode() -> int:
+    """The mode ``mkdir`` would give a new folder (mkdtemp gives 0700)."""
+    return 0o777 & ~_umask()
+
+
+def _final_mode(path: Path) -> int:
+    """The mode the file should end with: the old file's, or what ``open()`` would give a new one.
+
+    mkstemp creates 0600 files; left so, every result would be unreadable to colleagues on a
+    shared machine, unlike the checkpoints Lightning writes.
+    """
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success rename it over ``path``."""
@@ -50,6 +82,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     ensure_writable_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _final_mode(path))
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from hemacnn.atomic import ensure_writable_dir
+from hemacnn.atomic import ensure_writable_dir, new_dir_mode
 from hemacnn.data.images import to_rgb
 from hemacnn.data.manifest import Entry, manifest_hash
 from hemacnn.data.parallel import default_workers, file_lock, run_chunks
@@ -192,6 +192,7 @@ def _build(root: Path, usable: list[Entry], final: Path, key: str, size: int, me
     # a .tmp-* folder that is ignored (and removed by the next build once its process is gone).
     parent = final.parent
     tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix()}{key}-", dir=parent))
+    os.chmod(tmp, new_dir_mode())  # a shared $HEMACNN_CACHE must stay readable to colleagues
     try:
         npy = tmp / "images.npy"
         arr = np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8,
