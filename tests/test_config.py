@@ -117,3 +117,21 @@ def test_overrides_may_follow_options(monkeypatch):
     assert seen["c"] is None and seen["resume"] == "R" and seen["ov"] == ["trainer.max_epochs=9"]
     with pytest.raises(SystemExit):
         main(["train", "c.yaml", "--bogus"])
+
+
+@pytest.mark.parametrize("override", ["optimizer.lr=abc", "data.clases=[BLA,LYT]",
+                                      "data.classes=[BLA]"])
+def test_override_errors_name_the_override_not_the_file(tmp_path, capsys, override):
+    cfg = tmp_path / "quick.yaml"
+    cfg.write_text("data:\n  classes: [BLA, LYT, NGS]\noptimizer:\n  lr: 0.001\n")
+    assert main(["train", str(cfg), override, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: command-line override {override}: "), err
+    assert str(cfg) not in err and len(err.splitlines()) == 1
+
+
+def test_errors_in_the_file_still_name_the_file(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("optimizer:\n  lr: abc\n")
+    with pytest.raises(HemacnnError, match=rf"^{cfg}: config key optimizer.lr"):
+        load_config(cfg, ["model.width=0.5"])

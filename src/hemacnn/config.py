@@ -6,6 +6,7 @@ types are rejected with one line naming the key; nothing reads a global config.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -146,16 +147,38 @@ def _format_error(err: ValidationError, source: str) -> str:
     return f"{source}: config key {key}: {first['msg']}{got_text}"
 
 
+def _blame(err: ValidationError, tree: dict[str, Any], overrides: list[str],
+           source: str) -> str:
+    """Who wrote the bad value: the file (valid without the overrides) or which override."""
+    try:
+        Config.model_validate(tree)
+    except ValidationError:
+        return source
+    loc = ".".join(str(p) for p in err.errors()[0]["loc"])
+    keys = [(text, parse_override(text)[0]) for text in overrides]
+    hits = [text for text, key in keys
+            if key == loc or key.startswith(loc + ".") or loc.startswith(key + ".")]
+    hits = hits[-1:] or overrides  # the last one of a key wins, as it set the value
+    return ("command-line override " if len(hits) == 1 else "command-line overrides ") + \
+        " ".join(hits)
+
+
 def build_config(tree: dict[str, Any], overrides: list[str] | None = None,
                  source: str = "config") -> Config:
-    """Validate a config tree after applying dotted overrides."""
-    tree = dict(tree or {})
+    """Validate a config tree after applying dotted overrides.
+
+    An error names the override that caused it, or ``source`` when the file itself is wrong.
+    """
+    base = copy.deepcopy(dict(tree or {}))
+    tree = copy.deepcopy(base)
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
+        if overrides:
+            source = _blame(err, base, list(overrides), source)
         raise HemacnnError(_format_error(err, source)) from None
 
 
