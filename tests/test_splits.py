@@ -68,7 +68,7 @@ def test_default_four_classes_on_sample_names_ngb(sample_root: Path) -> None:
         make_splits(listing_entries(sample_root), root=str(sample_root))
     assert str(err.value) == (
         "class NGB has 1 usable image; at least 3 are needed to split train/val/test — "
-        "drop it with data.classes=[BLA,LYT,NGS] or add images")
+        "drop it with 'data.classes=[BLA,LYT,NGS]' or add images")
 
 
 def test_missing_class_lists_present_ones(sample_root: Path) -> None:
@@ -89,9 +89,9 @@ def test_unusable_entries_never_enter_splits() -> None:
     assert "B/grey.png" in paths
 
 
-def test_class_with_only_unusable_files_counts_as_absent() -> None:
+def test_class_with_only_unusable_files_is_named_as_rejected() -> None:
     entries = fake_entries({"A": 20}) + fake_entries({"B": 5}, status="suspicious")
-    with pytest.raises(HemacnnError, match="class B not found"):
+    with pytest.raises(HemacnnError, match=r"class B has no usable image .*\(5 suspicious\)"):
         make_splits(entries, ["A", "B"])
 
 
@@ -196,3 +196,39 @@ def test_save_splits_unwritable_location(tmp_path: Path) -> None:
     s = make_splits(fake_entries({"A": 10}), ["A"])
     with pytest.raises(HemacnnError, match="cannot create folder .*file.txt/splits"):
         save_splits(s, blocker / "splits")
+
+
+def test_class_whose_files_are_all_rejected_says_so() -> None:
+    entries = fake_entries({"BLA": 20, "NGS": 20}) + [
+        Entry(f"LYT/LYT_{i}.jpg", "LYT", f"l{i}", 0, 0, "unreadable",
+              "truncated JPEG (image file is truncated)") for i in range(6)]
+    with pytest.raises(HemacnnError) as err:
+        make_splits(entries, ["BLA", "LYT"], root="/data")
+    msg = str(err.value)
+    assert "not found" not in msg, msg
+    assert "class LYT has no usable image in /data: all 6 files were rejected" in msg
+    assert "6 unreadable" in msg and "hemacnn scan" in msg
+
+
+def _suggested_classes(msg: str) -> list[str] | None:
+    import re
+
+    m = re.search(r"data\.classes=\[([^\]]*)\]", msg)
+    return m.group(1).split(",") if m else None
+
+
+@pytest.mark.parametrize(("counts", "asked"), [
+    ({"BLA": 50, "NGB": 1}, ["BLA", "NGB"]),
+    ({"BLA": 50, "LYT": 50, "NGB": 1}, ["BLA", "LYT", "NGB"]),
+    ({"BLA": 50, "LYT": 2, "NGB": 1, "NGS": 40}, ["BLA", "LYT", "NGB", "NGS"]),
+    ({"BLA": 50, "NGB": 1, "EOS": 9}, ["BLA", "NGB"]),
+])
+def test_a_too_small_class_suggests_only_what_works(counts, asked) -> None:
+    entries = fake_entries(counts)
+    with pytest.raises(HemacnnError) as err:
+        make_splits(entries, asked)
+    suggestion = _suggested_classes(str(err.value))
+    if suggestion is not None:  # whatever is suggested must then work
+        make_splits(entries, suggestion)
+    if asked == ["BLA", "NGB"]:
+        assert "data.classes=[BLA]" not in str(err.value)

@@ -107,29 +107,67 @@ def _check_fraction(name: str, value: float) -> None:
         raise HemacnnError(f"{name} must be between 0 and 1 (exclusive), got {value}")
 
 
-def _group(entries: Iterable[Entry], classes: Sequence[str], root: str | None) -> dict[str, list]:
+@dataclass
+class _Grouped:
+    """Usable paths per class of the data, and the files the scan rejected per class."""
+
+    usable: dict[str, list[str]]
+    rejected: dict[str, list[Entry]]
+    where: str
+
+    def rejected_text(self, code: str) -> str:
+        """'6 unreadable, 1 suspicious; e.g. LYT/x.jpg: truncated JPEG' for one class."""
+        bad = self.rejected.get(code, [])
+        kinds = Counter(e.status for e in bad)
+        text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        first = bad[0]
+        return f"{text}; e.g. {first.path}: {first.detail}" if first.detail else text
+
+
+def _group(entries: Iterable[Entry], classes: Sequence[str], root: str | None) -> _Grouped:
     """Usable paths per selected class (sorted, so the draw depends on the seed only)."""
     by_class: dict[str, list[str]] = defaultdict(list)
+    rejected: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
-        if e.usable:
-            by_class[e.label].append(e.path)
-    where = root if root is not None else "the data"
+        (by_class[e.label].append(e.path) if e.usable else rejected[e.label].append(e))
+    grouped = _Grouped({c: sorted(p) for c, p in by_class.items()}, dict(rejected),
+                       root if root is not None else "the data")
     for code in classes:
-        if code not in by_class:
-            present = ", ".join(sorted(by_class)) or "none"
+        if code in by_class:
+            continue
+        if code in rejected:  # the folder is there, its files are not usable: say so
+            n = len(rejected[code])
             raise HemacnnError(
-                f"class {code} not found in {where}; classes present: {present} — "
-                "choose others with data.classes=[...]"
-            )
-    return {code: sorted(by_class[code]) for code in classes}
+                f"class {code} has no usable image in {grouped.where}: all {n} file"
+                f"{'s were' if n != 1 else ' was'} rejected ({grouped.rejected_text(code)}); "
+                f"run `hemacnn scan {root or 'DATA_DIR'}` to see each file's reason")
+        present = ", ".join(sorted(by_class)) or "none"
+        raise HemacnnError(
+            f"class {code} not found in {grouped.where}; classes present: {present} — "
+            "choose others with 'data.classes=[...]'"
+        )
+    return grouped
 
 
-def _too_small(code: str, n: int, need: int, classes: Sequence[str]) -> HemacnnError:
-    others = ",".join(c for c in classes if c != code)
-    return HemacnnError(
-        f"class {code} has {n} usable image{'s' if n != 1 else ''}; at least {need} are needed "
-        f"to split train/val/test — drop it with data.classes=[{others}] or add images"
-    )
+def _check_sizes(grouped: _Grouped, classes: Sequence[str], need: int) -> None:
+    """Every selected class can be split; otherwise suggest only a selection that works."""
+    small = [c for c in classes if len(grouped.usable[c]) < need]
+    if not small:
+        return
+    code = small[0]
+    n = len(grouped.usable[code])
+    lost = (f" ({len(grouped.rejected[code])} more rejected: {grouped.rejected_text(code)})"
+            if code in grouped.rejected else "")
+    enough = [c for c in classes if c not in small]
+    if len(enough) >= 2:
+        fix = f"drop it with 'data.classes=[{','.join(enough)}]' or add images"
+    else:
+        able = sorted(c for c, p in grouped.usable.items() if len(p) >= need)
+        fix = ("add images, or choose two or more of the classes that have enough: "
+               f"{', '.join(able)}" if len(able) >= 2 else "add images")
+    raise HemacnnError(
+        f"class {code} has {n} usable image{'s' if n != 1 else ''}{lost}; at least {need} are "
+        f"needed to split train/val/test — {fix}")
 
 
 def _val_count(n_rest: int, val_fraction: float) -> int:
@@ -160,15 +198,16 @@ def make_splits(
         raise HemacnnError(f"k-fold needs folds >= 2 and 0 <= fold < folds, got folds={folds} "
                            f"fold={fold}")
     grouped = _group(entries, classes, root)
+    # k-fold: each fold's remaining (k-1)/k must still give one validation and one training image.
+    need = 3 if folds is None else max(3, math.ceil(2 * int(folds) / (int(folds) - 1)), int(folds))
+    _check_sizes(grouped, classes, need)
     train: list[Item] = []
     val: list[Item] = []
     test: list[Item] = []
     if folds is None:
         for code in classes:
-            paths = grouped[code]
+            paths = grouped.usable[code]
             n = len(paths)
-            if n < 3:
-                raise _too_small(code, n, 3, classes)
             n_test = min(max(1, _round_half_up(n, test_fraction)), n - 2)
             n_val = _val_count(n - n_test, val_fraction)
             order = _class_rng(seed, code).permutation(n)
@@ -177,7 +216,7 @@ def make_splits(
             val += picked[n_test:n_test + n_val]
             train += picked[n_test + n_val:]
         return Splits(train, val, test, classes, seed, test_fraction, val_fraction)
-    return _kfold(grouped, classes, val_fraction, seed, int(folds), int(fold))
+    return _kfold(grouped.usable, classes, val_fraction, seed, int(folds), int(fold))
 
 
 def _kfold(grouped: dict[str, list[str]], classes: list[str], val_fraction: float, seed: int,
@@ -185,11 +224,6 @@ def _kfold(grouped: dict[str, list[str]], classes: list[str], val_fraction: floa
     """Fold ``fold`` of a stratified k-fold split is the test set; val is drawn from the rest."""
     from sklearn.model_selection import StratifiedKFold
 
-    # Each fold's remaining (k-1)/k must still give one validation and one training image.
-    need = max(3, math.ceil(2 * folds / (folds - 1)), folds)
-    for code in classes:
-        if len(grouped[code]) < need:
-            raise _too_small(code, len(grouped[code]), need, classes)
     paths = [p for code in classes for p in grouped[code]]
     labels = [code for code in classes for _ in grouped[code]]
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
