@@ -154,7 +154,7 @@ def test_offline_rotate_of_unselected_class_warns(sample_root: Path) -> None:
 
 def test_default_four_classes_error_mentions_ngb(sample_root: Path) -> None:
     with pytest.raises(HemacnnError, match=r"class NGB has 1 usable image; at least 3 are "
-                       r"needed .* data.classes=\[BLA,LYT,NGS\]"):
+                       r"needed .* 'data.classes=\[BLA,LYT,NGS\]"):
         HemaDataModule(sample_root, progress=False).setup()
 
 

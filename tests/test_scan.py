@@ -441,3 +441,42 @@ def test_cli_text_report_with_progress_bar(capsys, tmp_path: Path) -> None:
     assert "lymphocyte" in out and "26,242" in out  # Matek codes: the paper's counts beside
     assert "unreadable: 1" in out and "LYT/empty.jpg: empty file (0 bytes)" in out
     assert f"Manifest written to {out_csv}" in out
+
+
+# --- usable and rejected files per class ----------------------------------------------------
+
+def _with_rejects(root: Path) -> Path:
+    _dataset(root, per_class=3)
+    (root / "CCC").mkdir()
+    for i in range(2):
+        (root / "BBB" / f"note_{i}.jpg").write_text("not a picture")
+        (root / "CCC" / f"text_{i}.jpg").write_text("not a picture")
+    return root
+
+
+def test_class_table_counts_usable_and_rejected_separately(tmp_path: Path, capsys) -> None:
+    root = _with_rejects(tmp_path / "data")
+    rc, out, _ = _run(capsys, str(root), "--json", "--out", str(tmp_path / "m.csv"))
+    assert rc == 0
+    classes = json.loads(out)["classes"]
+    assert {c: (v["count"], v["rejected"]) for c, v in classes.items()} == {
+        "AAA": (3, 0), "BBB": (3, 2), "CCC": (0, 2)}
+    assert classes["AAA"]["percent"] == 50.0  # of the usable images
+    rc, out, _ = _run(capsys, str(root), "--out", str(tmp_path / "m.csv"))
+    assert rc == 0
+    assert "Rejected" in out
+    row = next(ln for ln in out.splitlines() if ln.split("│")[0].strip() == "CCC"
+               or ln.strip().startswith("CCC"))
+    assert [c.strip() for c in row.replace("│", "|").split("|") if c.strip()][1:3] == ["0", "2"]
+
+
+def test_scan_fails_when_no_image_is_usable(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    (root / "CCC").mkdir(parents=True)
+    for i in range(3):
+        (root / "CCC" / f"text_{i}.jpg").write_text("not a picture")
+    rc, out, err = _run(capsys, str(root), "--out", str(tmp_path / "m.csv"))
+    assert rc == 2
+    assert "Usable for training: 0 of 3" in out
+    line = _one_error_line(err)
+    assert "no usable image" in line and str(root) in line
