@@ -20,6 +20,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     from hemacnn.data.manifest import write_manifest
     from hemacnn.data.scan import (
         default_manifest_path,
+        require_usable,
         scan_dataset,
         scan_report_json,
         scan_report_text,
@@ -36,6 +37,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         print(json.dumps(scan_report_json(result)))
     else:
         print(scan_report_text(result, manifest_path=out))
+    require_usable(result)
     return 0
 
 

@@ -58,6 +58,26 @@ class ScanResult:
         """Every image file found (whatever its status)."""
         return len(self.entries)
 
+    @property
+    def usable_counts(self) -> dict[str, int]:
+        """Per class, the files that may enter training (what a split gets)."""
+        counts = Counter(e.label for e in self.entries if e.usable)
+        return {c: counts.get(c, 0) for c in self.class_counts}
+
+    @property
+    def rejected_counts(self) -> dict[str, int]:
+        """Per class, the files training loses (unreadable, suspicious, duplicate)."""
+        usable = self.usable_counts
+        return {c: n - usable[c] for c, n in self.class_counts.items()}
+
+
+def require_usable(result: ScanResult) -> None:
+    """Raise when not one image of the scan can be used: the folder cannot be trained on."""
+    if not any(result.usable_counts.values()):
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(result.status_counts.items()))
+        raise HemacnnError(f"no usable image in {result.root}: all {result.total} files were "
+                           f"rejected ({kinds}); see the problems listed above")
+
 
 @dataclass
 class _Listing:
@@ -276,12 +296,19 @@ def load_or_scan(root: str | os.PathLike, workers: int | None = None,
 
 
 def scan_report_json(result: ScanResult) -> dict:
-    """The --json report: total, per-class count and percent, and every problem."""
-    total = result.total
+    """The --json report: total, per-class usable count, rejected count and percent, problems.
+
+    ``count`` is what training can use; ``percent`` is its share of all usable images.
+    """
+    usable = result.usable_counts
+    rejected = result.rejected_counts
+    total = sum(usable.values())
     return {
-        "total": total,
-        "classes": {c: {"count": n, "percent": round(100.0 * n / total, 2) if total else 0.0}
-                    for c, n in result.class_counts.items()},
+        "total": result.total,
+        "usable": total,
+        "classes": {c: {"count": n, "rejected": rejected[c],
+                        "percent": round(100.0 * n / total, 2) if total else 0.0}
+                    for c, n in usable.items()},
         "problems": [dict(p) for p in result.problems],
         "root": str(result.root),
         "statuses": result.status_counts,
@@ -298,17 +325,21 @@ def scan_report_text(result: ScanResult, manifest_path: str | os.PathLike | None
     from rich.table import Table
 
     total = result.total
+    usable = result.usable_counts
+    rejected = result.rejected_counts
+    n_usable = sum(usable.values())
     table = Table(title=f"{total:,} images in {result.root}", title_justify="left")
     table.add_column("Code")
     table.add_column("Class")
-    table.add_column("Images", justify="right")
-    table.add_column("% of dataset", justify="right")
+    table.add_column("Usable", justify="right")
+    table.add_column("Rejected", justify="right")
+    table.add_column("% of usable", justify="right")
     if result.looks_like_matek:
         table.add_column("Paper images", justify="right")
         table.add_column("Paper %", justify="right")
-    for code, n in result.class_counts.items():
-        row = [code, CLASSES[code].name if code in CLASSES else "",
-               f"{n:,}", f"{100.0 * n / total:.2f}"]
+    for code, n in usable.items():
+        row = [code, CLASSES[code].name if code in CLASSES else "", f"{n:,}",
+               f"{rejected[code]:,}", f"{100.0 * n / n_usable:.2f}" if n_usable else "-"]
         if result.looks_like_matek:
             paper = CLASSES[code].paper_count
             row += [f"{paper:,}", f"{100.0 * paper / PAPER_TOTAL:.2f}"]
@@ -336,9 +367,8 @@ def scan_report_text(result: ScanResult, manifest_path: str | os.PathLike | None
             if len(shown) > max_paths:
                 lines.append(f"    ... and {len(shown) - max_paths} more (all in --json and "
                              "the manifest)")
-    usable = sum(1 for e in result.entries if e.usable)
     lines.append("")
-    lines.append(f"Usable for training: {usable:,} of {total:,} images "
+    lines.append(f"Usable for training: {n_usable:,} of {total:,} images "
                  f"(scanned in {result.seconds:.1f} s).")
     if manifest_path is not None:
         lines.append(f"Manifest written to {manifest_path}")
