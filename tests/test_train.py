@@ -200,3 +200,94 @@ def test_ddp_on_two_cpu_processes(tmp_path, synthetic_root):
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(read_metrics(run)) == 1
     assert json.loads((run / "test_metrics.json").read_text())["per_class"]
+
+
+# --- issue 7: interrupted early, mid-epoch checkpoints, whole logs, plain epoch lines --------
+
+def test_ctrl_c_before_the_first_epoch_ends_can_be_resumed(tmp_path, synthetic_root):
+    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=2)
+    run = tmp_path / "run"
+    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / "config.yaml").exists():
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert not (run / "checkpoints" / "last.ckpt").exists(), "the epoch ended before Ctrl-C"
+    # Whatever the message says, it must lead somewhere: the printed way on works.
+    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert [r["epoch"] for r in read_metrics(run)] == ["0", "1"]
+    assert (run / "test_metrics.json").is_file()
+
+
+def _batch_progress(ckpt: Path) -> tuple[int, int]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    current = state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
+    return state["epoch"], current["processed"]
+
+
+def test_mid_epoch_checkpoint_resumes_at_the_batch_it_stopped(tmp_path, synthetic_root):
+    # checkpoint_minutes tiny: a time-based checkpoint after (nearly) every batch.
+    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=2, checkpoint_minutes=1e-5)
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    deadline = time.monotonic() + 240
+    stopped_at = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        if last.exists():
+            os.killpg(proc.pid, signal.SIGSTOP)  # freeze it while the checkpoint is read
+            epoch, done = _batch_progress(last)
+            if epoch >= 1 and done > 0:
+                stopped_at = (epoch, done)
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    proc.wait()
+    assert stopped_at, "no mid-epoch checkpoint was seen"
+
+    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert "not resumable" not in out  # Lightning's warning for loaders that restart the epoch
+    reference = train(cfg, out=tmp_path / "reference", progress=False)
+    final = torch.load(last, map_location="cpu", weights_only=True)
+    ref = torch.load(reference / "checkpoints" / "last.ckpt", map_location="cpu",
+                     weights_only=True)
+    assert final["global_step"] == ref["global_step"]  # every batch trained once, none twice
+    # Same batches in the same order with the same random draws: the same model.
+    for key, value in ref["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][key], value, msg=key)
+    after = read_metrics(run)
+    assert [r["epoch"] for r in after] == ["0", "1"]
+    assert [r["val_loss"] for r in after] == [r["val_loss"] for r in read_metrics(reference)]
+
+
+def test_resume_keeps_lightnings_csv_log_whole(tmp_path, synthetic_root):
+    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=1)
+    run = train(cfg, out=tmp_path / "run", progress=False)
+    train(resume=run, overrides=["trainer.max_epochs=2"], progress=False)
+    with (run / "logs" / "csv" / "metrics.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("val_loss")]
+    assert [int(float(r["epoch"])) for r in rows] == [0, 1]
+
+
+def test_plain_epoch_lines_and_why_training_stopped(tmp_path, synthetic_root, capsys):
+    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=2)
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"], out
+    rows = read_metrics(tmp_path / "run")
+    for line, row in zip(lines, rows, strict=True):
+        assert f"train_loss {float(row['train_loss']):.4f}" in line
+        assert f"val_loss {float(row['val_loss']):.4f}" in line
+        assert "train_acc" in line and "val_acc" in line and line.rstrip().endswith(" s")
+    best = min(range(2), key=lambda i: float(rows[i]["val_loss"]))
+    stop = next(ln for ln in out.splitlines() if ln.startswith("stopped: "))
+    assert "reached max_epochs (2)" in stop
+    assert f"best epoch {best + 1} (val_loss {float(rows[best]['val_loss']):.4f})" in stop

@@ -97,6 +97,9 @@ class TrainerConfig(_Section):
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
     log_every_n_steps: int = Field(10, ge=1)
+    checkpoint_minutes: float | None = Field(10.0, gt=0)
+    """Training time between mid-epoch saves of last.ckpt (null: only at epoch ends), so a
+    kill loses at most this much even when one epoch takes hours."""
 
 
 class Config(_Section):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -98,6 +99,48 @@ class CellDataset(Dataset):
         return x.float().div_(255.0), torch.tensor(label, dtype=torch.int64)
 
 
+class ResumableLoader(DataLoader):
+    """A training DataLoader that Lightning can stop and resume in the middle of an epoch.
+
+    Lightning saves ``state_dict()`` in every checkpoint and calls ``load_state_dict()`` before
+    iterating again. The state is how many batches of the current epoch were trained
+    (``position()``, read from the trainer); on resume those are drawn and skipped, so the
+    rest of the epoch sees the same batches in the same order as a run never stopped.
+    """
+
+    def __init__(self, *args: Any, position: Callable[[], int] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+        self._skip = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Batches of the unfinished epoch already trained (0 at an epoch's end)."""
+        return {"batches_done": int(self.position()) if self.position else 0}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Skip that many batches on the next iteration."""
+        self._skip = int(state_dict.get("batches_done", 0))
+
+    def __iter__(self) -> Iterator:
+        skip, self._skip = self._skip, 0
+        if not skip:
+            return super().__iter__()
+        # Making the iterator draws a worker seed from torch's generator; the checkpoint's state
+        # already holds that draw (made when the epoch began), so it must not be drawn twice.
+        rng = torch.get_rng_state()
+        it = super().__iter__()
+        torch.set_rng_state(rng)
+        return _skipping(it, skip)
+
+
+def _skipping(it: Iterator, n: int) -> Iterator:
+    # A generator, so nothing is drawn before Lightning's set_epoch() has chosen the order.
+    for _ in range(n):
+        next(it, None)
+    yield from it
+
+
 class HemaDataModule(L.LightningDataModule):
     """Scan, split and cache a labelled image folder; serve train/val/test loaders."""
 
@@ -181,10 +224,20 @@ class HemaDataModule(L.LightningDataModule):
             self._prepare()
         return self.splits, self.cache
 
+    def _batches_done(self) -> int:
+        """Training batches of the unfinished epoch already done (for ResumableLoader)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return done if done < trainer.num_training_batches else 0
+
     def _loader(self, dataset: CellDataset, batch_size: int | None, shuffle: bool
                 ) -> DataLoader:
-        return DataLoader(
-            dataset,
+        kind, extra = (ResumableLoader, {"position": self._batches_done}) if shuffle else (
+            DataLoader, {})
+        return kind(
+            dataset, **extra,
             batch_size=batch_size or self.batch_size,
             sampler=dataset.sampler() if shuffle else None,
             shuffle=False,

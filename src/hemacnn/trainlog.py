@@ -1,0 +1,125 @@
+"""What training tells the user and keeps on disk besides the checkpoints.
+
+* :class:`EpochLog`: one plain line per epoch for logs and CI (where no progress bar draws), and
+  one line at the end saying why training stopped and which epoch was best.
+* :class:`KeepingCSVLogger`: Lightning's CSV logger, except that a resumed run keeps the rows
+  logged before the interruption (Lightning's own deletes the file and starts again).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
+
+from hemacnn.atomic import write_text
+
+
+def _fmt(metrics: dict[str, Any], key: str, digits: int) -> str:
+    return f"{key} {float(metrics[key]):.{digits}f}" if key in metrics else ""
+
+
+class EpochLog(Callback):
+    """Prints ``epoch N/M  train_loss … val_acc …  S s`` per epoch and the reason training ended.
+
+    ``metrics_csv`` is the run's per-epoch file (whole across resumes): the best epoch is read
+    from it, the way the best checkpoint was chosen (lowest validation loss, first on ties).
+    """
+
+    def __init__(self, metrics_csv: Path, per_epoch: bool = True) -> None:
+        self.metrics_csv = Path(metrics_csv)
+        self.per_epoch = per_epoch
+        self._t0 = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.monotonic()
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.per_epoch or trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
+                 _fmt(m, "train_loss", 4), _fmt(m, "train_acc", 4),
+                 _fmt(m, "val_loss", 4), _fmt(m, "val_acc", 4),
+                 f"{time.monotonic() - self._t0:.1f} s"]
+        print("  ".join(p for p in parts if p), flush=True)
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        print(f"stopped: {stop_reason(trainer)}{best_epoch_text(self.metrics_csv)}", flush=True)
+
+
+def stop_reason(trainer: L.Trainer) -> str:
+    """Why ``trainer.fit`` returned: early stopping (at which epoch, after what) or max_epochs."""
+    es = trainer.early_stopping_callback
+    if es is not None and es.stopped_epoch > 0:
+        return (f"early stopping at epoch {es.stopped_epoch + 1} ({es.monitor} did not improve "
+                f"for {es.patience} epochs)")
+    if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
+        return f"reached max_epochs ({trainer.max_epochs})"
+    return f"stopped by Lightning after epoch {trainer.current_epoch}"
+
+
+def best_epoch_text(metrics_csv: Path) -> str:
+    """'; best epoch M (val_loss X)' from the per-epoch file, or '' when it has no val_loss."""
+    try:
+        with Path(metrics_csv).open(newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("val_loss")]
+    except OSError:
+        return ""
+    if not rows:
+        return ""
+    best = min(rows, key=lambda r: float(r["val_loss"]))  # min keeps the first of equals
+    return f"; best epoch {int(best['epoch']) + 1} (val_loss {float(best['val_loss']):.4f})"
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer that keeps an existing file's rows from before the resume point."""
+
+    def _check_log_dir_exists(self) -> None:
+        # Lightning deletes metrics.csv here. Keep its rows instead; the first save drops those
+        # at or after the first step logged now (logged after the checkpoint we resumed from).
+        self._previous: list[dict[str, str]] | None = None
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as fh:
+                self._previous = list(csv.DictReader(fh))
+
+    def save(self) -> None:
+        """Write the recorded rows; on the first save of a resumed run, the kept rows first."""
+        if self._previous is None or not self.metrics:
+            super().save()
+            return
+        first = min(int(m["step"]) for m in self.metrics)
+        kept = [r for r in self._previous if r.get("step") and int(float(r["step"])) < first]
+        self._previous = None
+        self.metrics = kept + self.metrics
+        self._record_new_keys()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.metrics_keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.metrics)
+        write_text(self.metrics_file_path, buf.getvalue())
+        self.metrics = []
+
+
+class KeepingCSVLogger(CSVLogger):
+    """CSVLogger whose ``metrics.csv`` survives a resume whole (see :class:`_KeepingWriter`)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _KeepingWriter:
+        """The writer, created on first use (rank zero only, as Lightning's)."""
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment

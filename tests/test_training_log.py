@@ -1,0 +1,71 @@
+"""Training's own log: the bar's epoch count and why training stopped, on a real Trainer."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from hemacnn.train import _ProgressBar
+
+
+class _Flat(L.LightningModule):
+    """A model whose validation loss never improves: early stopping must end it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, _):
+        loss = (self.w - 1).pow(2).sum()
+        self.log("train_loss", loss, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, _):
+        self.log("val_loss", torch.tensor(1.0))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _loader():
+    return DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=2)
+
+
+def test_early_stopping_is_named_with_the_best_epoch(tmp_path, capsys):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from hemacnn.trainlog import EpochLog
+
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("epoch,val_loss\n0,1.0\n1,1.0\n2,1.0\n")  # as EpochMetricsCSV leaves it
+    trainer = L.Trainer(max_epochs=20, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[EarlyStopping("val_loss", patience=2),
+                                   EpochLog(metrics, per_epoch=True)])
+    trainer.fit(_Flat(), _loader(), _loader())
+    out = capsys.readouterr().out
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("epoch ")] == \
+        ["1/20", "2/20", "3/20"]
+    assert ("stopped: early stopping at epoch 3 (val_loss did not improve for 2 epochs); "
+            "best epoch 1 (val_loss 1.0000)") in out
+
+
+def test_progress_bar_counts_epochs_from_one():
+    bar = _ProgressBar()
+    trainer = L.Trainer(max_epochs=30, callbacks=[bar], logger=False)
+    bar._trainer = trainer
+    assert bar._get_train_description(22).startswith("Epoch 23/30")
+    assert bar._get_train_description(0).startswith("Epoch 1/30")
+
+
+def test_model_summary_shows_real_flops():
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    from hemacnn.train import CellClassifier
+
+    card = {"classes": ["A", "B"], "arch": {"name": "mv3", "num_classes": 2, "input_size": 48,
+                                            "options": {"width": 0.125}}}
+    module = CellClassifier(card, {"name": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
+                                   "eps": 1e-7})
+    assert ModelSummary(module).total_flops > 0
