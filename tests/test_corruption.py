@@ -160,3 +160,72 @@ def test_damage_in_coarsely_compressed_files_is_still_found(sample_root: Path) -
         at = _scan_data_start(bytes(data)) + (len(data) - _scan_data_start(bytes(data))) // 3
         data[at:at + 64] = rng.integers(0, 255, 64, dtype=np.uint8).tobytes()
         assert _verdict(bytes(data))[0], path.name
+
+
+# --- other datasets: smooth, resized, re-encoded pictures (issue 7, item 11) -------------------
+
+PBC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pbc_false_flags"
+
+
+def _demo_cells() -> list[Path]:
+    """Real Matek cells shipped with the package (so these tests run on a fresh clone)."""
+    from hemacnn.demo import sample_root
+
+    return sorted(sample_root().rglob("*.jpg"))[::15]
+
+
+def _on_smooth_background(cell: np.ndarray, seed: int, quality: int) -> bytes:
+    """A real cell resized onto a smooth pale 'plasma' background, re-encoded as JPEG: what
+    peripheral-blood datasets look like (no sensor noise left in the background)."""
+    rng = np.random.default_rng(seed)
+    h, w = 369, 366
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.array([232, 214, 196]) + rng.uniform(-8, 8, 3)
+    tilt = rng.uniform(-10, 10, 2)
+    # Plasma is smooth but not perfectly even: a gentle tilt and a little blotchy texture.
+    blotch = np.asarray(Image.fromarray(rng.normal(0, 40, (12, 12)).astype(np.float32)).resize(
+        (w, h), Image.BICUBIC)) / 10
+    bg = base + (tilt[0] * xx + tilt[1] * yy + blotch)[..., None] + rng.normal(0, 0.8, (h, w, 1))
+    canvas = np.clip(bg, 0, 255).astype(np.uint8)
+    side = int(rng.integers(150, 220))
+    small = np.asarray(Image.fromarray(cell).resize((side, side), Image.BILINEAR))
+    top, left = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+    # Feather the pasted square so its edge is not a hard line in the smooth background.
+    r = np.hypot(*np.mgrid[-1:1:side * 1j, -1:1:side * 1j])
+    alpha = np.clip((1.0 - r) * 3, 0, 1)[..., None]
+    patch = canvas[top:top + side, left:left + side]
+    canvas[top:top + side, left:left + side] = (alpha * small + (1 - alpha) * patch).astype(
+        np.uint8)
+    return _jpeg_bytes(canvas, quality)
+
+
+def test_smooth_resized_reencoded_cells_are_not_flagged() -> None:
+    cases = [(cell, seed, q) for seed, cell in enumerate(_demo_cells()) for q in (85, 90, 95)]
+    flagged = []
+    for cell, seed, quality in cases:
+        data = _on_smooth_background(load_rgb(cell), seed, quality)
+        if _verdict(data)[0]:
+            flagged.append((cell.name, quality, _verdict(data)[1]))
+    assert flagged == [], flagged
+
+
+def test_damage_in_smooth_reencoded_cells_is_still_found() -> None:
+    for seed, cell in enumerate(_demo_cells()[:4]):
+        rgb = np.asarray(decode_bytes(_on_smooth_background(load_rgb(cell), seed, 90),
+                                      ".jpg").image)
+        grey = rgb.copy()
+        grey[250:] = 128
+        assert _verdict(_jpeg_bytes(grey, 90))[0], cell.name
+        data = _jpeg_bytes(rgb, 90)
+        start = _scan_data_start(data)
+        cut = start + (len(data) - start) * 3 // 5
+        padded = data[:cut] + b"\x00" * (len(data) - cut - 2) + b"\xff\xd9"
+        assert _verdict(padded)[0], cell.name
+
+
+@pytest.mark.skipif(not PBC.is_dir(), reason=f"peripheral-blood false alarms not at {PBC}")
+def test_peripheral_blood_images_pass() -> None:
+    files = sorted((PBC / "flagged").glob("*.jpg")) + sorted((PBC / "clean").glob("*.jpg"))
+    assert len(files) == 24
+    flagged = [f.name for f in files if _verdict(f.read_bytes())[0]]
+    assert flagged == []

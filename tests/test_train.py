@@ -95,6 +95,44 @@ def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):
     model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
                            if k.startswith("model.")})
 
+    # The run optimised CE + l2 * sum(w^2) (tiny_config has model.l2 = 0.001): the validation
+    # loss logged after the last epoch exceeds the validation CE by the penalty of the weights
+    # that last.ckpt holds (saved right after that validation).
+    from hemacnn.models import l2_penalty
+
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in last["state_dict"].items()
+                           if k.startswith("model.")})
+    penalty = float(l2_penalty(model, 0.001))
+    assert penalty > 1e-3
+    gap = float(rows[-1]["val_loss"]) - float(rows[-1]["val_ce"])
+    assert gap == pytest.approx(penalty, rel=1e-3, abs=2e-5)
+
+
+def test_l2_term_is_in_the_loss_that_is_backpropagated():
+    from hemacnn.models import kernel_weights
+    from hemacnn.train import CellClassifier
+
+    card = {"classes": list(CLASSES), "arch": {"name": "mv3", "num_classes": 3,
+                                               "input_size": 48, "options": {"width": 0.125}}}
+    opt = {"name": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7}
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 3, 48, 48), torch.tensor([0, 1, 2, 0])
+    grads = {}
+    for lam in (0.0, 0.01):
+        module = CellClassifier(card, opt, l2=lam)
+        torch.manual_seed(1)
+        module.model.load_state_dict(CellClassifier(card, opt).model.state_dict())
+        module.eval()  # no BatchNorm statistics update between the two passes
+        loss, ce = module._loss(module(x), y)
+        loss.backward()
+        grads[lam] = [w.grad.clone() for w in kernel_weights(module.model)]
+        weights = [w.detach() for w in kernel_weights(module.model)]
+        assert float(loss - ce) == pytest.approx(lam * sum(float((w ** 2).sum())
+                                                           for w in weights), rel=1e-5)
+    for g0, g1, w in zip(grads[0.0], grads[0.01], weights, strict=True):
+        torch.testing.assert_close(g1 - g0, 2 * 0.01 * w, rtol=1e-3, atol=1e-6)
+
 
 def test_seeded_runs_are_reproducible(tmp_path, synthetic_root):
     cfg = tiny_config(tmp_path, synthetic_root)
@@ -291,3 +329,82 @@ def test_plain_epoch_lines_and_why_training_stopped(tmp_path, synthetic_root, ca
     stop = next(ln for ln in out.splitlines() if ln.startswith("stopped: "))
     assert "reached max_epochs (2)" in stop
     assert f"best epoch {best + 1} (val_loss {float(rows[best]['val_loss']):.4f})" in stop
+
+
+_DDP_STEP = r'''
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader, TensorDataset
+
+from hemacnn.config import build_config
+from hemacnn.train import CellClassifier, _trainer
+
+out = Path(sys.argv[1])
+cfg = build_config({"seed": 3, "trainer": {
+    "max_epochs": 1, "patience": None, "accelerator": "cpu", "devices": 2, "strategy": "ddp",
+    "limit_train_batches": 1, "limit_val_batches": 0, "checkpoint_minutes": None}})
+card = {"classes": ["A", "B", "C"], "arch": {"name": "mv3", "num_classes": 3, "input_size": 48,
+        "options": {"width": 0.125, "noise_std": 0.0, "dropout": 0.0}}}
+opt = {"name": "adam", "lr": 1.0, "beta1": 0.9, "beta2": 0.999, "eps": 10.0}
+# eps far above |g|: Adam's first step is then about lr * g / eps, proportional to the gradient
+# (with the usual eps it is lr * sign(g): rounding noise in near-zero gradients flips signs).
+torch.manual_seed(0)
+data = TensorDataset(torch.rand(16, 3, 48, 48), torch.arange(16) % 3)
+
+
+class Dump(Callback):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.before = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+        self.batch = [t.clone() for t in batch]
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        after = {k: v.detach().clone() for k, v in module.model.named_parameters()}
+        torch.save({"before": self.before, "after": after, "batch": self.batch},
+                   out / f"rank{trainer.global_rank}.pt")
+
+
+trainer = _trainer(cfg, out / "run", card["classes"], progress=False)
+trainer.callbacks.append(Dump())
+module = CellClassifier(card, opt, l2=0.001)
+trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=4))
+'''
+
+
+def test_ddp_ranks_train_one_model_as_one_process_would(tmp_path):
+    """Both ranks end the step with the same weights, those of one process stepping on the
+    union of their batches (BatchNorm normalises each rank's half, as DDP does)."""
+    from hemacnn.train import CellClassifier
+
+    script = tmp_path / "ddp_step.py"
+    script.write_text(_DDP_STEP)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HEMACNN_RUN_DIR", None)
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for key, value in ranks[0]["after"].items():
+        torch.testing.assert_close(ranks[1]["after"][key], value, rtol=0, atol=0, msg=key)
+    x0, y0 = ranks[0]["batch"]
+    x1, y1 = ranks[1]["batch"]
+    assert not torch.equal(x0, x1)  # each rank had its own half of the data
+
+    card = {"classes": ["A", "B", "C"], "arch": {"name": "mv3", "num_classes": 3,
+            "input_size": 48, "options": {"width": 0.125, "noise_std": 0.0, "dropout": 0.0}}}
+    opt = {"name": "adam", "lr": 1.0, "beta1": 0.9, "beta2": 0.999, "eps": 10.0}
+    single = CellClassifier(card, opt, l2=0.001)
+    single.model.load_state_dict(ranks[0]["before"])
+    single.train()
+    optimizer = single.configure_optimizers()
+    halves = [single._loss(single(x), y)[0] for x, y in ((x0, y0), (x1, y1))]
+    ((halves[0] + halves[1]) / 2).backward()  # the mean loss over the union batch
+    optimizer.step()
+    moved = 0
+    for key, value in single.model.named_parameters():
+        torch.testing.assert_close(ranks[0]["after"][key], value.detach(), rtol=1e-4, atol=1e-5,
+                                   msg=key)
+        moved += int(not torch.equal(value.detach(), ranks[0]["before"][key]))
+    assert moved > 10  # the step changed the weights: the comparison means something

@@ -356,6 +356,10 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
         raise HemacnnError(f"trainer settings rejected by Lightning: {exc}") from None
 
 
+def _limit(value: float | int) -> float | int | None:
+    return None if isinstance(value, float) and value == 1.0 else value
+
+
 def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: list,
                        progress: bool) -> L.Trainer:
     return L.Trainer(
@@ -364,8 +368,9 @@ def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: lis
         deterministic=t.deterministic, callbacks=callbacks, logger=loggers,
         default_root_dir=run_dir, enable_progress_bar=progress, num_sanity_val_steps=0,
         # 1.0 is Lightning's default; passing it explicitly makes Lightning print a notice.
-        limit_train_batches=None if t.limit_train_batches == 1.0 else t.limit_train_batches,
-        limit_val_batches=None if t.limit_val_batches == 1.0 else t.limit_val_batches,
+        # (The int 1 means one batch, not all of them: `1 == 1.0` must not decide this.)
+        limit_train_batches=_limit(t.limit_train_batches),
+        limit_val_batches=_limit(t.limit_val_batches),
         log_every_n_steps=t.log_every_n_steps, plugins=[AtomicCheckpointIO()],
         enable_model_summary=progress,
     )

@@ -21,7 +21,11 @@ seam ratio 1.7, largest band ratio 1.7, no flat block) against the four real cor
 (seam ratio >= 10, band ratio >= 2.6), then checked on damage made from clean images (grey
 bands, zero-padded truncation, random bytes: ~99% of visibly damaged files caught) and on the
 sample re-compressed at quality 30-95 (<= 1% flagged; coarse compression makes smooth areas
-flat and block edges steep, hence ``quant_step``). Cost: ~0.1-0.2 ms per 250 px image, numpy.
+flat and block edges steep, hence ``quant_step``). Flat blocks count only in long runs (see
+``MIN_RUN_OF_ROW``): on peripheral-blood images (smooth plasma, resized and re-encoded) the
+flat-block rule alone flagged 12 of 24 files and 51% of real cells pasted on a smooth background
+and re-encoded at quality 80-95; with runs, none of the 24 and 0.2%. Cost: ~0.1-0.2 ms per
+250 px image, numpy.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ LOST_GREY_TOLERANCE = 4.0
 data in flat blocks of coarsely compressed files."""
 MIN_FLAT_BLOCKS = 8
 """Flat or repeated mid-tone blocks needed to call an image damaged."""
+MIN_RUN_OF_ROW = 0.5
+"""Flat or repeated blocks count only in runs (row after row, as the file stores them) of at
+least half a block row: lost data continues to the end of the damage, while smooth plasma
+backgrounds of resized, re-encoded images (peripheral-blood datasets) leave short runs."""
 MID_TONE = (16.0, 240.0)
 """Block brightness range where flatness means lost data; saturated white or black
 backgrounds are legitimately flat."""
@@ -96,6 +104,21 @@ def _median4(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.n
     lo1, hi1 = np.minimum(a, b), np.maximum(a, b)
     lo2, hi2 = np.minimum(c, d), np.maximum(c, d)
     return (np.maximum(lo1, lo2) + np.minimum(hi1, hi2)) / 2
+
+
+def _long_runs(bad: np.ndarray, min_run: int) -> np.ndarray:
+    """Only the blocks of ``bad`` in runs of at least ``min_run`` in raster (file) order."""
+    flat = bad.ravel()
+    if not flat.any():
+        return bad
+    edges = np.diff(np.concatenate(([0], flat.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    keep = np.zeros(flat.size + 1, np.int32)
+    for a, b in zip(starts, ends, strict=True):
+        if b - a >= min_run:
+            keep[a] += 1
+            keep[b] -= 1
+    return (np.cumsum(keep)[:-1] > 0).reshape(bad.shape)
 
 
 def detect_corruption(image: np.ndarray | Image.Image,
@@ -178,6 +201,10 @@ def detect_corruption(image: np.ndarray | Image.Image,
         diff = np.abs(blocks[rows, :, cols + 1] - blocks[rows, :, cols]).sum((1, 2))
         same = diff <= REPEAT_BLOCK_DIFF
         bad[rows[same], cols[same] + 1] = True
+    # Lost data runs on from where it was lost, so its blocks come in long runs in the order the
+    # file stores them (row after row); a smooth background that compression or resizing made
+    # flat leaves short runs between textured blocks. Count only the long runs.
+    bad = _long_runs(bad, max(MIN_FLAT_BLOCKS, int(nc * MIN_RUN_OF_ROW)))
     n_bad = int(bad.sum())
     if n_bad >= MIN_FLAT_BLOCKS and n_bad <= (1.0 - TEXTURED_FRACTION) * bad.size:
         first = int(np.flatnonzero(bad.any(1))[0])
