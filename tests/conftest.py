@@ -38,3 +38,14 @@ def corrupt_root() -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Keep every test's caches out of the user's home folder (one cache per test session)."""
     monkeypatch.setenv("HEMACNN_CACHE", str(tmp_path_factory.getbasetemp() / "hemacnn-cache"))
+
+
+@pytest.fixture(scope="session")
+def matek_images() -> Path:
+    """Real Matek images with BLA, LYT and NGS folders: the shared sample where it is present,
+    else the demo sample shipped inside the package (so a fresh clone runs these tests too)."""
+    if SAMPLE_ROOT.is_dir():
+        return SAMPLE_ROOT
+    from hemacnn.demo import sample_root
+
+    return sample_root()

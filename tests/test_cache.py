@@ -53,8 +53,8 @@ def cache_dirs(root: Path) -> list[str]:
 
 # --- preprocess_image ---------------------------------------------------------------------
 
-def test_nearest_is_exact_pil_nearest_of_full_decode(sample_root: Path) -> None:
-    f = next((sample_root / "LYT").rglob("*.jpg"))
+def test_nearest_is_exact_pil_nearest_of_full_decode(matek_images: Path) -> None:
+    f = next((matek_images / "LYT").rglob("*.jpg"))
     for size in (64, 128):
         expected = np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.NEAREST))
         got = preprocess_image(f, size)
@@ -62,8 +62,8 @@ def test_nearest_is_exact_pil_nearest_of_full_decode(sample_root: Path) -> None:
         assert np.array_equal(got, expected)
 
 
-def test_draft_used_for_area_and_bilinear_only_below_half_size(sample_root: Path) -> None:
-    f = next((sample_root / "BLA").rglob("*.jpg"))
+def test_draft_used_for_area_and_bilinear_only_below_half_size(matek_images: Path) -> None:
+    f = next((matek_images / "BLA").rglob("*.jpg"))
     for method in ("area", "bilinear"):
         fast = preprocess_image(f, 64, method).astype(int)
         exact = preprocess_image(f, 64, method, draft=False).astype(int)
