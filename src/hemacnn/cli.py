@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Markdown file to write (HTML beside it); default: in the first run")
     r.set_defaults(func=_cmd_report)
 
-    c = sub.add_parser("compare", help="one table of the headline metrics of several runs")
+    c = sub.add_parser("compare", help="one table of the headline metrics of several runs",
+                       description="Print one table of the headline metrics (accuracy, "
+                       "balanced accuracy, macro F1, …) of several run folders, side by side.")
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     c.set_defaults(func=_cmd_compare)
 
