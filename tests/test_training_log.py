@@ -69,3 +69,29 @@ def test_model_summary_shows_real_flops():
     module = CellClassifier(card, {"name": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
                                    "eps": 1e-7})
     assert ModelSummary(module).total_flops > 0
+
+
+def test_plots_name_the_split_and_mark_the_best_epoch(tmp_path, monkeypatch):
+    import hemacnn.plots as plots
+
+    seen = []
+
+    def keep(fig, out_png):
+        seen.append([t.get_text() for ax in fig.axes for t in
+                     [ax.title, *(ax.get_legend().get_texts() if ax.get_legend() else [])]])
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return out_png
+
+    monkeypatch.setattr(plots, "_save", keep)
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("epoch,train_loss,val_loss,train_acc,val_acc\n"
+                        "0,1.0,0.9,0.5,0.5\n1,0.8,0.7,0.6,0.6\n2,0.7,0.75,0.7,0.6\n")
+    plots.plot_training_curves(csv_path, tmp_path / "c.png")
+    assert "best epoch 2 (best.ckpt)" in seen[-1]
+    plots.plot_confusion([[1, 0], [0, 1]], ["A", "B"], tmp_path / "cm.png", split="test")
+    assert "Confusion matrix (counts), test split" in seen[-1]
+    plots.plot_reliability([{"lo": 0.0, "hi": 1.0, "count": 2, "accuracy": 1.0,
+                             "confidence": 0.9}], tmp_path / "r.png", split="val")
+    assert any(t.startswith("Reliability diagram, val split") for t in seen[-1])

@@ -35,13 +35,13 @@ def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray
     outputs = {
         "evaluation": out_dir / f"evaluation_{name}.json",
         "predictions": out_dir / f"predictions_{name}.npz",
-        "confusion": plot_confusion(cm, classes, plots / f"confusion_{name}.png"),
+        "confusion": plot_confusion(cm, classes, plots / f"confusion_{name}.png", split=name),
         "confusion_normalised": plot_confusion(cm, classes,
                                                plots / f"confusion_{name}_normalised.png",
-                                               normalise=True),
+                                               normalise=True, split=name),
         "reliability": plot_reliability(result["calibration"]["bins"],
                                         plots / f"reliability_{name}.png",
-                                        ece=result["calibration"]["ece"]),
+                                        ece=result["calibration"]["ece"], split=name),
     }
     with atomic_open(outputs["predictions"], "wb") as fh:
         np.savez_compressed(fh, y_true=np.asarray(y_true, dtype=np.int64),

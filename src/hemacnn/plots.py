@@ -62,27 +62,38 @@ def _series(ax: plt.Axes, x: np.ndarray, y: np.ndarray | None, **kw: Any) -> Non
 
 
 def plot_training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
-    """Training and validation loss and accuracy per epoch (the paper's Figs 3-7 layout)."""
+    """Training and validation loss and accuracy per epoch (the paper's Figs 3-7 layout).
+
+    Epochs count from 1, as the training log does; the best epoch (lowest validation loss,
+    whose checkpoint is best.ckpt) is marked on both panels.
+    """
     m = read_metrics_csv(metrics_csv)
-    epochs = m["epoch"]
+    epochs = m["epoch"] + 1
+    val_loss = m.get("val_loss")
+    best = None
+    if val_loss is not None and np.isfinite(val_loss).any():
+        best = int(epochs[np.nanargmin(np.where(np.isfinite(val_loss), val_loss, np.nan))])
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, what in ((ax_l, "loss"), (ax_a, "acc")):
         _series(ax, epochs, m.get(f"train_{what}"), label="training")
         _series(ax, epochs, m.get(f"val_{what}"), label="validation")
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch {best} (best.ckpt)")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss" if what == "loss" else "accuracy")
         ax.grid(alpha=0.3)
         ax.legend()
-    ax_l.set_title("Loss per epoch")
-    ax_a.set_title("Accuracy per epoch")
+    ax_l.set_title("Loss per epoch (training and validation splits)")
+    ax_a.set_title("Accuracy per epoch (training and validation splits)")
     return _save(fig, out_png)
 
 
 def plot_pr_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     """Per-class validation precision and recall per epoch."""
     m = read_metrics_csv(metrics_csv)
-    epochs = m["epoch"]
+    epochs = m["epoch"] + 1
     codes = [k[len("val_precision_"):] for k in m if k.startswith("val_precision_")]
     fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for code in codes:
@@ -101,7 +112,8 @@ def plot_pr_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -
 
 
 def plot_confusion(cm: Sequence[Sequence[float]], classes: Sequence[str],
-                   out_png: str | os.PathLike, normalise: bool = False) -> Path:
+                   out_png: str | os.PathLike, normalise: bool = False,
+                   split: str | None = None) -> Path:
     """Confusion matrix (rows true, columns predicted) with class codes on both axes."""
     counts = np.asarray(cm, dtype=float)
     if normalise:
@@ -116,7 +128,8 @@ def plot_confusion(cm: Sequence[Sequence[float]], classes: Sequence[str],
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title("Confusion matrix (row-normalised)" if normalise else "Confusion matrix (counts)")
+    ax.set_title(("Confusion matrix (row-normalised)" if normalise else "Confusion matrix (counts)")
+                 + _on(split))
     top = counts.max() if counts.size else 0
     if n <= 12:  # numbers stay legible up to about a dozen classes
         for i in range(n):
@@ -128,8 +141,12 @@ def plot_confusion(cm: Sequence[Sequence[float]], classes: Sequence[str],
     return _save(fig, out_png)
 
 
+def _on(split: str | None) -> str:
+    return f", {split} split" if split else ""
+
+
 def plot_reliability(bins: Sequence[dict[str, Any]], out_png: str | os.PathLike,
-                     ece: float | None = None) -> Path:
+                     ece: float | None = None, split: str | None = None) -> Path:
     """Reliability diagram: accuracy against mean confidence per confidence bin."""
     fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1]})
@@ -146,7 +163,7 @@ def plot_reliability(bins: Sequence[dict[str, Any]], out_png: str | os.PathLike,
         ax.plot(cx, cy, "o", color="darkorange", markersize=4, label="mean confidence")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
-    title = "Reliability diagram"
+    title = "Reliability diagram" + _on(split)
     if ece is not None:
         title += f" (ECE {ece:.3f})"
     ax.set_title(title)

@@ -232,12 +232,15 @@ def _figures(r: RunInfo, fig_dir: Path, prefix: str) -> dict[str, Path]:
     e = r.evaluation
     if e is not None:
         cm = e["confusion_matrix"]["counts"]
-        figs["confusion"] = plot_confusion(cm, e["classes"], fig_dir / f"{prefix}_cm.png")
+        split = e.get("split") or e.get("name")
+        figs["confusion"] = plot_confusion(cm, e["classes"], fig_dir / f"{prefix}_cm.png",
+                                           split=split)
         figs["confusion_norm"] = plot_confusion(cm, e["classes"],
-                                                fig_dir / f"{prefix}_cm_norm.png", normalise=True)
+                                                fig_dir / f"{prefix}_cm_norm.png", normalise=True,
+                                                split=split)
         figs["reliability"] = plot_reliability(e["calibration"]["bins"],
                                                fig_dir / f"{prefix}_reliability.png",
-                                               ece=e["calibration"]["ece"])
+                                               ece=e["calibration"]["ece"], split=split)
     return figs
 
 
