@@ -273,6 +273,7 @@ def render_markdown(blocks: list[Block], base: Path) -> str:
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
        color: #222; }
+.table-wrap { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 14px; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; white-space: nowrap; }
 th { background: #f0f3f7; }
@@ -297,7 +298,9 @@ def render_html(blocks: list[Block], title: str) -> str:
             head = "".join(f"<th>{esc(h)}</th>" for h in b[1])
             rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
                            for row in b[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            # A wide table (many runs or columns) scrolls inside the page, never past its edge.
+            body.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+                        f"<tbody>{rows}</tbody></table></div>")
         elif kind == "img":
             data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
             body.append(f'<figure><img alt="{esc(b[2])}" src="data:image/png;base64,{data}">'
