@@ -245,7 +245,9 @@ def test_ddp_on_two_cpu_processes(tmp_path, synthetic_root):
 def test_ctrl_c_before_the_first_epoch_ends_can_be_resumed(tmp_path, synthetic_root):
     cfg = tiny_config(tmp_path, synthetic_root, max_epochs=2)
     run = tmp_path / "run"
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    # A suite started in the background (nohup, `&`) inherits SIGINT ignored: undo that here.
+    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"],
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run / "config.yaml").exists():
         time.sleep(0.02)
