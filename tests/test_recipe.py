@@ -250,6 +250,8 @@ def test_schedule_is_logged_per_epoch(tmp_path, colour_root) -> None:
     with (run / "logs" / "csv" / "metrics.csv").open(newline="") as fh:
         logged = [r for r in csv.DictReader(fh) if r.get("lr-AdamW")]
     assert len(logged) == 3  # Lightning's LearningRateMonitor, once per epoch
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # plain types only
+    assert ckpt["lr_schedulers"] and ckpt["hyper_parameters"]["recipe"]["schedule"] == "cosine"
 
 
 def _init_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:

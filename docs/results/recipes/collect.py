@@ -7,7 +7,8 @@ the paper's (config.yaml), validation macro-F1 at the selected checkpoint's epoc
 validation loss; per-class precision/recall from metrics.csv), test macro-F1 with its
 bootstrap-free Wilson-based per-class intervals left to `hemacnn evaluate`, training minutes
 (sum of the epochs' time_s) and, when the launcher wrote RUN_DIR.log beside the folder, the
-whole command's wall time and the load average at its start (the machine was shared).
+whole command's wall time, its CPU time (from /usr/bin/time -v) and the load average at its
+start (the machine was shared).
 """
 
 from __future__ import annotations
@@ -76,18 +77,25 @@ def row(run: Path) -> dict:
         load = re.search(r"start: \S+ .*load average: ([0-9.]+)", text)
         out["wall_min"] = round(float(wall.group(1)) / 60, 2) if wall else None
         out["load_at_start"] = float(load.group(1)) if load else None
+        # /usr/bin/time -v: CPU seconds used, which the machine's load does not inflate much;
+        # with OMP_NUM_THREADS=1 it is about the wall time on one idle core.
+        user = re.search(r"User time \(seconds\): ([0-9.]+)", text)
+        system = re.search(r"System time \(seconds\): ([0-9.]+)", text)
+        if user and system:
+            out["cpu_min"] = round((float(user.group(1)) + float(system.group(1))) / 60, 2)
     return out
 
 
 def main(runs: list[str]) -> None:
     rows = [row(Path(r)) for r in runs]
     print("| run | model | px | recipe (vs the paper's) | epochs | val macro-F1 | "
-          "test macro-F1 | train min | wall min | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "test macro-F1 | train min | wall min | CPU min | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['model']} | {r['size']} | {r['recipe']} | {r['epochs']} | "
               f"{r['val_macro_f1']:.3f} | {r['test_macro_f1']:.3f} | {r['train_min']:.1f} | "
-              f"{r.get('wall_min') or ''} | {r.get('load_at_start') or ''} |")
+              f"{r.get('wall_min') or ''} | {r.get('cpu_min') or ''} | "
+              f"{r.get('load_at_start') or ''} |")
     print("\nCommands:\n")
     for r in rows:
         print(f"- `{r['run']}`: `{r['command']}`")
