@@ -105,6 +105,7 @@ def test_timm_model_with_local_weights_and_frozen_backbone_end_to_end(tmp_path, 
     path = tmp_path / "zoo.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = train(path, out=tmp_path / "run", progress=False)
+    capsys.readouterr()  # train's epoch lines; the JSON below must be read alone
 
     # Self-describing and loadable without unpickling code.
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)

@@ -215,6 +215,11 @@ class RecipeHooks:
     def configure_optimizers(self) -> Any:
         o = self.hparams.optimizer
         optimizer = make_optimizer(self.model.parameters(), o)
+        if self.recipe.get("schedule", "none") == "none":
+            # estimated_stepping_batches makes Lightning build the training iterator before it
+            # restores a checkpoint, so a mid-epoch resume would replay the epoch's first
+            # batches: ask only when a schedule needs the figure.
+            return optimizer
         sched = make_scheduler(optimizer, self.recipe, o["lr"],
                                int(self.trainer.estimated_stepping_batches),
                                self.trainer.max_epochs)

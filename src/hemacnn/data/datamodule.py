@@ -150,12 +150,8 @@ class ResumableLoader(DataLoader):
 
 def _skipping(it: Iterator, n: int) -> Iterator:
     # A generator, so nothing is drawn before Lightning's set_epoch() has chosen the order.
-    # Random transforms drawn while skipping were drawn before the checkpoint too: the
-    # checkpoint's random state already follows them, so put it back afterwards.
-    rng = torch.get_rng_state()
     for _ in range(n):
         next(it, None)
-    torch.set_rng_state(rng)
     yield from it
 
 
