@@ -103,7 +103,7 @@ def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     model.load_state_dict({k.removeprefix("model."): v for k, v in last["state_dict"].items()
                            if k.startswith("model.")})
-    penalty = float(l2_penalty(model, 0.001))
+    penalty = float(l2_penalty(model, 0.001).detach())
     assert penalty > 1e-3
     gap = float(rows[-1]["val_loss"]) - float(rows[-1]["val_ce"])
     assert gap == pytest.approx(penalty, rel=1e-3, abs=2e-5)
