@@ -122,9 +122,11 @@ def load_study(path: str | Path) -> StudySpec:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
         if first["type"] == "extra_forbidden":
-            raise HemacnnError(f"study file {path}: unknown key {key}; valid keys: "
-                               f"{', '.join(k for k in StudySpec.model_fields if k != 'path')}"
-                               ) from None
+            section = {"profiles": ProfileSpec, "points": PointSpec}.get(
+                str(first["loc"][0]) if len(first["loc"]) > 1 else "", StudySpec)
+            valid = ", ".join(k for k in section.model_fields if k != "path")
+            raise HemacnnError(f"study file {path}: unknown key {key}; valid keys there: "
+                               f"{valid}") from None
         raise HemacnnError(f"study file {path}: key {key}: {first['msg']}") from None
     spec.study = spec.study or path.stem
     spec.path = str(path)
@@ -159,7 +161,7 @@ def _grid_points(grid: dict[str, Any] | list[dict[str, Any]], source: str) -> li
                 name = _TEMPLATE.sub(lambda m, v=values: str(v.get(m.group(1), m.group(0))),
                                      str(template))
             else:
-                name = "-".join(f"{k.rsplit('.', 1)[-1]}{v}"
+                name = "-".join(v if isinstance(v, str) else f"{k.rsplit('.', 1)[-1]}{v}"
                                 for k, v in zip(lists, combo, strict=True)) or "point"
             points.append(PointSpec(name=name, set=values))
     return points

@@ -175,7 +175,12 @@ def write_summary(out: str | Path) -> list[Path]:
     write_text(out / "summary.csv", buf.getvalue())
     figures = draw_figures(out, record, rows)
     write_text(out / "summary.md", render_markdown(out, record, rows, figures))
-    return [out / "summary.csv", out / "summary.md", *figures]
+    extra: list[Path] = []
+    if record.get("summary", {}).get("report") and rows:
+        from hemacnn.report import write_report  # every run beside the published tables
+
+        extra = write_report([out / "runs" / r["point"] for r in rows], out=out / "report.md")
+    return [out / "summary.csv", out / "summary.md", *figures, *extra]
 
 
 def _best_lines(record: dict, rows: list[dict[str, Any]]) -> list[str]:
