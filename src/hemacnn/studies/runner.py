@@ -250,9 +250,7 @@ def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
         current.clear()
         try:
             study.optimize(objective, n_trials=1, catch=())
-        except Interrupted:
-            raise
-        except KeyboardInterrupt:
+        except (Interrupted, KeyboardInterrupt):
             raise Interrupted("sweep interrupted; run the same command again to resume") from None
         except Exception as exc:  # one failed point must not stop the others
             name = current.get("name", "?")
