@@ -154,7 +154,8 @@ def test_two_workers_on_one_storage_run_each_point_once(tmp_path, two_class_root
     study = write_study(tmp_path, {"optimizer.lr": [0.003, 0.002, 0.001, 0.0005, 0.0002]})
     out = tmp_path / "out"
     args = [str(study), "--out", str(out), f"data.root={two_class_root}"]
-    procs = [sweep_cli(args) for _ in range(2)]
+    # Two sweep commands on one storage, the first itself with two worker processes.
+    procs = [sweep_cli([*args, "--workers", "2"]), sweep_cli(args)]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
     started = [line.split(":")[0].removeprefix("point ") for log in logs
@@ -163,7 +164,7 @@ def test_two_workers_on_one_storage_run_each_point_once(tmp_path, two_class_root
     assert sorted(started) == sorted(names)  # each point trained by exactly one worker
     trials = trained_trials(out)
     assert sorted(t.params["point"] for t in trials) == sorted(names)
-    assert len({t.user_attrs["pid"] for t in trials}) <= 2
+    assert len({t.user_attrs["pid"] for t in trials}) <= 3
     for name in names:
         assert len(read_csv(out / "runs" / name / "metrics.csv")) == 1
 
