@@ -53,6 +53,7 @@ def test_optimizer_points_follow_iv_f() -> None:
     assert (ada.name, ada.lr, ada.rho) == ("adadelta", 0.1, 0.7)
     assert (adam.name, adam.lr, adam.beta1, adam.beta2) == ("adam", 0.001, 0.85, 0.999)
     assert ada.eps == adam.eps == 1e-7  # Keras' default epsilon (the paper is silent)
+    assert adam.rho == 0.95  # no value leaks from one point into the next (a shared base tree)
     t = points["adam-beta1-0.85"].trainer
     assert (t.max_epochs, t.log_step_loss, t.limit_train_batches) == (1, True, 250)
 

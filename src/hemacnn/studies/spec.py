@@ -27,6 +27,7 @@ every point's resolved config (the same validation ``hemacnn train`` applies).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import re
@@ -206,7 +207,8 @@ def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
         texts = [_override_text("name", f"{spec.study}-{p.name}")]
         texts += [_override_text(k, v) for k, v in {**spec.set, **prof.set, **p.set}.items()]
         texts += [_override_text(k, v) for k, v in cli]
-        cfg = build_config(base, texts, source=f"{source} point {p.name}")
+        # A fresh copy per point: build_config sets overrides inside the nested sections.
+        cfg = build_config(copy.deepcopy(base), texts, source=f"{source} point {p.name}")
         _check_model(cfg, f"{source} point {p.name}")
         points.append(Point(p.name, dict(p.set), texts, cfg))
     return points
