@@ -79,11 +79,20 @@ def open_storage(url: str):
 
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": 120}} if sqlite else {}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
-                                             heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except Exception as exc:  # bad URL, missing driver, unreachable server
-        raise HemacnnError(f"cannot open study storage {url}: {exc}") from None
+    for attempt in range(6):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # Two workers creating one new database race on its tables; the loser finds
+            # them made a moment later.
+            if attempt == 5:
+                raise HemacnnError(f"cannot open study storage {url}: it stays locked or "
+                                   "inconsistent; is another program writing it?") from None
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as exc:  # bad URL, missing driver, unreachable server
+            raise HemacnnError(f"cannot open study storage {url}: {exc}") from None
     if sqlite:
         # SQLite's default deferred transactions let two writers deadlock on upgrade (one of
         # them fails at once with "database is locked"); IMMEDIATE ones queue for the lock.
