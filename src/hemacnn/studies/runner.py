@@ -79,7 +79,7 @@ def open_storage(url: str):
 
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": 120}} if sqlite else {}
-    for attempt in range(6):
+    for attempt in range(20):  # up to about a minute: a loaded machine creates tables slowly
         try:
             storage = optuna.storages.RDBStorage(
                 url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
@@ -87,10 +87,10 @@ def open_storage(url: str):
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
             # Two workers creating one new database race on its tables; the loser finds
             # them made a moment later.
-            if attempt == 5:
+            if attempt == 19:
                 raise HemacnnError(f"cannot open study storage {url}: it stays locked or "
                                    "inconsistent; is another program writing it?") from None
-            time.sleep(0.5 * (attempt + 1))
+            time.sleep(min(0.5 * (attempt + 1), 5.0))
         except Exception as exc:  # bad URL, missing driver, unreachable server
             raise HemacnnError(f"cannot open study storage {url}: {exc}") from None
     if sqlite:
@@ -271,6 +271,7 @@ def _worker_main(job: _Job, queue: Any) -> None:
     try:
         queue.put(work(job, echo=lambda s: print(s, flush=True)))
     except HemacnnError as exc:
+        print(f"worker {os.getpid()}: error: {exc}", flush=True)
         queue.put(Outcome(failed={"?": str(exc)}))
 
 
