@@ -166,7 +166,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "split": split if data is None else None,
         "data": str(Path(data).resolve()) if data is not None else str(root),
         "tta": bool(tta),
-        **compute_metrics(y_true, probs, classes),
+        **compute_metrics(y_true, probs, classes, names=card.get("class_names")),
         "skipped_classes": unknown,
         "skipped_files": skipped,
     }
