@@ -335,8 +335,8 @@ def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
              "figures for the same classes: Whitehead & Ramirez's MV3 (Table 6) and VGG16 "
              "(Table 8), and Matek et al. 2021 (Table 1, strict and tolerant). "
              if any(is_matek_set(r.card["classes"]) for r in runs) else
-             "Per-class results on each run's held-out test split (these classes are not "
-             "Matek's, so no published figures are set beside them). ")
+             "Per-class results on each run's held-out test split (no published figures "
+             "exist for these classes). ")
     blocks: list[Block] = [("h1", title), (
         "p", intro + "Figures are drawn from the files saved in each run folder, never by "
              "re-training or re-predicting.")]
