@@ -97,6 +97,34 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- ensemble and cross-validation (issue 11) ---------------------------------------------
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from hemacnn.ensemble import format_ensemble, make_ensemble
+
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise HemacnnError(f"--weights {args.weights!r} is not a comma-separated list of "
+                               "numbers (e.g. --weights 1,1,2)") from None
+    print(format_ensemble(make_ensemble(args.run_dirs, args.out, weights)))
+    return 0
+
+
+def _add_issue11_commands(sub: argparse._SubParsersAction) -> None:
+    en = sub.add_parser("ensemble", help="average several runs' probabilities into one model",
+                        description="Write a folder that averages the class probabilities of "
+                        "RUN... (optionally weighted) and that evaluate, report, compare, "
+                        "predict and export accept like a run; it is tested at once on the "
+                        "images no member trained or validated on, beside each member.")
+    en.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    en.add_argument("--out", required=True, metavar="DIR", help="the ensemble folder to write")
+    en.add_argument("--weights", metavar="W1,W2,...",
+                    help="one non-negative weight per run (default: equal); normalised")
+    en.set_defaults(func=_cmd_ensemble)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     p = argparse.ArgumentParser(
@@ -163,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=_cmd_predict)
+    _add_issue11_commands(sub)
     return p
 
 
