@@ -125,6 +125,43 @@ def _add_issue11_commands(sub: argparse._SubParsersAction) -> None:
     en.set_defaults(func=_cmd_ensemble)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from hemacnn.studies import run_study, sweep_report
+
+    if args.report:
+        if args.study or args.overrides:
+            raise HemacnnError("give either STUDY.yaml or --report DIR, not both")
+        sweep_report(args.report)
+        return 0
+    if not args.study:
+        raise HemacnnError("give a study file (e.g. configs/studies/optimizers.yaml) "
+                           "or --report DIR")
+    run_study(args.study, out=args.out, profile=args.profile, overrides=args.overrides,
+              workers=args.workers, storage=args.storage, progress=not args.no_progress)
+    return 0
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("sweep", help="run one of the paper's studies (a grid of runs)",
+                       description="Run every point of STUDY.yaml as a run folder "
+                       "DIR/runs/<point>/ (finished points are skipped, killed ones resume), "
+                       "then write DIR/summary.csv, summary.md and figures. Several sweeps "
+                       "on one --storage share the work.")
+    w.add_argument("study", nargs="?", metavar="STUDY.yaml")
+    w.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides for every point (e.g. data.root=/path)")
+    w.add_argument("--out", metavar="DIR", help="study folder (default: studies/<study>-<profile>)")
+    w.add_argument("--profile", default="paper",
+                   help="a profile of the study file (default: paper, full scale; cpu: small)")
+    w.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="points trained at once on this machine (default 1)")
+    w.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by several "
+                   "machines (default: sqlite file DIR/study.db)")
+    w.add_argument("--report", metavar="DIR", help="only (re)write DIR's summary and figures")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    w.set_defaults(func=_cmd_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     p = argparse.ArgumentParser(
@@ -191,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=_cmd_predict)
+
+    _add_sweep(sub)
     _add_issue11_commands(sub)
     return p
 
@@ -202,9 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     # argparse cannot take positionals after options (`train C.yaml --out R key=value`):
     # collect such key=value overrides here instead of rejecting them.
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]
-    if getattr(args, "command", None) == "train" and overrides:
+    if getattr(args, "command", None) in ("train", "sweep") and overrides:
         args.overrides = [*args.overrides, *overrides]
         extra = [e for e in extra if e not in overrides]
+    if getattr(args, "command", None) == "sweep" and args.study and "=" in args.study:
+        args.overrides = [args.study, *args.overrides]  # `sweep --report D key=value`
+        args.study = None
     if getattr(args, "command", None) == "train" and args.config and "=" in args.config:
         args.overrides = [args.config, *args.overrides]  # `train --resume R key=value`
         args.config = None

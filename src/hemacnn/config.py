@@ -110,6 +110,7 @@ class TrainerConfig(_Section):
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
     log_every_n_steps: int = Field(10, ge=1)
+    log_step_loss: bool = False  # write step_loss.csv: training loss per mini-batch (IV-F)
 
 
 class Config(_Section):

@@ -323,6 +323,10 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
     ]
     if progress:
         callbacks.append(_ProgressBar())
+    if t.log_step_loss:
+        from hemacnn.steploss import StepLossCSV
+
+        callbacks.append(StepLossCSV(run_dir / "step_loss.csv"))
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))
     loggers = [CSVLogger(run_dir, name="logs", version="csv"),
