@@ -37,7 +37,7 @@ def test_defaults_follow_the_paper():
         ("data.colour=1", "unknown config key data.colour"),
         ("trainer.epochs=3", "unknown config key trainer.epochs"),
         ("data.image_size=big", "config key data.image_size"),
-        ("optimizer.name=sgd", "config key optimizer.name"),
+        ("optimizer.name=rmsprop", "config key optimizer.name"),
         ("data.test_fraction=1.5", "config key data.test_fraction"),
         ("noequals", "is not key=value"),
     ],

@@ -59,10 +59,13 @@ MATEK_IMAGE_SIZE = (250, 250)
 assert sum(c.paper_count for c in CLASSES.values()) == PAPER_TOTAL  # table sanity, not input
 
 
+OTHER_CODE = "OTHER"
+"""The pooled class of every unselected cell type (``imbalance.other``); not Matek's OTH."""
+
 MATEK_TABLE = "Matek et al. 2021"
 """What a model card's ``class_table`` says when its classes are Matek's codes."""
 
-POOLED_CODES = frozenset({"OTHER"})
+POOLED_CODES = frozenset({OTHER_CODE})
 """Catch-all classes a model may add on top of a dataset's own (they never decide the table)."""
 
 
@@ -79,6 +82,8 @@ def is_matek_set(codes: Iterable[str]) -> bool:
 
 def class_name(code: str, matek: bool = True) -> str:
     """Full name for a Matek code (when ``matek``), else the code itself."""
+    if code == OTHER_CODE:
+        return "any other class (pooled)"
     info = CLASSES.get(code) if matek else None
     return info.name if info else code
 
