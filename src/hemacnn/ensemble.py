@@ -229,7 +229,7 @@ def _evaluate_members(out: Path, runs: Sequence[str | os.PathLike], w: list[floa
     for run, wi in zip(runs, w, strict=True):
         probs = _member_probs(run, out, paths, result["classes"])
         m = compute_metrics(y_true, probs, result["classes"])
-        rows.append({"run": str(run), "weight": wi, **{k: m[k] for k in HEADLINE},
+        rows.append({"run": str(Path(run).resolve()), "weight": wi, **{k: m[k] for k in HEADLINE},
                      "tolerant_macro_f1": m["tolerant"]["macro_f1"],
                      "f1": {c: v["f1"] for c, v in m["per_class"].items()}})
     summary = {"split": "test", "n": result["n"], "members": rows,

@@ -131,7 +131,7 @@ def _run_blocks(r: RunInfo, figs: dict[str, Path]) -> list[Block]:
         f"{r.split_counts['train']:,}, validation {r.split_counts['val']:,}, test "
         f"{r.split_counts['test']:,})",
         f"split: {r.split_desc or 'as saved in splits/'}",
-    ] + ([_dropped_text(r.dropped)] if r.dropped else [])))
+    ] + ([_dropped_text(r.dropped)] if r.dropped else []) + _members_text(r.path)))
     if e is None:
         blocks.append(("p", "This run has no test evaluation yet (no evaluation_test.json or "
                             "predictions_test.npz): run `hemacnn evaluate RUN_DIR` first."))
@@ -145,6 +145,26 @@ def _run_blocks(r: RunInfo, figs: dict[str, Path]) -> list[Block]:
         if key in figs:
             blocks.append(("img", figs[key], title))
     return blocks
+
+
+def _members_text(run: Path) -> list[str]:
+    """For an ensemble folder: its members and weights (ensemble_members.json's figures)."""
+    from hemacnn.ensemble import is_ensemble, read_ensemble
+
+    if not is_ensemble(run):
+        return []
+    figures = {}
+    summary = run / "ensemble_members.json"
+    if summary.is_file():
+        rows = json.loads(summary.read_text(encoding="utf-8"))["members"]
+        figures = {Path(m["run"]).resolve(): m["macro_f1"] for m in rows}
+    items = []
+    for m in read_ensemble(run)["members"]:
+        f1 = figures.get(Path(m["path"]).resolve())
+        items.append(f"{m['run']} (weight {m['weight']:.3f}"
+                     + (f", macro F1 alone {f1:.4f} on the same test images)" if f1 is not None
+                        else ")"))
+    return ["ensemble of: " + "; ".join(items)]
 
 
 def _dropped_text(dropped: dict[str, int]) -> str:
