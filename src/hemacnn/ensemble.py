@@ -196,6 +196,8 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         "channels": first.get("channels", "RGB"),
         "arch": {"name": "ensemble", "num_classes": len(classes),
                  "input_size": first["input_size"],
+                 "options": {k: v for k, v in (first["arch"].get("options") or {}).items()
+                             if k == "in_channels"},
                  "members": [c["arch"] for c in cards], "weights": w},
         "hemacnn_version": __version__,
         "data_root": roots.pop() if len(roots) == 1 else None,
