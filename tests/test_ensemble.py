@@ -103,6 +103,12 @@ def test_ensemble_rejects_bad_input_with_one_line(tmp_path, fold_runs, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err
         assert not (tmp_path / "e").exists()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    assert main(["ensemble", str(run0), str(run1), "--out", str(busy)]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
     other = tmp_path / "other"
     other.mkdir()
     card = json.loads((run0 / "model_card.json").read_text())

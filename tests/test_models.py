@@ -267,7 +267,7 @@ def test_arch_rebuilds_the_model() -> None:
 
 def test_unknown_model_lists_known_names() -> None:
     with pytest.raises(HemacnnError, match=r"unknown model 'resnet99'; known models: "
-                                           r"mv1, mv2, mv3, resnet18, .*vgg16, or timm/"):
+                                           r"mv1, mv2, .*mv3, resnet18, .*vgg16, or timm/"):
         build_model("resnet99", 4, 128)
     with pytest.raises(HemacnnError, match=r"'timm/no_such_net'; timm knows no model"):
         build_model("timm/no_such_net", 4, 128)

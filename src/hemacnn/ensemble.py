@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -178,8 +180,11 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
     from hemacnn.runinfo import environment_info
 
     out = Path(out)
-    if (out / ENSEMBLE_FILE).exists() or (out / "model_card.json").exists():
-        raise HemacnnError(f"{out} already holds a run or an ensemble; choose another --out")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = ("a run or an ensemble" if (out / "model_card.json").exists()
+                or (out / ENSEMBLE_FILE).exists() else "files")
+        raise HemacnnError(f"{out} already holds {what}; choose another --out (a new or "
+                           "empty folder)")
     cards = _member_cards(runs)
     w = _weights(weights, len(runs))
     first = cards[0]
@@ -205,14 +210,24 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         "seed": None,
     }
     splits = _common_splits(runs, classes) if card["data_root"] else None
-    ensure_writable_dir(out)
     members = [{"run": os.path.relpath(Path(r).resolve(), out.resolve()), "weight": wi}
                for r, wi in zip(runs, w, strict=True)]
-    write_json(out / "model_card.json", card)
-    write_json(out / "env.json", environment_info(seed=0) | {"seed": None})
-    if splits is not None:
-        save_splits(splits, out / "splits")
-    write_json(out / ENSEMBLE_FILE, {"format": ENSEMBLE_FORMAT, "members": members})
+    # Built in a temporary folder beside OUT and renamed into place: never a half-made ensemble.
+    tmp = Path(tempfile.mkdtemp(dir=ensure_writable_dir(out.parent), prefix=f".{out.name}-"))
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's private 0700 is not what the user expects
+        write_json(tmp / "model_card.json", card)
+        write_json(tmp / "env.json", environment_info(seed=0) | {"seed": None})
+        if splits is not None:
+            save_splits(splits, tmp / "splits")
+        write_json(tmp / ENSEMBLE_FILE, {"format": ENSEMBLE_FORMAT, "members": members})
+        if out.is_dir():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     evaluation = _evaluate_members(out, runs, w) if splits is not None else None
     return {"out": out, "members": members, "evaluation": evaluation}
 
