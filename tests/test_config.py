@@ -93,6 +93,8 @@ CONFIG_PARAMS = {
     "mv2.yaml": 1_338_596,
     "mv3.yaml": 3_914_180,
     "vgg16.yaml": 134_276_932,
+    # fast: ResNet-18's trunk (11,176,512, He et al. / torchvision = timm) + 512 x 8 + 8
+    "fast.yaml": 11_180_616,
 }
 
 

@@ -150,3 +150,72 @@ def recipe_callbacks(cfg) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     return [LearningRateMonitor(logging_interval="epoch")]
+
+
+class RecipeHooks:
+    """The LightningModule side of the recipe (mixed into :class:`hemacnn.train.CellClassifier`).
+
+    Optimizer and schedule, the training loss, mixup/cutmix, EMA, backbone freezing and
+    initial weights. With an empty recipe it is the paper's: Adam or Adadelta at a constant
+    rate and plain cross-entropy, and no EMA or mixing objects exist.
+    """
+
+    def setup_recipe(self, recipe: dict[str, Any] | None, weights: list[float] | None,
+                     num_classes: int) -> None:
+        """Build the recipe's parts (called from ``__init__``, after ``self.model``)."""
+        self.recipe: dict[str, Any] = dict(recipe or {})
+        self.register_buffer("class_weight", None if weights is None else
+                             torch.tensor(weights, dtype=torch.float32), persistent=False)
+        self.mixer = batch_mixer(self.recipe.get("mixup_alpha", 0.0),
+                                 self.recipe.get("cutmix_alpha", 0.0), num_classes)
+        decay = self.recipe.get("ema_decay")
+        self.ema = make_ema(self.model, decay) if decay else None
+
+    def load_initial_weights(self, path: str) -> dict[str, int]:
+        """Start from a local state-dict file (``model.weights``); the EMA starts there too."""
+        from hemacnn.models.zoo import load_pretrained
+
+        counts = load_pretrained(self.model, path)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.model.state_dict())
+        return counts
+
+    def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for validation: the averaged weights when EMA is on (they are what is saved
+        for prediction, so checkpoints are selected by them)."""
+        if self.ema is None:
+            return self(x)
+        return self.ema.module(x.contiguous(memory_format=torch.channels_last))
+
+    def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MixUp/CutMix the batch (soft targets) when configured, else return it unchanged."""
+        return (x, y) if self.mixer is None else self.mixer(x, y)
+
+    def _train_loss(self, logits: torch.Tensor, target: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from hemacnn.models import l2_penalty
+
+        r = self.recipe
+        loss = classification_loss(logits, target, self.class_weight,
+                                   r.get("label_smoothing", 0.0), r.get("focal_gamma", 0.0))
+        l2 = self.hparams.l2
+        return (loss + l2_penalty(self.model, l2) if l2 else loss), loss
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.recipe.get("freeze_backbone_epochs", 0)
+        if frozen:  # fine-tuning: the head alone first, then everything
+            from hemacnn.models.zoo import set_backbone_trainable
+
+            set_backbone_trainable(self.model, self.current_epoch >= frozen)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def configure_optimizers(self) -> Any:
+        o = self.hparams.optimizer
+        optimizer = make_optimizer(self.model.parameters(), o)
+        sched = make_scheduler(optimizer, self.recipe, o["lr"],
+                               int(self.trainer.estimated_stepping_batches),
+                               self.trainer.max_epochs)
+        return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}

@@ -35,14 +35,9 @@ from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
 from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.models import build_model, l2_penalty
-from hemacnn.models.zoo import load_pretrained, set_backbone_trainable
 from hemacnn.recipe import (
-    batch_mixer,
+    RecipeHooks,
     class_weights,
-    classification_loss,
-    make_ema,
-    make_optimizer,
-    make_scheduler,
     recipe_callbacks,
     recipe_data_options,
     recipe_options,
@@ -73,7 +68,7 @@ class _ProgressBar(RichProgressBar):
         return items
 
 
-class CellClassifier(L.LightningModule):
+class CellClassifier(RecipeHooks, L.LightningModule):
     """A registered architecture + categorical cross-entropy + Keras-style L2 + per-class metrics.
 
     ``hparams.card`` is the model card, so a checkpoint alone rebuilds the model.
@@ -91,14 +86,7 @@ class CellClassifier(L.LightningModule):
         # channels-last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest conv kernels:
         # measured here 1.2-1.5x faster in bf16 and fp32 for quick.yaml's model.
         self.model = self.model.to(memory_format=torch.channels_last)
-        # Issue 8's recipe options (None / defaults: the paper's recipe, unchanged).
-        self.recipe: dict[str, Any] = dict(recipe or {})
-        self.register_buffer("class_weight", None if class_weights is None else
-                             torch.tensor(class_weights, dtype=torch.float32), persistent=False)
-        self.mixer = batch_mixer(self.recipe.get("mixup_alpha", 0.0),
-                                 self.recipe.get("cutmix_alpha", 0.0), arch["num_classes"])
-        decay = self.recipe.get("ema_decay")
-        self.ema = make_ema(self.model, decay) if decay else None
+        self.setup_recipe(recipe, class_weights, arch["num_classes"])  # defaults: the paper's
         self.classes: list[str] = list(card["classes"])
         n = len(self.classes)
         self.train_acc = MulticlassAccuracy(n, average="micro")
@@ -115,35 +103,9 @@ class CellClassifier(L.LightningModule):
         l2 = self.hparams.l2
         return (ce + l2_penalty(self.model, l2) if l2 else ce), ce
 
-    def load_initial_weights(self, path: str) -> dict[str, int]:
-        """Start from a local state-dict file (``model.weights``); the EMA starts there too."""
-        counts = load_pretrained(self.model, path)
-        if self.ema is not None:
-            self.ema.module.load_state_dict(self.model.state_dict())
-        return counts
-
-    def _train_loss(self, logits: torch.Tensor, target: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        r = self.recipe
-        loss = classification_loss(logits, target, self.class_weight,
-                                   r.get("label_smoothing", 0.0), r.get("focal_gamma", 0.0))
-        l2 = self.hparams.l2
-        return (loss + l2_penalty(self.model, l2) if l2 else loss), loss
-
-    def on_train_epoch_start(self) -> None:
-        frozen = self.recipe.get("freeze_backbone_epochs", 0)
-        if frozen:  # fine-tuning: the head alone first, then everything
-            set_backbone_trainable(self.model, self.current_epoch >= frozen)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
-        target = y
-        if self.mixer is not None:  # mixup/cutmix: soft targets; accuracy still counts y
-            x, target = self.mixer(x, y)
+        x, target = self.mix(x, y)  # mixup/cutmix soft targets; accuracy still counts y
         logits = self(x)
         loss, ce = self._train_loss(logits, target)
         self.train_acc(logits, y)
@@ -154,10 +116,7 @@ class CellClassifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch
-        if self.ema is not None:  # validate (and so select checkpoints by) the averaged weights
-            logits = self.ema.module(x.contiguous(memory_format=torch.channels_last))
-        else:
-            logits = self(x)
+        logits = self.eval_forward(x)  # the EMA weights when recipe.ema_decay is set
         loss, ce = self._loss(logits, y)
         self.val_acc(logits, y)
         self.val_precision.update(logits, y)
@@ -197,14 +156,6 @@ class CellClassifier(L.LightningModule):
         random.setstate(rng["python"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-
-    def configure_optimizers(self) -> Any:
-        o = self.hparams.optimizer
-        optimizer = make_optimizer(self.model.parameters(), o)
-        sched = make_scheduler(optimizer, self.recipe, o["lr"],
-                               int(self.trainer.estimated_stepping_batches),
-                               self.trainer.max_epochs)
-        return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
