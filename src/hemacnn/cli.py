@@ -97,6 +97,75 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- ensemble and cross-validation (issue 11) ---------------------------------------------
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from hemacnn.ensemble import format_ensemble, make_ensemble
+
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise HemacnnError(f"--weights {args.weights!r} is not a comma-separated list of "
+                               "numbers (e.g. --weights 1,1,2)") from None
+    print(format_ensemble(make_ensemble(args.run_dirs, args.out, weights)))
+    return 0
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from hemacnn.studies.cv import run_cv, write_cv_summary
+
+    if args.report:
+        if args.config or args.overrides:
+            raise HemacnnError("give either CONFIG or --report DIR, not both")
+        for path in write_cv_summary(args.report):
+            print(f"wrote {path}")
+        return 0
+    if not args.config or args.folds is None:
+        raise HemacnnError("give a config file and --folds K (e.g. hemacnn cv configs/fast.yaml "
+                           "--folds 5 data.root=DIR), or --report DIR")
+    run_cv(args.config, args.folds, out=args.out, overrides=args.overrides,
+           workers=args.workers, storage=args.storage, progress=not args.no_progress,
+           ensemble=args.ensemble)
+    return 0
+
+
+def _add_issue11_commands(sub: argparse._SubParsersAction) -> None:
+    cv = sub.add_parser("cv", help="k-fold cross-validation of a config (mean ± sd)",
+                        description="Train fold i of K as DIR/runs/fold<i>/ (config with "
+                        "data.folds=K data.fold=i) on the same engine as `hemacnn sweep` "
+                        "(finished folds are skipped, killed ones resume, several workers or "
+                        "machines share the work), then write DIR/summary.{md,csv,json} with "
+                        "mean ± sd of every headline metric and per-class F1.")
+    cv.add_argument("config", nargs="?", metavar="CONFIG.yaml")
+    cv.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="dotted overrides for every fold (e.g. data.root=/path)")
+    cv.add_argument("--folds", type=int, metavar="K", help="number of folds (Matek used 5)")
+    cv.add_argument("--out", metavar="DIR", help="cv folder (default: cv/<config>-<K>fold)")
+    cv.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="folds trained at once on this machine (default 1)")
+    cv.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by several "
+                    "machines (default: sqlite file DIR/study.db)")
+    cv.add_argument("--ensemble", action="store_true", help="also average the fold models "
+                    "into DIR/ensemble (tested on a common test split with "
+                    "data.fold_test=holdout)")
+    cv.add_argument("--report", metavar="DIR", help="only (re)write DIR's summary")
+    cv.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    cv.set_defaults(func=_cmd_cv)
+
+
+    en = sub.add_parser("ensemble", help="average several runs' probabilities into one model",
+                        description="Write a folder that averages the class probabilities of "
+                        "RUN... (optionally weighted) and that evaluate, report, compare, "
+                        "predict and export accept like a run; it is tested at once on the "
+                        "images no member trained or validated on, beside each member.")
+    en.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    en.add_argument("--out", required=True, metavar="DIR", help="the ensemble folder to write")
+    en.add_argument("--weights", metavar="W1,W2,...",
+                    help="one non-negative weight per run (default: equal); normalised")
+    en.set_defaults(func=_cmd_ensemble)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from hemacnn.studies import run_study, sweep_report
 
@@ -202,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_predict)
 
     _add_sweep(sub)
+    _add_issue11_commands(sub)
     return p
 
 
@@ -212,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     # argparse cannot take positionals after options (`train C.yaml --out R key=value`):
     # collect such key=value overrides here instead of rejecting them.
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]
-    if getattr(args, "command", None) in ("train", "sweep") and overrides:
+    if getattr(args, "command", None) in ("train", "sweep", "cv") and overrides:
         args.overrides = [*args.overrides, *overrides]
         extra = [e for e in extra if e not in overrides]
+    if getattr(args, "command", None) == "cv" and args.config and "=" in args.config:
+        args.overrides = [args.config, *args.overrides]  # `cv --folds 3 key=value` (no config)
+        args.config = None
     if getattr(args, "command", None) == "sweep" and args.study and "=" in args.study:
         args.overrides = [args.study, *args.overrides]  # `sweep --report D key=value`
         args.study = None

@@ -166,7 +166,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "split": split if data is None else None,
         "data": str(Path(data).resolve()) if data is not None else str(root),
         "tta": bool(tta),
-        **compute_metrics(y_true, probs, classes),
+        **compute_metrics(y_true, probs, classes, names=card.get("class_names")),
         "skipped_classes": unknown,
         "skipped_files": skipped,
     }
@@ -183,20 +183,23 @@ def _ci(ci: list[float] | None) -> str:
 
 
 def class_table(per_class: dict[str, dict], with_ci: bool = True) -> list[str]:
-    """Rows in the paper's Table 6 layout: class, precision, recall, F1, support (+ CIs)."""
-    head = (f"{'class':<6}{'name':<22}{'precision':>10}{'95% CI':>17}{'recall':>9}"
-            f"{'95% CI':>17}{'F1':>8}{'support':>9}")
-    if not with_ci:
-        head = f"{'class':<6}{'name':<22}{'precision':>10}{'recall':>9}{'F1':>8}{'support':>9}"
+    """Rows in the paper's Table 6 layout: class, precision, recall, F1, support (+ CIs).
+
+    Codes of any length fit (other datasets name classes ``neutrophil``...); the name column
+    is left out when every name is just the code.
+    """
+    cw = max(6, max((len(c) for c in per_class), default=0) + 2)
+    nw = 22 if any(v["name"] != c for c, v in per_class.items()) else 0
+    ci_head = f"{'95% CI':>17}" if with_ci else ""
+    head = (f"{'class':<{cw}}{'name' if nw else '':<{nw}}{'precision':>10}{ci_head}"
+            f"{'recall':>9}{ci_head}{'F1':>8}{'support':>9}")
     lines = [head, "-" * len(head)]
     for code, v in per_class.items():
-        if with_ci:
-            lines.append(f"{code:<6}{v['name'][:21]:<22}{_fmt(v['precision']):>10}"
-                         f"{_ci(v['precision_ci']):>17}{_fmt(v['recall']):>9}"
-                         f"{_ci(v['recall_ci']):>17}{_fmt(v['f1']):>8}{v['support']:>9}")
-        else:
-            lines.append(f"{code:<6}{v['name'][:21]:<22}{_fmt(v['precision']):>10}"
-                         f"{_fmt(v['recall']):>9}{_fmt(v['f1']):>8}{v['support']:>9}")
+        name = v["name"][:nw - 1] if nw else ""
+        pci = f"{_ci(v['precision_ci']):>17}" if with_ci else ""
+        rci = f"{_ci(v['recall_ci']):>17}" if with_ci else ""
+        lines.append(f"{code:<{cw}}{name:<{nw}}{_fmt(v['precision']):>10}{pci}"
+                     f"{_fmt(v['recall']):>9}{rci}{_fmt(v['f1']):>8}{v['support']:>9}")
     return lines
 
 

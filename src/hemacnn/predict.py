@@ -24,6 +24,8 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     """The checkpoint file for ``path``: the file itself, or a run's best (else last) one."""
     path = Path(path)
     if path.is_dir():
+        if (path / "ensemble.json").is_file():  # an ensemble folder (hemacnn.ensemble)
+            return path / "ensemble.json"
         for name in ("best.ckpt", "last.ckpt"):
             if (path / "checkpoints" / name).is_file():
                 return path / "checkpoints" / name
@@ -45,6 +47,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     from hemacnn.models import build_model
 
     ckpt_path = find_checkpoint(path)
+    if ckpt_path.name == "ensemble.json":
+        from hemacnn.ensemble import load_ensemble
+
+        return load_ensemble(ckpt_path, device)
     try:
         # Our own Lightning checkpoints hold plain Python objects besides tensors.
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
