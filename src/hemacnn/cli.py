@@ -90,10 +90,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from hemacnn.predict import format_predictions, predict_files
+    from hemacnn.predict import run_predict
 
-    preds = predict_files(args.checkpoint, args.images, tta=args.tta)
-    print(json.dumps(preds) if args.json else format_predictions(preds))
+    text, n_classified = run_predict(
+        args.model, args.inputs, out=args.out, as_json=args.json, tta=args.tta,
+        review_below=args.review_below, with_differential=args.differential,
+        batch_size=args.batch_size, precision=args.precision, progress=not args.json)
+    print(text)
+    if n_classified == 0:
+        raise HemacnnError("no input file could be classified (see each file's status above)")
     return 0
 
 
@@ -157,11 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     c.set_defaults(func=_cmd_compare)
 
-    pr = sub.add_parser("predict", help="classify image files with a trained checkpoint")
-    pr.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
-    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr = sub.add_parser("predict", help="classify cell images with a trained model",
+                        description="Classify image files, folders (recursively) and globs "
+                        "with a run folder, a .ckpt or an exported .onnx: one row per file "
+                        "(class, probability of every class, review flag, status).")
+    pr.add_argument("model", metavar="MODEL", help="run folder, .ckpt or .onnx file")
+    pr.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or globs")
+    pr.add_argument("--out", metavar="FILE.csv", help="write the rows as CSV (or .json)")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
-    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--review-below", type=float, default=0.0, metavar="P",
+                    help="flag a cell for review when its top probability is below P")
+    pr.add_argument("--differential", action="store_true",
+                    help="differential count of all inputs as one patient's cells (written "
+                    "beside --out as <stem>.differential.csv/.json)")
+    pr.add_argument("--batch-size", type=int, default=64, metavar="N")
+    pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="auto: bf16 autocast where the hardware has it, else fp32")
     pr.set_defaults(func=_cmd_predict)
     return p
 
