@@ -61,5 +61,6 @@ def _why(path: Path, exc: Exception) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     detail = lines[-2] if len(lines) > 2 and "weights only" in text.lower() else (
         lines[0] if lines else type(exc).__name__)
+    detail = detail.split(". ")[0]
     return (f"cannot read checkpoint {path}: the file is damaged or incomplete ({detail[:120]}); "
             "give a .ckpt written by `hemacnn train` or a run folder")

@@ -75,7 +75,7 @@ def fold_batchnorm(model: nn.Module, input_size: int, in_channels: int = 3) -> n
 
 def prepare_model(model: nn.Module, input_size: int, device: torch.device | None = None
                   ) -> nn.Module:
-    """Eval mode, BatchNorm folded, channels-last, on ``device``: ready for :func:`predict_batches`."""
+    """Eval mode, BatchNorm folded, channels-last, on ``device``: ready for prediction."""
     if device is not None:
         model = model.to(device)
     model = fold_batchnorm(model.eval(), input_size)
