@@ -102,6 +102,62 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- put a trained model to work: export, explain, serve (issue 10) ---
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hemacnn.export import export_model
+
+    for kind, path in export_model(args.model, out=args.out, fmt=args.format).items():
+        print(f"wrote {path}" + ("  (model card)" if kind == "card" else ""))
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from hemacnn.explain import explain_files
+
+    for line in explain_files(args.model, args.images, out=args.out, method=args.method,
+                              target=args.target):
+        print(line)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from hemacnn.serve import serve
+
+    serve(args.model, host=args.host, port=args.port)
+    return 0
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser("export", help="export a trained model to ONNX (with its model card)",
+                       description="Write MODEL as DIR/model.onnx (dynamic batch size) with "
+                       "DIR/model_card.json beside it; `hemacnn predict DIR/model.onnx` runs it "
+                       "with ONNX Runtime.")
+    x.add_argument("model", metavar="MODEL", help="run folder or .ckpt")
+    x.add_argument("--format", default="onnx", choices=["onnx"])
+    x.add_argument("--out", metavar="DIR", help="output folder (default: RUN/export)")
+    x.set_defaults(func=_cmd_export)
+
+    ex = sub.add_parser("explain", help="class-activation heat maps over cell images",
+                        description="Overlay a class-activation heat map (pytorch-grad-cam) on "
+                        "each image, for the predicted class or --target; one PNG per image.")
+    ex.add_argument("model", metavar="MODEL", help="run folder or .ckpt")
+    ex.add_argument("images", nargs="+", metavar="IMAGE")
+    ex.add_argument("--out", metavar="DIR", default="explain", help="folder for the PNGs")
+    ex.add_argument("--method", default="gradcam",
+                    help="gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam")
+    ex.add_argument("--target", metavar="CODE", help="class to explain (default: predicted)")
+    ex.set_defaults(func=_cmd_explain)
+
+    sv = sub.add_parser("serve", help="web page and JSON API for reviewing cells",
+                        description="Serve a page where cell images are dropped, classified, "
+                        "reviewed and counted, and a JSON API (OpenAPI docs at /docs).")
+    sv.add_argument("model", metavar="MODEL", help="run folder, .ckpt or .onnx")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default localhost only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(func=_cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     p = argparse.ArgumentParser(
@@ -180,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="auto: bf16 autocast where the hardware has it, else fp32")
     pr.set_defaults(func=_cmd_predict)
+    _add_model_commands(sub)
     return p
 
 
