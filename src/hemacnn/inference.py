@@ -116,5 +116,5 @@ def predict_batches(model: nn.Module, batches: Iterable[torch.Tensor], tta: bool
 def array_batches(images: np.ndarray, batch_size: int = 64) -> Iterable[torch.Tensor]:
     """uint8 (N, H, W, 3) images as float NCHW batches in [0, 1]."""
     for start in range(0, len(images), batch_size):
-        yield (torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
+        yield (torch.from_numpy(np.require(images[start:start + batch_size], requirements="CW"))
                .permute(0, 3, 1, 2).float().div_(255.0))
