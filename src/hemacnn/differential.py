@@ -34,9 +34,9 @@ def differential(labels: Sequence[str], classes: Sequence[str],
         k = sum(1 for label in labels if label == code)
         ci = wilson_interval(k, n)
         rows.append({"class": code, "name": class_name(code), "count": k,
-                     "percent": 100.0 * k / n if n else None,
-                     "ci95_low": 100.0 * ci[0] if ci else None,
-                     "ci95_high": 100.0 * ci[1] if ci else None})
+                     "percent": round(100.0 * k / n, 4) if n else None,
+                     "ci95_low": round(100.0 * ci[0], 4) if ci else None,
+                     "ci95_high": round(100.0 * ci[1], 4) if ci else None})
     flagged = sum(bool(r) for r in review) if review is not None else 0
     notes = [RESEARCH_NOTE] + ([WHO_NOTE] if "BLA" in classes else [])
     return {"n_cells": n, "rows": rows, "review_count": flagged,
