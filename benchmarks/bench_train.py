@@ -4,7 +4,8 @@ Run by hand (never inside tests):
     python benchmarks/bench_train.py                 # quick.yaml's model + full MV3 at 128 px
     python benchmarks/bench_train.py --cases quick   # one case
 
-Each case times optimizer steps (forward + backward + Adam) on random batches of 32, with the
+Each case times optimizer steps (forward + backward + Adam) on random batches of 32 (64 for the
+fast cases, as configs/fast.yaml), with the
 same autocast the Trainer uses for its precision setting. FLOPs per step are counted with
 torch.utils.flop_counter (convolutions and matmuls, forward and backward); the peak is a large
 square matmul measured in the same process, in fp32 and bf16.
@@ -32,6 +33,8 @@ CASES = {
     "quick-fp32": ("mv3", 0.25, 64, "32"),
     "mv3-128-bf16": ("mv3", 1.0, 128, "bf16"),
     "mv3-128-fp32": ("mv3", 1.0, 128, "32"),
+    "fast": ("timm/resnet18", 1.0, 96, "bf16"),  # configs/fast.yaml's model (batch 64 there)
+    "fast-fp32": ("timm/resnet18", 1.0, 96, "32"),
 }
 
 
@@ -58,7 +61,8 @@ def bench_case(name: str, steps: int, batch: int = 32) -> dict:
     """Time ``steps`` training steps of one case after two warm-up steps."""
     arch, width, size, precision = CASES[name]
     torch.manual_seed(0)
-    model = build_model(arch, 4, size, width=width, noise_std=1.0)
+    opts = {"width": width, "noise_std": 1.0} if arch == "mv3" else {}  # zoo: no such options
+    model = build_model(arch, 4, size, **opts)
     model = model.to(memory_format=torch.channels_last)  # as the LightningModule does
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -82,6 +86,7 @@ def bench_case(name: str, steps: int, batch: int = 32) -> dict:
         step()
     dt = time.perf_counter() - t0
     return {"case": name, "model": arch, "width": width, "input": size, "precision": precision,
+            "batch": batch,
             "img_per_s": steps * batch / dt, "gflop_per_step": flops / 1e9,
             "gflop_per_s": flops * steps / dt / 1e9}
 
@@ -96,8 +101,9 @@ def main() -> None:
     peaks = {"32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     rows = []
     for name in args.cases:
-        steps = args.steps or (20 if CASES[name][2] <= 64 else 3)
-        r = bench_case(name, steps)
+        steps = args.steps or (20 if CASES[name][2] <= 64 else 3 if name.startswith("mv3")
+                               else 8)
+        r = bench_case(name, steps, batch=64 if name.startswith("fast") else 32)
         r["fraction_of_peak"] = r["gflop_per_s"] / peaks[r["precision"]]
         rows.append(r)
     if args.json:

@@ -37,7 +37,7 @@ def test_defaults_follow_the_paper():
         ("data.colour=1", "unknown config key data.colour"),
         ("trainer.epochs=3", "unknown config key trainer.epochs"),
         ("data.image_size=big", "config key data.image_size"),
-        ("optimizer.name=sgd", "config key optimizer.name"),
+        ("optimizer.name=rmsprop", "config key optimizer.name"),
         ("data.test_fraction=1.5", "config key data.test_fraction"),
         ("noequals", "is not key=value"),
     ],
@@ -77,7 +77,9 @@ def test_bad_yaml_and_missing_file_are_one_line_errors(tmp_path, capsys):
 def test_shipped_configs_validate(path):
     cfg = load_config(path, ["data.root=/nonexistent"])
     assert yaml.safe_load(path.read_text())  # non-empty
-    assert cfg.model.name in {"mv1", "mv2", "mv3", "vgg16", "mv2b"}
+    from hemacnn.models import list_models
+
+    assert cfg.model.name in {"mv1", "mv2", "mv3", "vgg16", "mv2b", *list_models()}
 
 
 # pycls style: every shipped config builds its model, whose size is pinned to hand arithmetic
@@ -89,6 +91,8 @@ CONFIG_PARAMS = {
     "mv2.yaml": 1_338_596,
     "mv3.yaml": 3_914_180,
     "vgg16.yaml": 134_276_932,
+    # fast: ResNet-18's trunk (11,176,512, He et al. / torchvision = timm) + 512 x 8 + 8
+    "fast.yaml": 11_180_616,
 }
 
 

@@ -24,6 +24,9 @@ from hemacnn.models import (
     min_input_size,
     models_table,
 )
+from hemacnn.models.zoo import TIMM_LISTED, TORCHVISION_MODELS
+
+ZOO = {*TORCHVISION_MODELS, *TIMM_LISTED}
 
 
 def conv(cin: int, cout: int) -> int:
@@ -90,6 +93,8 @@ def _tiny(name: str) -> tuple[nn.Module, int]:
     """A CPU-sized variant at the smallest input the architecture accepts."""
     size = min_input_size(name)
     opts = {"noise_std": 1.0} if name == "mv3" else {}
+    if name in ZOO:  # ImageNet designs have no width option: full size at 32 px
+        return build_model(name, 2, size), size
     return build_model(name, 2, size, width=0.125, **opts), size
 
 
@@ -261,9 +266,11 @@ def test_arch_rebuilds_the_model() -> None:
 
 
 def test_unknown_model_lists_known_names() -> None:
-    with pytest.raises(HemacnnError, match=r"unknown model 'resnet50'; known models: "
-                                           r"mv1, mv2, mv3, vgg16"):
-        build_model("resnet50", 4, 128)
+    with pytest.raises(HemacnnError, match=r"unknown model 'resnet99'; known models: "
+                                           r"mv1, mv2, mv3, resnet18, .*vgg16, or timm/"):
+        build_model("resnet99", 4, 128)
+    with pytest.raises(HemacnnError, match=r"'timm/no_such_net'; timm knows no model"):
+        build_model("timm/no_such_net", 4, 128)
 
 
 def test_unknown_option_names_it_and_the_valid_ones() -> None:

@@ -58,8 +58,14 @@ MATEK_IMAGE_SIZE = (250, 250)
 assert sum(c.paper_count for c in CLASSES.values()) == PAPER_TOTAL  # table sanity, not input
 
 
+OTHER_CODE = "OTHER"
+"""The pooled class of every unselected cell type (``imbalance.other``); not Matek's OTH."""
+
+
 def class_name(code: str) -> str:
     """Full name for a class code, or the code itself for classes outside the Matek table."""
+    if code == OTHER_CODE:
+        return "any other class (pooled)"
     info = CLASSES.get(code)
     return info.name if info else code
 

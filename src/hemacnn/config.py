@@ -64,17 +64,25 @@ class ModelConfig(_Section):
     width: float = Field(1.0, gt=0)
     noise_std: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
+    weights: str | None = None  # local state-dict file to start from (zoo models; issue 8)
 
 
 class OptimizerConfig(_Section):
-    """Adam or Adadelta with Keras defaults where the paper is silent (eps 1e-7)."""
+    """Adam or Adadelta with Keras defaults where the paper is silent (eps 1e-7).
 
-    name: Literal["adam", "adadelta"] = "adam"
+    Issue 8 adds AdamW and SGD (momentum, Nesterov) and decoupled weight decay (AdamW's, and
+    SGD's coupled one); with the defaults nothing changes for the paper configs.
+    """
+
+    name: Literal["adam", "adadelta", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     rho: float = Field(0.95, ge=0, lt=1)
     eps: float = Field(1e-7, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
 
 
 class TrainerConfig(_Section):
@@ -98,6 +106,40 @@ class TrainerConfig(_Section):
     log_every_n_steps: int = Field(10, ge=1)
 
 
+class RecipeConfig(_Section):
+    """Training-recipe options beyond the paper (issue 8); every default is the paper's recipe."""
+
+    schedule: Literal["none", "onecycle", "cosine", "plateau"] = "none"
+    warmup_epochs: float = Field(0.0, ge=0)  # cosine: linear warm-up; onecycle: rise length
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine floor; plateau floor
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(3, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)  # max gradient norm
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # EMA of the weights; evaluated + saved
+    mixup_alpha: float = Field(0.0, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
+    stain_jitter: float = Field(0.0, ge=0, le=0.5)  # brightness/contrast/saturation, hue/4
+    crop_scale: float | None = Field(None, gt=0, lt=1)  # random resized crop, min area share
+    freeze_backbone_epochs: int = Field(0, ge=0)  # train the head only for N epochs
+
+
+class ImbalanceConfig(_Section):
+    """Class-imbalance options (issue 8); defaults: plain shuffling and unweighted loss."""
+
+    class_weights: bool = False  # weight the loss by n / (k * n_class) of the training split
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
+    per_class: int | None = Field(None, ge=1)  # balanced: draws per class per epoch
+    focal_gamma: float = Field(0.0, ge=0)  # > 0: focal loss
+    other: bool | list[str] = False  # pool unselected classes (true: all; list: those) as OTHER
+
+    @model_validator(mode="after")
+    def _check(self) -> ImbalanceConfig:
+        if self.per_class is not None and self.sampler != "balanced":
+            raise ValueError("imbalance.per_class needs imbalance.sampler=balanced")
+        return self
+
+
 class Config(_Section):
     """A whole experiment."""
 
@@ -107,6 +149,19 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
+    imbalance: ImbalanceConfig = Field(default_factory=ImbalanceConfig)
+
+    @model_validator(mode="after")
+    def _check_other(self) -> Config:
+        other = self.imbalance.other
+        if isinstance(other, list):
+            both = sorted(set(other) & set(self.data.classes))
+            if both:
+                raise ValueError(f"imbalance.other lists {both}, which are in data.classes")
+            if not other:
+                raise ValueError("imbalance.other is an empty list; use false or list classes")
+        return self
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -158,7 +158,7 @@ def _data_items(data: str | os.PathLike, card: dict
     if root.is_file() and root.suffix.lower() == ".csv":
         return _csv_items(root, card)
     if not root.is_dir():
-        raise HemacnnError(f"data {root} not found; give a folder of class folders "
+        raise HemacnnError(f"data folder {root} not found; give a folder of class folders "
                            "(CLASS/.../image.jpg) or a CSV with path and class columns")
     entries = scan_dataset(root, progress=False).entries
     files, labels, skipped = [], [], []

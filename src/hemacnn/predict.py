@@ -76,8 +76,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     arch = card["arch"]
     model = build_model(arch["name"], arch["num_classes"], arch["input_size"],
                         options=arch.get("options") or {})
-    state = {k[len("model."):]: v for k, v in (ckpt.get("state_dict") or {}).items()
-             if k.startswith("model.")}
+    # A run trained with recipe.ema_decay keeps the averaged weights beside the raw ones; the
+    # averaged ones are what validation selected, so they are what predicts.
+    weights = ckpt.get("state_dict") or {}
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in weights) else "model."
+    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

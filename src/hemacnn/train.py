@@ -35,6 +35,13 @@ from hemacnn.classes import class_name
 from hemacnn.config import Config, dump_config, load_config
 from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.models import build_model, l2_penalty
+from hemacnn.recipe import (
+    RecipeHooks,
+    class_weights,
+    recipe_callbacks,
+    recipe_data_options,
+    recipe_options,
+)
 from hemacnn.runinfo import environment_info
 
 RUN_DIR_ENV = "HEMACNN_RUN_DIR"
@@ -61,14 +68,16 @@ class _ProgressBar(RichProgressBar):
         return items
 
 
-class CellClassifier(L.LightningModule):
+class CellClassifier(RecipeHooks, L.LightningModule):
     """A registered architecture + categorical cross-entropy + Keras-style L2 + per-class metrics.
 
     ``hparams.card`` is the model card, so a checkpoint alone rebuilds the model.
     Reported losses include the L2 term, as Keras reports them (the paper's curves are Keras').
     """
 
-    def __init__(self, card: dict[str, Any], optimizer: dict[str, Any], l2: float = 0.0):
+    def __init__(self, card: dict[str, Any], optimizer: dict[str, Any], l2: float = 0.0,
+                 recipe: dict[str, Any] | None = None,
+                 class_weights: list[float] | None = None):
         super().__init__()
         self.save_hyperparameters()
         arch = card["arch"]
@@ -77,6 +86,7 @@ class CellClassifier(L.LightningModule):
         # channels-last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest conv kernels:
         # measured here 1.2-1.5x faster in bf16 and fp32 for quick.yaml's model.
         self.model = self.model.to(memory_format=torch.channels_last)
+        self.setup_recipe(recipe, class_weights, arch["num_classes"])  # defaults: the paper's
         self.classes: list[str] = list(card["classes"])
         n = len(self.classes)
         self.train_acc = MulticlassAccuracy(n, average="micro")
@@ -95,8 +105,9 @@ class CellClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
+        x, target = self.mix(x, y)  # mixup/cutmix soft targets; accuracy still counts y
         logits = self(x)
-        loss, ce = self._loss(logits, y)
+        loss, ce = self._train_loss(logits, target)
         self.train_acc(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train_ce", ce, on_step=False, on_epoch=True, sync_dist=True)
@@ -105,7 +116,7 @@ class CellClassifier(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self.eval_forward(x)  # the EMA weights when recipe.ema_decay is set
         loss, ce = self._loss(logits, y)
         self.val_acc(logits, y)
         self.val_precision.update(logits, y)
@@ -145,13 +156,6 @@ class CellClassifier(L.LightningModule):
         random.setstate(rng["python"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        o = self.hparams.optimizer
-        if o["name"] == "adadelta":
-            return torch.optim.Adadelta(self.parameters(), lr=o["lr"], rho=o["rho"], eps=o["eps"])
-        return torch.optim.Adam(self.parameters(), lr=o["lr"], betas=(o["beta1"], o["beta2"]),
-                                eps=o["eps"])
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -237,6 +241,7 @@ def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: st
         "data_root": data_root,
         "manifest_hash": manifest_hash,
         "seed": cfg.seed,
+        **({"init_weights": cfg.model.weights} if cfg.model.weights else {}),
     }
 
 
@@ -261,6 +266,7 @@ def _datamodule(cfg: Config, splits_dir: Path | None, progress: bool):
         batch_size=d.batch_size, test_fraction=d.test_fraction, val_fraction=d.val_fraction,
         seed=cfg.seed, folds=d.folds, fold=d.fold, offline_rotate=tuple(d.offline_rotate),
         augment=d.augment, num_workers=d.num_workers, splits_dir=splits_dir, progress=progress,
+        **recipe_data_options(cfg),
     )
 
 
@@ -293,7 +299,13 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     dm.prepare_data()
     dm.setup("fit")
     card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()))
-    module = CellClassifier(card, cfg.optimizer.model_dump(), l2=cfg.model.l2)
+    module = CellClassifier(card, cfg.optimizer.model_dump(), l2=cfg.model.l2,
+                            recipe=recipe_options(cfg), class_weights=class_weights(cfg, dm))
+    if cfg.model.weights and not resume:  # on resume the checkpoint's weights win
+        counts = module.load_initial_weights(cfg.model.weights)
+        if progress and is_zero:
+            print(f"model.weights: {counts['loaded']} tensors loaded from {cfg.model.weights}, "
+                  f"{counts['kept_random']} kept random (e.g. the classifier)")
     trainer = _trainer(cfg, run_dir, dm.class_codes, progress)
     if is_zero and not resume:
         from hemacnn.data.splits import save_splits
@@ -329,6 +341,7 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss",
                         mode="min", save_top_k=1, save_last=True, enable_version_counter=False),
         EpochMetricsCSV(run_dir / "metrics.csv", classes),
+        *recipe_callbacks(cfg),
     ]
     if progress:
         callbacks.append(_ProgressBar())
@@ -340,14 +353,16 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
         raise HemacnnError("trainer.precision=16 needs a CUDA GPU; on a CPU use "
                            "trainer.precision=bf16 (or 32)")
     try:
-        return _lightning_trainer(t, run_dir, callbacks, loggers, progress)
+        return _lightning_trainer(t, run_dir, callbacks, loggers, progress,
+                                  grad_clip=cfg.recipe.grad_clip)
     except (MisconfigurationException, ImportError, ValueError) as exc:
         raise HemacnnError(f"trainer settings rejected by Lightning: {exc}") from None
 
 
 def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: list,
-                       progress: bool) -> L.Trainer:
+                       progress: bool, grad_clip: float | None = None) -> L.Trainer:
     return L.Trainer(
+        gradient_clip_val=grad_clip,
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
         strategy=t.strategy, num_nodes=t.num_nodes, precision=PRECISION[t.precision],
         deterministic=t.deterministic, callbacks=callbacks, logger=loggers,

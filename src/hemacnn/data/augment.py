@@ -11,7 +11,7 @@ it. So the same seed gives the same transforms whatever the number of DataLoader
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -82,3 +82,24 @@ class SeededShuffleSampler(Sampler):
             return iter(order)
         ks = rng.integers(0, N_DIHEDRAL, size=self.n).tolist()
         return iter(zip(order, ks, strict=True))
+
+
+def stain_transform(image_size: int, stain_jitter: float = 0.0, crop_scale: float | None = None
+                    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Per-image random transforms for stained cells (torchvision.transforms.v2), or None.
+
+    ``stain_jitter`` s: brightness, contrast and saturation factors in [1-s, 1+s] and a hue
+    shift of up to s/4 (small, because the stain's colours carry the class). ``crop_scale``
+    a: a random resized crop keeping [a, 1] of the area at aspect 3/4..4/3, back to the input
+    size (cells are centred in Matek's crops, so a stays large, e.g. 0.7). Training only; acts
+    on uint8 CHW tensors and draws from torch's generator (seeded per run and per worker).
+    """
+    from torchvision.transforms import v2
+
+    steps: list[Callable] = []
+    if crop_scale is not None:
+        steps.append(v2.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), antialias=True))
+    if stain_jitter > 0:
+        steps.append(v2.ColorJitter(brightness=stain_jitter, contrast=stain_jitter,
+                                    saturation=stain_jitter, hue=stain_jitter / 4))
+    return v2.Compose(steps) if steps else None

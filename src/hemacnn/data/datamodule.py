@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hemacnn.classes import PAPER_CLASSES
-from hemacnn.data.augment import SeededShuffleSampler, dihedral, offline_rotated_items
+from hemacnn.data.augment import (
+    SeededShuffleSampler,
+    dihedral,
+    offline_rotated_items,
+    stain_transform,
+)
+from hemacnn.data.balance import BalancedSampler, pool_other
 from hemacnn.data.cache import ImageCache, build_cache, preprocess_image
 from hemacnn.data.manifest import Entry, manifest_hash
 from hemacnn.data.splits import Item, Splits, load_splits, make_splits
@@ -53,7 +59,8 @@ class CellDataset(Dataset):
 
     def __init__(self, images: ImageCache | DecodedImages, items: Sequence[Item],
                  classes: Sequence[str], offline_rotate: Sequence[str] = (),
-                 augment: bool = False, seed: int = 0) -> None:
+                 augment: bool = False, seed: int = 0, extra: Callable | None = None,
+                 balanced: int | bool | None = None) -> None:
         self.images = images
         self.classes = list(classes)
         index = {c: i for i, c in enumerate(self.classes)}
@@ -69,6 +76,8 @@ class CellDataset(Dataset):
         self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
+        self.extra = extra  # random per-image transforms on uint8 (training only)
+        self.balanced = balanced  # None: shuffle; True or a per-class budget: BalancedSampler
 
     def __len__(self) -> int:
         return len(self.items)
@@ -77,8 +86,11 @@ class CellDataset(Dataset):
         """Integer label of every sample, in order (offline copies included)."""
         return np.array([label for _, label, _ in self.items], dtype=np.int64)
 
-    def sampler(self) -> SeededShuffleSampler:
-        """The seeded shuffling sampler that also draws each sample's random transform."""
+    def sampler(self) -> Sampler:
+        """The seeded shuffling (or class-balanced) sampler; it also draws each transform."""
+        if self.balanced is not None:
+            per_class = None if self.balanced is True else int(self.balanced)
+            return BalancedSampler(self.labels(), per_class, self.seed, self.augment)
         return SeededShuffleSampler(len(self), self.seed, self.augment)
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,6 +107,8 @@ class CellDataset(Dataset):
             if k is None:  # plain int index (no SeededShuffleSampler): draw from (seed, epoch, i)
                 k = int(np.random.default_rng([self.seed, self.epoch, i]).integers(8))
             x = dihedral(x, k)
+        if self.extra is not None:
+            x = self.extra(x)
         return x.float().div_(255.0), torch.tensor(label, dtype=torch.int64)
 
 
@@ -107,7 +121,9 @@ class HemaDataModule(L.LightningDataModule):
                  folds: int | None = None, fold: int = 0, offline_rotate: Sequence[str] = (),
                  augment: bool = False, num_workers: int = 0,
                  splits_dir: str | os.PathLike | None = None, progress: bool = True,
-                 cache_workers: int | None = None) -> None:
+                 cache_workers: int | None = None, other: bool | Sequence[str] = False,
+                 balanced: int | bool | None = None, stain_jitter: float = 0.0,
+                 crop_scale: float | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         self.classes = list(classes)
@@ -125,6 +141,10 @@ class HemaDataModule(L.LightningDataModule):
         self.splits_dir = Path(splits_dir) if splits_dir is not None else None
         self.progress = progress
         self.cache_workers = cache_workers
+        # Issue 8 (imbalance, richer augmentation); the defaults change nothing.
+        self.other = other if other is True or not other else list(other)
+        self.balanced = balanced
+        self.extra = stain_transform(self.image_size, stain_jitter, crop_scale)
         if self.batch_size < 1:
             raise HemacnnError(f"batch_size must be at least 1, got {batch_size}")
         if self.num_workers < 0:
@@ -162,7 +182,11 @@ class HemaDataModule(L.LightningDataModule):
                                    f"{self.splits_dir} are missing or unusable in {self.root} "
                                    f"(first: {missing[0]}); use the data folder of that run")
         else:
-            splits = make_splits(entries, self.classes, self.test_fraction, self.val_fraction,
+            split_entries, classes = entries, self.classes
+            if self.other:
+                split_entries, classes = pool_other(entries, self.classes, self.other)
+                usable = {e.path: e for e in split_entries if e.usable}
+            splits = make_splits(split_entries, classes, self.test_fraction, self.val_fraction,
                                  self.seed, self.folds, self.fold, root=str(self.root))
         unknown = [c for c in self.offline_rotate if c not in splits.classes]
         if unknown:
@@ -198,7 +222,7 @@ class HemaDataModule(L.LightningDataModule):
         """Training samples: offline 90° copies and random dihedral transforms as configured."""
         splits, cache = self._require_setup()
         return CellDataset(cache, splits.train, splits.classes, self.offline_rotate,
-                           self.augment, self.seed)
+                           self.augment, self.seed, self.extra, self.balanced)
 
     def eval_dataset(self, split: str) -> CellDataset:
         """Samples of ``split`` without any augmentation."""

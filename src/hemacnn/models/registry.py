@@ -14,6 +14,16 @@ from hemacnn.errors import HemacnnError
 from hemacnn.models.builder import build_table, table_min_input
 from hemacnn.models.tables import PAPER_TABLES, PaperTable
 from hemacnn.models.vgg import VGG16_MIN_INPUT, VGG16_PAPER_INPUT, build_vgg16
+from hemacnn.models.zoo import (
+    IMAGENET_INPUT,
+    TIMM_LISTED,
+    TIMM_PREFIX,
+    TORCHVISION_MODELS,
+    ZOO_MIN_INPUT,
+    build_timm,
+    build_torchvision,
+    timm_known,
+)
 
 # Every model accepts the same options, so a config can pass them uniformly.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -51,22 +61,45 @@ def _build_vgg16(num_classes: int, input_size: int, opts: dict[str, Any]) -> nn.
                        dropout=opts["dropout"])
 
 
+def _torchvision_entry(name: str) -> ModelEntry:
+    def build(num_classes: int, input_size: int, opts: dict[str, Any]) -> nn.Module:
+        return build_torchvision(name, num_classes, opts)
+
+    return ModelEntry(name, TORCHVISION_MODELS[name][1], IMAGENET_INPUT, ZOO_MIN_INPUT, build)
+
+
+def _timm_entry(name: str) -> ModelEntry:
+    def build(num_classes: int, input_size: int, opts: dict[str, Any]) -> nn.Module:
+        return build_timm(name, num_classes, opts)
+
+    return ModelEntry(name, "timm, from scratch", IMAGENET_INPUT, ZOO_MIN_INPUT, build)
+
+
 _REGISTRY: dict[str, ModelEntry] = {
     **{name: _table_entry(t) for name, t in PAPER_TABLES.items()},
     "vgg16": ModelEntry("vgg16", "Table 8 (V), torchvision cfg D", VGG16_PAPER_INPUT,
                         VGG16_MIN_INPUT, _build_vgg16),
+    **{name: _torchvision_entry(name) for name in TORCHVISION_MODELS},
+    **{name: _timm_entry(name) for name in TIMM_LISTED},
 }
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`, sorted."""
+    """Names accepted by :func:`build_model`, sorted (any other ``timm/<name>`` works too)."""
     return sorted(_REGISTRY)
 
 
 def _entry(name: str) -> ModelEntry:
-    if not isinstance(name, str) or name.lower() not in _REGISTRY:
-        raise HemacnnError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _REGISTRY[name.lower()]
+    if isinstance(name, str) and name.lower() in _REGISTRY:
+        return _REGISTRY[name.lower()]
+    # timm's own names are case-sensitive and open-ended: any model timm knows is accepted.
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX) and timm_known(
+            name[len(TIMM_PREFIX):]):
+        return _timm_entry(name)
+    hint = ("; timm knows no model of that name (see timm.list_models())"
+            if isinstance(name, str) and name.startswith(TIMM_PREFIX) else "")
+    raise HemacnnError(f"unknown model {name!r}{hint}; known models: {', '.join(list_models())}"
+                       f", or timm/<any timm model name>")
 
 
 def _number(key: str, value: Any) -> float:
@@ -145,7 +178,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def models_table(num_classes: int = 4) -> str:
     """Text table of every registered model at its paper input size (for `hemacnn models`)."""
-    header = ("model", "paper", "input px", f"params ({num_classes} classes)", "min input px")
+    header = ("model", "source", "input px", f"params ({num_classes} classes)", "min input px")
     rows = [header]
     for name in list_models():
         entry = _REGISTRY[name]
@@ -159,5 +192,8 @@ def models_table(num_classes: int = 4) -> str:
                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append("Models return logits; width/noise_std/in_channels/dropout are build options.")
+    lines.append("Models return logits; width/noise_std/in_channels/dropout are build options "
+                 "(the zoo models take in_channels and, for timm, dropout).")
+    lines.append("Any timm model works by name: model.name=timm/<name> (from scratch; "
+                 "model.weights=PATH loads local pretrained weights).")
     return "\n".join(lines)

@@ -1,0 +1,221 @@
+"""Training-recipe pieces beside the trainer (issue 8): optimizers, schedules, losses, mixing, EMA.
+
+Each piece is switched on by the config's ``optimizer`` / ``recipe`` / ``imbalance`` sections;
+with their defaults the trainer runs the paper's recipe unchanged (constant-rate Adam, plain
+categorical cross-entropy). Everything here is a thin use of PyTorch's and torchvision's own
+implementations, so the behaviour is theirs and documented there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def make_optimizer(params: Iterable[nn.Parameter], o: dict[str, Any]) -> torch.optim.Optimizer:
+    """Adam / Adadelta (the paper's), AdamW (decoupled weight decay) or SGD with momentum."""
+    wd = o.get("weight_decay", 0.0)
+    if o["name"] == "adadelta":
+        return torch.optim.Adadelta(params, lr=o["lr"], rho=o["rho"], eps=o["eps"],
+                                    weight_decay=wd)
+    if o["name"] == "adamw":
+        return torch.optim.AdamW(params, lr=o["lr"], betas=(o["beta1"], o["beta2"]),
+                                 eps=o["eps"], weight_decay=wd)
+    if o["name"] == "sgd":
+        return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"],
+                               nesterov=o["nesterov"], weight_decay=wd)
+    return torch.optim.Adam(params, lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"],
+                            weight_decay=wd)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, floor: float):
+    """LR multiplier per step: linear rise over ``warmup_steps``, then cosine down to ``floor``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return factor
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, r: dict[str, Any], lr: float,
+                   total_steps: int, max_epochs: int) -> dict[str, Any] | None:
+    """Lightning's lr_scheduler entry for ``recipe.schedule`` (None for a constant rate)."""
+    kind = r.get("schedule", "none")
+    if kind == "none":
+        return None
+    steps_per_epoch = max(1, total_steps // max(1, max_epochs))
+    warmup = int(round(r.get("warmup_epochs", 0.0) * steps_per_epoch))
+    if kind == "onecycle":
+        # Rise over warmup_epochs (default: torch's 30% of the run), then cosine annealing.
+        pct = min(0.9, warmup / total_steps) if warmup else 0.3
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=max(2, total_steps), pct_start=pct,
+            cycle_momentum=False)  # keep the configured betas/momentum fixed
+        return {"scheduler": sched, "interval": "step"}
+    if kind == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(warmup, total_steps, r.get("min_lr_ratio", 0.0)))
+        return {"scheduler": sched, "interval": "step"}
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=r["plateau_factor"], patience=r["plateau_patience"],
+        min_lr=lr * r.get("min_lr_ratio", 0.0))
+    return {"scheduler": sched, "interval": "epoch", "monitor": "val_loss"}
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor,
+                        weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                        focal_gamma: float = 0.0) -> torch.Tensor:
+    """Cross-entropy (optionally class-weighted, label-smoothed) or focal loss, in fp32.
+
+    ``target`` is class indices or (mixup/cutmix) class probabilities. Focal loss (Lin et al.
+    2017) down-weights well-classified samples by (1 - p_t)^gamma; gamma 0 is cross-entropy.
+    """
+    logits = logits.float()
+    if focal_gamma == 0.0:
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
+    n = logits.shape[1]
+    t = target.float() if target.is_floating_point() else F.one_hot(target, n).float()
+    if label_smoothing:
+        t = t * (1.0 - label_smoothing) + label_smoothing / n
+    logp = F.log_softmax(logits, dim=1)
+    per_class = -t * (1.0 - logp.exp()).pow(focal_gamma) * logp
+    if weight is not None:
+        per_class = per_class * weight
+    return per_class.sum(dim=1).mean()
+
+
+def batch_mixer(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
+    """torchvision.transforms.v2 MixUp / CutMix (one of them per batch when both), or None."""
+    if not mixup_alpha and not cutmix_alpha:
+        return None
+    from torchvision.transforms import v2
+
+    steps = []
+    if cutmix_alpha:
+        steps.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    if mixup_alpha:
+        steps.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    return steps[0] if len(steps) == 1 else v2.RandomChoice(steps)
+
+
+def make_ema(model: nn.Module, decay: float) -> nn.Module:
+    """torch's exponential moving average of ``model``'s weights and BatchNorm buffers."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    for p in ema.parameters():  # updated by averaging, never by the optimizer
+        p.requires_grad_(False)
+    return ema
+
+
+# --- from the config to the trainer's parts (kept here so train.py stays the paper's loop) ---
+
+def recipe_options(cfg) -> dict[str, Any]:
+    """The plain-typed recipe settings the LightningModule needs (saved in its hparams)."""
+    r = cfg.recipe.model_dump()
+    r["focal_gamma"] = cfg.imbalance.focal_gamma
+    return r
+
+
+def recipe_data_options(cfg) -> dict[str, Any]:
+    """HemaDataModule keyword arguments for imbalance.* and the richer augmentation."""
+    imb, r = cfg.imbalance, cfg.recipe
+    balanced = None
+    if imb.sampler == "balanced":
+        balanced = imb.per_class if imb.per_class is not None else True
+    return {"other": imb.other, "balanced": balanced, "stain_jitter": r.stain_jitter,
+            "crop_scale": r.crop_scale}
+
+
+def class_weights(cfg, dm) -> list[float] | None:
+    """imbalance.class_weights: n / (k * n_class) over the training split, as plain floats."""
+    if not cfg.imbalance.class_weights:
+        return None
+    from hemacnn.data.balance import inverse_frequency_weights
+
+    labels = dm.train_dataset().labels()
+    return [float(w) for w in inverse_frequency_weights(labels, len(dm.class_codes))]
+
+
+def recipe_callbacks(cfg) -> list:
+    """Lightning's LearningRateMonitor when the rate changes (it logs to CSV + TensorBoard)."""
+    if cfg.recipe.schedule == "none":
+        return []
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    return [LearningRateMonitor(logging_interval="epoch")]
+
+
+class RecipeHooks:
+    """The LightningModule side of the recipe (mixed into :class:`hemacnn.train.CellClassifier`).
+
+    Optimizer and schedule, the training loss, mixup/cutmix, EMA, backbone freezing and
+    initial weights. With an empty recipe it is the paper's: Adam or Adadelta at a constant
+    rate and plain cross-entropy, and no EMA or mixing objects exist.
+    """
+
+    def setup_recipe(self, recipe: dict[str, Any] | None, weights: list[float] | None,
+                     num_classes: int) -> None:
+        """Build the recipe's parts (called from ``__init__``, after ``self.model``)."""
+        self.recipe: dict[str, Any] = dict(recipe or {})
+        self.register_buffer("class_weight", None if weights is None else
+                             torch.tensor(weights, dtype=torch.float32), persistent=False)
+        self.mixer = batch_mixer(self.recipe.get("mixup_alpha", 0.0),
+                                 self.recipe.get("cutmix_alpha", 0.0), num_classes)
+        decay = self.recipe.get("ema_decay")
+        self.ema = make_ema(self.model, decay) if decay else None
+
+    def load_initial_weights(self, path: str) -> dict[str, int]:
+        """Start from a local state-dict file (``model.weights``); the EMA starts there too."""
+        from hemacnn.models.zoo import load_pretrained
+
+        counts = load_pretrained(self.model, path)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.model.state_dict())
+        return counts
+
+    def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for validation: the averaged weights when EMA is on (they are what is saved
+        for prediction, so checkpoints are selected by them)."""
+        if self.ema is None:
+            return self(x)
+        return self.ema.module(x.contiguous(memory_format=torch.channels_last))
+
+    def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MixUp/CutMix the batch (soft targets) when configured, else return it unchanged."""
+        return (x, y) if self.mixer is None else self.mixer(x, y)
+
+    def _train_loss(self, logits: torch.Tensor, target: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from hemacnn.models import l2_penalty
+
+        r = self.recipe
+        loss = classification_loss(logits, target, self.class_weight,
+                                   r.get("label_smoothing", 0.0), r.get("focal_gamma", 0.0))
+        l2 = self.hparams.l2
+        return (loss + l2_penalty(self.model, l2) if l2 else loss), loss
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.recipe.get("freeze_backbone_epochs", 0)
+        if frozen:  # fine-tuning: the head alone first, then everything
+            from hemacnn.models.zoo import set_backbone_trainable
+
+            set_backbone_trainable(self.model, self.current_epoch >= frozen)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def configure_optimizers(self) -> Any:
+        o = self.hparams.optimizer
+        optimizer = make_optimizer(self.model.parameters(), o)
+        sched = make_scheduler(optimizer, self.recipe, o["lr"],
+                               int(self.trainer.estimated_stepping_batches),
+                               self.trainer.max_epochs)
+        return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}

@@ -1,0 +1,316 @@
+"""Training-recipe options (issue 8): each switch does what it says, on tiny tensors or runs.
+
+Unit checks on the pieces (optimizers, schedules, losses, mixing, EMA, augmentation), then
+short real Lightning runs on synthetic images for the switches that live in the trainer.
+The paper configs must keep the paper's recipe: that is checked first.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from PIL import Image
+from torch import nn
+
+from hemacnn.config import load_config
+from hemacnn.data.augment import stain_transform
+from hemacnn.recipe import (
+    batch_mixer,
+    classification_loss,
+    make_ema,
+    make_optimizer,
+    make_scheduler,
+    recipe_options,
+    warmup_cosine,
+)
+from hemacnn.train import CellClassifier, train
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("BLA", "LYT", "NGS")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "paper").glob("*.yaml"))
+                         + [REPO / "configs" / "quick.yaml"])
+def test_paper_and_quick_configs_keep_the_paper_recipe(path: Path) -> None:
+    cfg = load_config(path)
+    card = {"classes": list(cfg.data.classes),
+            "arch": {"name": cfg.model.name, "num_classes": len(cfg.data.classes),
+                     "input_size": 48 if cfg.model.name == "mv3" else 134,
+                     "options": {"width": 0.05, "noise_std": cfg.model.noise_std}}}
+    module = CellClassifier(card, cfg.optimizer.model_dump(), recipe=recipe_options(cfg))
+    assert module.ema is None and module.mixer is None and module.class_weight is None
+    assert cfg.imbalance.sampler == "shuffle" and cfg.imbalance.other is False
+    assert cfg.recipe.crop_scale is None and cfg.recipe.stain_jitter == 0
+    assert cfg.model.weights is None and cfg.recipe.grad_clip is None
+
+    class _Trainer:  # configure_optimizers asks the trainer for the run's length only
+        estimated_stepping_batches = 100
+        max_epochs = 10
+
+    module.trainer = _Trainer()  # type: ignore[assignment]
+    opt = module.configure_optimizers()
+    assert type(opt) is (torch.optim.Adam if cfg.optimizer.name == "adam"
+                         else torch.optim.Adadelta)  # no scheduler: a constant rate
+    assert opt.param_groups[0]["weight_decay"] == 0
+    logits, y = torch.randn(5, len(cfg.data.classes)), torch.tensor([0, 1, 0, 1, 1])
+    assert torch.equal(module._train_loss(logits, y)[1], F.cross_entropy(logits, y))
+
+
+def _one_param(value: float = 1.0) -> nn.Parameter:
+    return nn.Parameter(torch.tensor([value]))
+
+
+def _opt(name: str, **kw) -> dict:
+    return {"name": name, "lr": 0.1, "beta1": 0.9, "beta2": 0.999, "rho": 0.95, "eps": 1e-7,
+            "weight_decay": 0.0, "momentum": 0.9, "nesterov": False, **kw}
+
+
+def test_adamw_decay_is_decoupled_from_the_gradient() -> None:
+    # With a zero gradient, AdamW shrinks the weight by lr * wd exactly; Adam's (coupled)
+    # decay goes through the adaptive step instead and moves it by about lr.
+    p = _one_param()
+    opt = make_optimizer([p], _opt("adamw", weight_decay=0.5))
+    p.grad = torch.zeros(1)
+    opt.step()
+    assert p.item() == pytest.approx(1.0 - 0.1 * 0.5)
+    q = _one_param()
+    opt = make_optimizer([q], _opt("adam", weight_decay=0.5))
+    q.grad = torch.zeros(1)
+    opt.step()
+    assert q.item() == pytest.approx(0.9, abs=1e-3)
+
+
+def test_sgd_momentum_and_nesterov() -> None:
+    def two_steps(nesterov: bool) -> float:
+        p = _one_param(0.0)
+        opt = make_optimizer([p], _opt("sgd", nesterov=nesterov))
+        for _ in range(2):
+            p.grad = torch.ones(1)
+            opt.step()
+        return p.item()
+
+    assert two_steps(False) == pytest.approx(-0.1 - 0.19)  # buffers 1, 1.9
+    assert two_steps(True) == pytest.approx(-0.19 - 0.271)  # g + m * buf
+
+
+def _lrs(r: dict, steps: int = 100, epochs: int = 10, lr: float = 1.0) -> list[float]:
+    p = _one_param()
+    opt = torch.optim.SGD([p], lr=lr)
+    sched = make_scheduler(opt, r, lr, steps, epochs)["scheduler"]
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_onecycle_rises_to_the_configured_rate_then_anneals() -> None:
+    lrs = _lrs({"schedule": "onecycle", "warmup_epochs": 2})
+    peak = int(np.argmax(lrs))
+    assert peak in (19, 20) and lrs[peak] == pytest.approx(1.0, rel=1e-3)
+    assert lrs[0] < 0.1 and lrs[-1] < 1e-3
+
+
+def test_cosine_with_warmup() -> None:
+    lrs = _lrs({"schedule": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.1})
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # no rise after
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01)
+    assert warmup_cosine(0, 10, 0.0)(5) == pytest.approx(0.5)
+
+
+def test_reduce_on_plateau_halves_after_patience() -> None:
+    p = _one_param()
+    opt = torch.optim.SGD([p], lr=1.0)
+    entry = make_scheduler(opt, {"schedule": "plateau", "plateau_factor": 0.5,
+                                 "plateau_patience": 1, "min_lr_ratio": 0.0}, 1.0, 10, 10)
+    assert entry["monitor"] == "val_loss" and entry["interval"] == "epoch"
+    for loss in (1.0, 1.0, 1.0):
+        entry["scheduler"].step(loss)
+    assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_label_smoothing_and_class_weights_change_the_loss() -> None:
+    logits = torch.tensor([[10.0, -10.0, -10.0]])
+    y = torch.tensor([0])
+    assert classification_loss(logits, y) < 1e-6  # confident and right: no loss
+    assert classification_loss(logits, y, label_smoothing=0.3) > 1.0  # smoothing penalises it
+    wrong = torch.tensor([[0.0, 2.0, 0.0]])
+    w = torch.tensor([3.0, 1.0, 1.0])
+    # Hard labels: a weighted mean, so one sample's loss is unchanged by its weight...
+    assert classification_loss(wrong, y, weight=w) == pytest.approx(
+        classification_loss(wrong, y).item())
+    # ...but across classes the weighted class dominates.
+    two, yy = torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 2.0]]), torch.tensor([0, 2])
+    hard, easy = F.cross_entropy(two, yy, reduction="none").tolist()
+    weighted = classification_loss(two, yy, weight=w).item()
+    assert weighted == pytest.approx((3 * hard + easy) / 4)
+
+
+def test_focal_loss_matches_its_formula() -> None:
+    logits = torch.log(torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3]]))
+    y = torch.tensor([0, 0])
+    expected = -(0.1 ** 2 * math.log(0.9) + 0.8 ** 2 * math.log(0.2)) / 2
+    assert classification_loss(logits, y, focal_gamma=2.0).item() == pytest.approx(expected,
+                                                                                   rel=1e-5)
+    assert classification_loss(logits, y, focal_gamma=0.0).item() == pytest.approx(
+        F.cross_entropy(logits, y).item())
+
+
+def test_mixup_and_cutmix_give_soft_targets() -> None:
+    torch.manual_seed(0)
+    x = torch.stack([torch.zeros(3, 8, 8), torch.ones(3, 8, 8)])
+    y = torch.tensor([0, 2])
+    for mixer in (batch_mixer(0.4, 0.0, 3), batch_mixer(0.0, 1.0, 3), batch_mixer(0.4, 1.0, 3)):
+        xm, t = mixer(x, y)
+        assert t.shape == (2, 3) and torch.allclose(t.sum(1), torch.ones(2))
+        assert t[:, 1].abs().max() == 0  # only the two classes present are mixed
+        assert ((xm > 0) & (xm < 1)).any() or ((xm == 0).any() and (xm == 1).any())
+        assert classification_loss(torch.randn(2, 3), t, focal_gamma=2.0).isfinite()
+    assert batch_mixer(0.0, 0.0, 3) is None
+
+
+def test_ema_is_torchs_exponential_average() -> None:
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = make_ema(model, 0.9)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update_parameters(model)  # the first update copies
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update_parameters(model)
+    assert ema.module.weight.item() == pytest.approx(0.9 * 2.0 + 0.1 * 3.0)
+    assert not any(p.requires_grad for p in ema.parameters())
+
+
+def test_stain_transform_jitters_colour_and_crops_at_full_size() -> None:
+    assert stain_transform(32) is None
+    torch.manual_seed(0)
+    img = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    jitter = stain_transform(32, stain_jitter=0.2)
+    out = jitter(img)
+    assert out.dtype == torch.uint8 and out.shape == img.shape and not torch.equal(out, img)
+    crop = stain_transform(32, crop_scale=0.5)
+    outs = [crop(img) for _ in range(5)]
+    assert all(o.shape == img.shape for o in outs)
+    assert any(not torch.equal(o, img) for o in outs)
+
+
+# --- real Lightning runs on synthetic images (mechanics only) ---------------------------------
+
+@pytest.fixture(scope="module")
+def colour_root(tmp_path_factory) -> Path:
+    """Three classes of 32 px JPEGs told apart by colour."""
+    root = tmp_path_factory.mktemp("colours")
+    rng = np.random.default_rng(0)
+    base = {"BLA": (180, 60, 60), "LYT": (60, 160, 60), "NGS": (60, 60, 190)}
+    for code, rgb in base.items():
+        (root / code).mkdir()
+        for i in range(20):
+            img = rng.normal(rgb, 40, size=(32, 32, 3)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / code / f"{code}_{i:03d}.jpg", quality=90)
+    return root
+
+
+def tiny(tmp_path: Path, root: Path, **sections) -> Path:
+    """An eighth-width MV2 at 46 px: seconds per run."""
+    cfg = {"name": "tiny", "seed": 0,
+           "data": {"root": str(root), "classes": list(CLASSES), "image_size": 46,
+                    "batch_size": 8},
+           "model": {"name": "mv2", "width": 0.125},
+           "optimizer": {"name": "adamw", "lr": 0.01},
+           "trainer": {"max_epochs": 3, "patience": None, "accelerator": "cpu", "devices": 1}}
+    for key, value in sections.items():
+        cfg.setdefault(key, {}).update(value)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_schedule_is_logged_per_epoch(tmp_path, colour_root) -> None:
+    cfg = tiny(tmp_path, colour_root, recipe={"schedule": "cosine", "warmup_epochs": 1})
+    run = train(cfg, out=tmp_path / "run", progress=False)
+    lrs = [float(r["lr"]) for r in _metrics(run)]
+    assert len(lrs) == 3 and lrs[0] > lrs[1] > lrs[2]  # cosine after one warm-up epoch
+    with (run / "logs" / "csv" / "metrics.csv").open(newline="") as fh:
+        logged = [r for r in csv.DictReader(fh) if r.get("lr-AdamW")]
+    assert len(logged) == 3  # Lightning's LearningRateMonitor, once per epoch
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # plain types only
+    assert ckpt["lr_schedulers"] and ckpt["hyper_parameters"]["recipe"]["schedule"] == "cosine"
+
+
+def _init_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A saved state dict of the tiny model: a known starting point via model.weights."""
+    from hemacnn.models import build_model
+
+    torch.manual_seed(123)
+    model = build_model("mv2", 3, 46, width=0.125)
+    path = tmp_path / "init.pt"
+    torch.save(model.state_dict(), path)
+    return path, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _moved(ckpt: dict, init: dict[str, torch.Tensor], prefix: str = "model.") -> float:
+    return math.sqrt(sum(((ckpt["state_dict"][prefix + n] - v) ** 2).sum().item()
+                         for n, v in init.items()))
+
+
+def test_gradient_clipping_bounds_each_step(tmp_path, colour_root) -> None:
+    # Plain SGD with lr 1: a step moves the weights by lr * |grad| <= clip, in norm.
+    path, init = _init_file(tmp_path)
+    moved = {}
+    for clip in (1e-3, None):
+        cfg = tiny(tmp_path, colour_root, optimizer={"name": "sgd", "lr": 1.0, "momentum": 0},
+                   model={"weights": str(path)}, recipe={"grad_clip": clip},
+                   trainer={"max_epochs": 1})
+        run = train(cfg, out=tmp_path / f"run-{clip}", progress=False)
+        ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        moved[clip] = (_moved(ckpt, init), ckpt["global_step"])
+    distance, steps = moved[1e-3]
+    assert 0 < distance <= steps * 1e-3 * 1.001
+    assert moved[None][0] > steps * 1e-3 * 10  # without clipping the steps are far larger
+
+
+def test_ema_weights_are_validated_saved_and_predict(tmp_path, colour_root) -> None:
+    from hemacnn.predict import load_checkpoint
+
+    cfg = tiny(tmp_path, colour_root, recipe={"ema_decay": 0.5}, trainer={"max_epochs": 2})
+    run = train(cfg, out=tmp_path / "run", progress=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    sd = ckpt["state_dict"]
+    assert int(sd["ema.n_averaged"]) == ckpt["global_step"]  # one update per step
+    raw, avg = sd["model.L0_conv.weight"], sd["ema.module.L0_conv.weight"]
+    assert not torch.equal(raw, avg)
+    model, _ = load_checkpoint(run / "checkpoints" / "last.ckpt", device="cpu")
+    assert torch.equal(model.L0_conv.weight, avg)  # prediction uses the averaged weights
+
+
+def test_mixup_stain_and_balanced_options_train(tmp_path, colour_root) -> None:
+    cfg = tiny(tmp_path, colour_root,
+               data={"augment": True},
+               recipe={"mixup_alpha": 0.2, "cutmix_alpha": 1.0, "stain_jitter": 0.1,
+                       "crop_scale": 0.7, "label_smoothing": 0.1, "schedule": "onecycle"},
+               imbalance={"sampler": "balanced", "per_class": 5, "focal_gamma": 2.0,
+                          "class_weights": True},
+               trainer={"max_epochs": 1})
+    run = train(cfg, out=tmp_path / "run", progress=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2  # 3 classes x 5 draws = 15 samples = 2 batches of 8
+    hp = ckpt["hyper_parameters"]
+    assert hp["recipe"]["focal_gamma"] == 2.0 and len(hp["class_weights"]) == 3
+    assert math.isfinite(float(_metrics(run)[0]["train_loss"]))
