@@ -90,10 +90,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from hemacnn.predict import format_predictions, predict_files
+    from hemacnn.predict import run_predict
 
-    preds = predict_files(args.checkpoint, args.images, tta=args.tta)
-    print(json.dumps(preds) if args.json else format_predictions(preds))
+    text, n_classified = run_predict(
+        args.model, args.inputs, out=args.out, as_json=args.json, tta=args.tta,
+        review_below=args.review_below, with_differential=args.differential,
+        batch_size=args.batch_size, precision=args.precision, progress=not args.json)
+    print(text)
+    if n_classified == 0:
+        raise HemacnnError("no input file could be classified (see each file's status above)")
     return 0
 
 
@@ -203,6 +208,62 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=_cmd_sweep)
 
 
+# --- put a trained model to work: export, explain, serve (issue 10) ---
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hemacnn.export import export_model
+
+    for kind, path in export_model(args.model, out=args.out, fmt=args.format).items():
+        print(f"wrote {path}" + ("  (model card)" if kind == "card" else ""))
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from hemacnn.explain import explain_files
+
+    for line in explain_files(args.model, args.images, out=args.out, method=args.method,
+                              target=args.target):
+        print(line)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from hemacnn.serve import serve
+
+    serve(args.model, host=args.host, port=args.port)
+    return 0
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser("export", help="export a trained model to ONNX (with its model card)",
+                       description="Write MODEL as DIR/model.onnx (dynamic batch size) with "
+                       "DIR/model_card.json beside it; `hemacnn predict DIR/model.onnx` runs it "
+                       "with ONNX Runtime.")
+    x.add_argument("model", metavar="MODEL", help="run folder or .ckpt")
+    x.add_argument("--format", default="onnx", choices=["onnx"])
+    x.add_argument("--out", metavar="DIR", help="output folder (default: RUN/export)")
+    x.set_defaults(func=_cmd_export)
+
+    ex = sub.add_parser("explain", help="class-activation heat maps over cell images",
+                        description="Overlay a class-activation heat map (pytorch-grad-cam) on "
+                        "each image, for the predicted class or --target; one PNG per image.")
+    ex.add_argument("model", metavar="MODEL", help="run folder or .ckpt")
+    ex.add_argument("images", nargs="+", metavar="IMAGE")
+    ex.add_argument("--out", metavar="DIR", default="explain", help="folder for the PNGs")
+    ex.add_argument("--method", default="gradcam",
+                    help="gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam")
+    ex.add_argument("--target", metavar="CODE", help="class to explain (default: predicted)")
+    ex.set_defaults(func=_cmd_explain)
+
+    sv = sub.add_parser("serve", help="web page and JSON API for reviewing cells",
+                        description="Serve a page where cell images are dropped, classified, "
+                        "reviewed and counted, and a JSON API (OpenAPI docs at /docs).")
+    sv.add_argument("model", metavar="MODEL", help="run folder, .ckpt or .onnx")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default localhost only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(func=_cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     p = argparse.ArgumentParser(
@@ -263,15 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     c.set_defaults(func=_cmd_compare)
 
-    pr = sub.add_parser("predict", help="classify image files with a trained checkpoint")
-    pr.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
-    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr = sub.add_parser("predict", help="classify cell images with a trained model",
+                        description="Classify image files, folders (recursively) and globs "
+                        "with a run folder, a .ckpt or an exported .onnx: one row per file "
+                        "(class, probability of every class, review flag, status).")
+    pr.add_argument("model", metavar="MODEL", help="run folder, .ckpt or .onnx file")
+    pr.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or globs")
+    pr.add_argument("--out", metavar="FILE.csv", help="write the rows as CSV (or .json)")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
-    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--review-below", type=float, default=0.0, metavar="P",
+                    help="flag a cell for review when its top probability is below P")
+    pr.add_argument("--differential", action="store_true",
+                    help="differential count of all inputs as one patient's cells (written "
+                    "beside --out as <stem>.differential.csv/.json)")
+    pr.add_argument("--batch-size", type=int, default=64, metavar="N")
+    pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="auto: bf16 autocast where the hardware has it, else fp32")
     pr.set_defaults(func=_cmd_predict)
 
     _add_sweep(sub)
     _add_issue11_commands(sub)
+    _add_model_commands(sub)
     return p
 
 

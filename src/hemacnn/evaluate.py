@@ -105,14 +105,61 @@ def _split_items(run_dir: Path, card: dict, split: str
     return files, labels, skipped, dict(unknown)
 
 
+def read_labelled_csv(path: Path) -> list[tuple[str, str]]:
+    """(path, class) rows of a labelled-list CSV: a ``path`` column and a ``class`` column.
+
+    A ``reviewed_class`` column (the CSV that ``hemacnn serve`` downloads) wins over ``class``.
+    """
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            label = next((c for c in ("reviewed_class", "class") if c in fields), None)
+            if "path" not in fields or label is None:
+                raise HemacnnError(f"{path} needs a header with a 'path' column and a 'class' "
+                                   f"(or 'reviewed_class') column; found: {', '.join(fields)}")
+            return [(row["path"], (row[label] or "").strip()) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise HemacnnError(f"cannot read labelled list {path}: {exc}") from None
+
+
+def _csv_items(data: Path, card: dict
+               ) -> tuple[list[Path], list[str], list[dict], dict[str, int]]:
+    from hemacnn.data.scan import check_file
+
+    files, labels, skipped = [], [], []
+    unknown: Counter[str] = Counter()
+    for rel, label in read_labelled_csv(data):
+        path = Path(rel) if Path(rel).is_absolute() else data.parent / rel  # beside the CSV
+        if label not in card["classes"]:
+            unknown[label or "(empty)"] += 1
+            continue
+        found = (check_file(str(path.parent), path.name)[3] if path.is_file()
+                 else [("missing", "file not found")])
+        bad = [(st, d) for st, d in found if st in ("missing", "unreadable", "suspicious")]
+        if bad:
+            skipped.append({"path": rel, "status": bad[0][0], "detail": bad[0][1]})
+        else:
+            files.append(path)
+            labels.append(label)
+    if not files:
+        raise HemacnnError(f"no usable images of the model's classes "
+                           f"({', '.join(card['classes'])}) listed in {data}")
+    return files, labels, skipped, dict(unknown)
+
+
 def _data_items(data: str | os.PathLike, card: dict
                 ) -> tuple[list[Path], list[str], list[dict], dict[str, int]]:
     from hemacnn.data.scan import scan_dataset
 
     root = Path(data)
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return _csv_items(root, card)
     if not root.is_dir():
         raise HemacnnError(f"data folder {root} not found; give a folder of class folders "
-                           "(CLASS/.../image.jpg)")
+                           "(CLASS/.../image.jpg) or a CSV with path and class columns")
     entries = scan_dataset(root, progress=False).entries
     files, labels, skipped = [], [], []
     unknown: Counter[str] = Counter()
@@ -146,6 +193,8 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     else:
         files, labels, skipped, unknown = _data_items(data, card)
         name, root = f"data-{Path(data).resolve().name}", Path(data)
+        if root.is_file():  # a labelled-list CSV: its paths are relative to its folder
+            name, root = f"data-{root.resolve().stem}", root.parent
     if tta:
         name += "_tta"
     model, card = load_checkpoint(ckpt)

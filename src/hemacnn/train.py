@@ -159,13 +159,23 @@ class CellClassifier(RecipeHooks, L.LightningModule):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temp file and rename, so kill -9 never leaves a torn last.ckpt."""
+    """Write checkpoints to a temp file and rename, so kill -9 never leaves a torn last.ckpt.
+
+    Loading (resume) goes through :func:`hemacnn.checkpoint.read_checkpoint` (weights only).
+    """
 
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict:
+        # Resume reads the file the same safe way as predict: tensors and plain data only.
+        from hemacnn.checkpoint import read_checkpoint
+
+        return read_checkpoint(path)
 
 
 class EpochMetricsCSV(Callback):
