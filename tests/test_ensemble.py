@@ -85,8 +85,9 @@ def test_ensemble_averages_members_and_works_like_a_run(tmp_path, fold_runs, cap
     capsys.readouterr()
     assert main(["predict", str(ens), str(image), "--json"]) == 0
     pred = json.loads(capsys.readouterr().out)[0]
-    assert set(pred["probs"]) == {"LYT", "neutrophil", "platelet"}
-    assert sum(pred["probs"].values()) == pytest.approx(1.0, abs=1e-4)
+    probs = {k[2:]: v for k, v in pred.items() if k.startswith("p_")}
+    assert pred["status"] == "ok" and set(probs) == {"LYT", "neutrophil", "platelet"}
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_ensemble_rejects_bad_input_with_one_line(tmp_path, fold_runs, capsys):
