@@ -49,3 +49,22 @@ def matek_images() -> Path:
     from hemacnn.demo import sample_root
 
     return sample_root()
+
+
+@pytest.fixture(scope="session")
+def trained_run(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real trained quick run (MV3 quarter width, 48 px, 2 epochs, BLA/LYT/NGS): ~25 s once.
+
+    Shared by the predict, export, explain and serve tests, which need a model that has learnt
+    something from real cells (an untrained one gives near-ties that say nothing).
+    """
+    from hemacnn.cli import main
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    with pytest.MonkeyPatch.context() as mp:  # session scope: the autouse cache fixture is not up
+        mp.setenv("HEMACNN_CACHE", str(tmp_path_factory.getbasetemp() / "hemacnn-cache"))
+        code = main(["train", str(REPO / "configs" / "quick.yaml"), f"data.root={sample_root}",
+                     "data.classes=[BLA,LYT,NGS]", "data.image_size=48",
+                     "trainer.max_epochs=2", "--out", str(run), "--no-progress"])
+    assert code == 0, "training the shared test model failed"
+    return run

@@ -73,13 +73,15 @@ def test_bad_yaml_and_missing_file_are_one_line_errors(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+# Study files (configs/studies/) are not run configs; tests/test_study_files.py checks them.
+@pytest.mark.parametrize("path", sorted(p for p in (REPO / "configs").rglob("*.yaml")
+                                        if "studies" not in p.parts), ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
     cfg = load_config(path, ["data.root=/nonexistent"])
     assert yaml.safe_load(path.read_text())  # non-empty
     from hemacnn.models import list_models
 
-    assert cfg.model.name in {"mv1", "mv2", "mv3", "vgg16", "mv2b", *list_models()}
+    assert cfg.model.name in list_models() or cfg.model.name.startswith("timm/")
 
 
 # pycls style: every shipped config builds its model, whose size is pinned to hand arithmetic

@@ -267,7 +267,7 @@ def test_arch_rebuilds_the_model() -> None:
 
 def test_unknown_model_lists_known_names() -> None:
     with pytest.raises(HemacnnError, match=r"unknown model 'resnet99'; known models: "
-                                           r"mv1, mv2, mv3, resnet18, .*vgg16, or timm/"):
+                                           r"mv1, mv2, mv2mod, mv3, resnet18, .*vgg16, or timm/"):
         build_model("resnet99", 4, 128)
     with pytest.raises(HemacnnError, match=r"'timm/no_such_net'; timm knows no model"):
         build_model("timm/no_such_net", 4, 128)
@@ -315,3 +315,28 @@ def test_noise_keeps_channels_last_layout_and_distribution():
     assert abs(float(y.mean())) < 0.02 and abs(float(y.std()) - 1.0) < 0.02
     # Each position draws its own value: no channel or pixel repeats another.
     assert not torch.equal(y[:, 0], y[:, 1]) and not torch.equal(y[:, :, 0], y[:, :, 1])
+
+
+# Modified MV2 (IV-C, a reconstruction) @ 128: 128 -> 126 -pool2-> 63 -> 61 -pool2-> 30 -> 28
+# -> 26 -avgpool2-> 13 -> 11 -> 9; flatten 9 * 9 * 64 = 5184. BN after every convolution.
+MV2MOD_PARAMS = (conv(3, 256) + conv(256, 256) + conv(256, 128) + conv(128, 128)
+                 + conv(128, 64) + conv(64, 64) + bn(256) * 2 + bn(128) * 2 + bn(64) * 2
+                 + dense(9 * 9 * 64, 128) + dense(128, 64) + dense(64, 32) + dense(32, 4))
+
+
+def test_modified_mv2_reconstruction() -> None:
+    model = build_model("mv2mod", 4, 128)
+    assert count_parameters(model) == MV2MOD_PARAMS == 1_826_532
+    assert model.L5_conv.out_channels == 64  # "64 filters in L5"
+    assert model.L6_dense.out_features == 128  # "one Dense 128"
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 2  # MV2 has 3
+    assert "reconstruction" in models_table() and "mv2mod" in models_table()
+
+
+@pytest.mark.parametrize("name", ["mv2", "mv2mod", "mv3"])
+def test_batchnorm_has_keras_defaults(name: str) -> None:
+    # Keras BatchNormalization(momentum=0.99, epsilon=1e-3); PyTorch's momentum is the weight of
+    # the new batch, so Keras 0.99 is PyTorch 0.01.
+    with torch.device("meta"):
+        bns = [m for m in build_model(name, 4, 128).modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.01 and m.eps == 1e-3 for m in bns)

@@ -68,7 +68,8 @@ def test_default_four_classes_on_sample_names_ngb(sample_root: Path) -> None:
         make_splits(listing_entries(sample_root), root=str(sample_root))
     assert str(err.value) == (
         "class NGB has 1 usable image; at least 3 are needed to split train/val/test — "
-        "drop it with 'data.classes=[BLA,LYT,NGS]' or add images")
+        "drop it with 'data.classes=[BLA,LYT,NGS]', leave out every class this small with "
+        "data.rare_classes=drop, or add images")
 
 
 def test_missing_class_lists_present_ones(sample_root: Path) -> None:
@@ -232,3 +233,42 @@ def test_a_too_small_class_suggests_only_what_works(counts, asked) -> None:
         make_splits(entries, suggestion)
     if asked == ["BLA", "NGB"]:
         assert "data.classes=[BLA]" not in str(err.value)
+
+
+def test_all_classes_and_rare_class_switch(tmp_path: Path) -> None:
+    entries = fake_entries({"neutrophil": 40, "platelet": 2, "eosinophil": 30})
+    with pytest.raises(HemacnnError, match="class platelet has 2 usable images; at least 3"):
+        make_splits(entries, "all")
+    s = make_splits(entries, "all", rare_classes="drop")
+    assert s.classes == ["eosinophil", "neutrophil"]  # sorted; platelet left out
+    assert s.extra["dropped_classes"] == {"platelet": 2}
+    assert "platelet" not in {c for _, c in s.train + s.val + s.test}
+    save_splits(s, tmp_path / "s")  # the note survives a save and load
+    assert load_splits(tmp_path / "s").extra["dropped_classes"] == {"platelet": 2}
+
+
+def test_min_per_split_is_kept_or_the_class_dropped() -> None:
+    entries = fake_entries({"A": 7, "B": 9, "C": 100})
+    s = make_splits(entries, ["A", "B", "C"], min_per_split=3, rare_classes="drop")
+    assert s.classes == ["B", "C"] and s.extra["dropped_classes"] == {"A": 7}
+    counts = s.counts()
+    assert {k: v["B"] for k, v in counts.items()} == {"train": 3, "val": 3, "test": 3}
+    assert min(counts[k]["C"] for k in counts) >= 3
+    with pytest.raises(HemacnnError, match=r"only 1 class\(es\) keep at least 15 .* A, B"):
+        make_splits(entries, ["A", "B", "C"], min_per_split=5, rare_classes="drop")
+
+
+def test_holdout_folds_share_one_test_split_and_rotate_validation() -> None:
+    entries = fake_entries({"A": 31, "B": 50, "C": 4})
+    plain = make_splits(entries, ["A", "B", "C"], seed=3)
+    folds = [make_splits(entries, ["A", "B", "C"], seed=3, folds=3, fold=i,
+                         fold_test="holdout") for i in range(3)]
+    for f in folds:  # the plain split's test draw, the same for every fold
+        assert _set(f.test) == _set(plain.test)
+        assert not _set(f.train) & _set(f.val) and not (_set(f.train) | _set(f.val)) & _set(f.test)
+        assert len(f.train) + len(f.val) + len(f.test) == 85
+        assert min(f.counts()["val"].values()) >= 1 and min(f.counts()["train"].values()) >= 1
+    vals = [_set(f.val) for f in folds]
+    assert sum(len(v) for v in vals) == len(set().union(*vals)) == 85 - len(plain.test)
+    with pytest.raises(HemacnnError, match="class C has 4 usable images; at least 5"):
+        make_splits(entries, ["A", "C"], folds=4, fold=0, fold_test="holdout")

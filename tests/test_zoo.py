@@ -123,7 +123,7 @@ def test_timm_model_with_local_weights_and_frozen_backbone_end_to_end(tmp_path, 
     image = next((cells_root / "LYT").glob("*.jpg"))
     assert main(["predict", str(run), str(image), "--json"]) == 0
     pred = json.loads(capsys.readouterr().out)[0]
-    assert pred["code"] in ("BLA", "LYT", "NGS") and 0 < pred["probability"] <= 1
+    assert pred["class"] in ("BLA", "LYT", "NGS") and 0 < pred["probability"] <= 1
 
 
 def test_models_command_lists_zoo_models_with_counts(capsys) -> None:

@@ -7,6 +7,7 @@ which matches the TCIA release of Matek et al. 2021 (171,374 images, 21 classes)
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -61,13 +62,36 @@ assert sum(c.paper_count for c in CLASSES.values()) == PAPER_TOTAL  # table sani
 OTHER_CODE = "OTHER"
 """The pooled class of every unselected cell type (``imbalance.other``); not Matek's OTH."""
 
+MATEK_TABLE = "Matek et al. 2021"
+"""What a model card's ``class_table`` says when its classes are Matek's codes."""
 
-def class_name(code: str) -> str:
-    """Full name for a class code, or the code itself for classes outside the Matek table."""
+POOLED_CODES = frozenset({OTHER_CODE})
+"""Catch-all classes a model may add on top of a dataset's own (they never decide the table)."""
+
+
+def is_matek_set(codes: Iterable[str]) -> bool:
+    """True when every code (apart from a pooled catch-all) is one of Matek's 21 codes.
+
+    Anything Matek-specific (full names, tolerance groups, published comparisons) is used only
+    for such class sets: a folder with ``neutrophil/`` or with ``LYT/`` beside ``neutrophil/`` is
+    somebody else's dataset, and a code there means what its owner meant by it.
+    """
+    own = [c for c in codes if c not in POOLED_CODES]
+    return bool(own) and all(c in CLASSES for c in own)
+
+
+def class_name(code: str, matek: bool = True) -> str:
+    """Full name for a Matek code (when ``matek``), else the code itself."""
     if code == OTHER_CODE:
         return "any other class (pooled)"
-    info = CLASSES.get(code)
+    info = CLASSES.get(code) if matek else None
     return info.name if info else code
+
+
+def class_names(codes: Sequence[str]) -> list[str]:
+    """Display names for a class set: Matek's names for a Matek set, else the codes themselves."""
+    matek = is_matek_set(codes)
+    return [class_name(c, matek) for c in codes]
 
 
 # --- Tolerance groups (tolerant evaluation) -------------------------------------------------
@@ -99,3 +123,11 @@ TOLERANCE_GROUPS: dict[str, frozenset[str]] = {
     for code in CLASSES
 }
 """Class code -> codes whose prediction counts as tolerant-correct (always includes itself)."""
+
+
+def tolerance_groups(codes: Sequence[str]) -> dict[str, frozenset[str]]:
+    """Matek's tolerance groups restricted to ``codes``; none for a non-Matek class set."""
+    if not is_matek_set(codes):
+        return {}
+    chosen = set(codes)
+    return {c: TOLERANCE_GROUPS[c] & chosen for c in codes if c in TOLERANCE_GROUPS}

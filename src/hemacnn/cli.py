@@ -92,10 +92,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from hemacnn.predict import format_predictions, predict_files
+    from hemacnn.predict import run_predict
 
-    preds = predict_files(args.checkpoint, args.images, tta=args.tta)
-    print(json.dumps(preds) if args.json else format_predictions(preds))
+    text, n_classified = run_predict(
+        args.model, args.inputs, out=args.out, as_json=args.json, tta=args.tta,
+        review_below=args.review_below, with_differential=args.differential,
+        batch_size=args.batch_size, precision=args.precision, progress=not args.json)
+    print(text)
+    if n_classified == 0:
+        raise HemacnnError("no input file could be classified (see each file's status above)")
     return 0
 
 
@@ -104,6 +109,168 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     run_demo(out=args.out, overrides=args.overrides, progress=not args.no_progress)
     return 0
+
+
+# --- ensemble and cross-validation (issue 11) ---------------------------------------------
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from hemacnn.ensemble import format_ensemble, make_ensemble
+
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise HemacnnError(f"--weights {args.weights!r} is not a comma-separated list of "
+                               "numbers (e.g. --weights 1,1,2)") from None
+    print(format_ensemble(make_ensemble(args.run_dirs, args.out, weights)))
+    return 0
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from hemacnn.studies.cv import run_cv, write_cv_summary
+
+    if args.report:
+        if args.config or args.overrides:
+            raise HemacnnError("give either CONFIG or --report DIR, not both")
+        for path in write_cv_summary(args.report):
+            print(f"wrote {path}")
+        return 0
+    if not args.config or args.folds is None:
+        raise HemacnnError("give a config file and --folds K (e.g. hemacnn cv configs/fast.yaml "
+                           "--folds 5 data.root=DIR), or --report DIR")
+    run_cv(args.config, args.folds, out=args.out, overrides=args.overrides,
+           workers=args.workers, storage=args.storage, progress=not args.no_progress,
+           ensemble=args.ensemble)
+    return 0
+
+
+def _add_issue11_commands(sub: argparse._SubParsersAction) -> None:
+    cv = sub.add_parser("cv", help="k-fold cross-validation of a config (mean ± sd)",
+                        description="Train fold i of K as DIR/runs/fold<i>/ (config with "
+                        "data.folds=K data.fold=i) on the same engine as `hemacnn sweep` "
+                        "(finished folds are skipped, killed ones resume, several workers or "
+                        "machines share the work), then write DIR/summary.{md,csv,json} with "
+                        "mean ± sd of every headline metric and per-class F1.")
+    cv.add_argument("config", nargs="?", metavar="CONFIG.yaml")
+    cv.add_argument("overrides", nargs="*", metavar="key=value",
+                    help="dotted overrides for every fold (e.g. data.root=/path)")
+    cv.add_argument("--folds", type=int, metavar="K", help="number of folds (Matek used 5)")
+    cv.add_argument("--out", metavar="DIR", help="cv folder (default: cv/<config>-<K>fold)")
+    cv.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="folds trained at once on this machine (default 1)")
+    cv.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by several "
+                    "machines (default: sqlite file DIR/study.db)")
+    cv.add_argument("--ensemble", action="store_true", help="also average the fold models "
+                    "into DIR/ensemble (tested on a common test split with "
+                    "data.fold_test=holdout)")
+    cv.add_argument("--report", metavar="DIR", help="only (re)write DIR's summary")
+    cv.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    cv.set_defaults(func=_cmd_cv)
+
+
+    en = sub.add_parser("ensemble", help="average several runs' probabilities into one model",
+                        description="Write a folder that averages the class probabilities of "
+                        "RUN... (optionally weighted) and that evaluate, report, compare, "
+                        "predict and export accept like a run; it is tested at once on the "
+                        "images no member trained or validated on, beside each member.")
+    en.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    en.add_argument("--out", required=True, metavar="DIR", help="the ensemble folder to write")
+    en.add_argument("--weights", metavar="W1,W2,...",
+                    help="one non-negative weight per run (default: equal); normalised")
+    en.set_defaults(func=_cmd_ensemble)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from hemacnn.studies import run_study, sweep_report
+
+    if args.report:
+        if args.study or args.overrides:
+            raise HemacnnError("give either STUDY.yaml or --report DIR, not both")
+        sweep_report(args.report)
+        return 0
+    if not args.study:
+        raise HemacnnError("give a study file (e.g. configs/studies/optimizers.yaml) "
+                           "or --report DIR")
+    run_study(args.study, out=args.out, profile=args.profile, overrides=args.overrides,
+              workers=args.workers, storage=args.storage, progress=not args.no_progress)
+    return 0
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("sweep", help="run one of the paper's studies (a grid of runs)",
+                       description="Run every point of STUDY.yaml as a run folder "
+                       "DIR/runs/<point>/ (finished points are skipped, killed ones resume), "
+                       "then write DIR/summary.csv, summary.md and figures. Several sweeps "
+                       "on one --storage share the work.")
+    w.add_argument("study", nargs="?", metavar="STUDY.yaml")
+    w.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides for every point (e.g. data.root=/path)")
+    w.add_argument("--out", metavar="DIR", help="study folder (default: studies/<study>-<profile>)")
+    w.add_argument("--profile", default="paper",
+                   help="a profile of the study file (default: paper, full scale; cpu: small)")
+    w.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="points trained at once on this machine (default 1)")
+    w.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by several "
+                   "machines (default: sqlite file DIR/study.db)")
+    w.add_argument("--report", metavar="DIR", help="only (re)write DIR's summary and figures")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    w.set_defaults(func=_cmd_sweep)
+
+
+# --- put a trained model to work: export, explain, serve (issue 10) ---
+def _cmd_export(args: argparse.Namespace) -> int:
+    from hemacnn.export import export_model
+
+    for kind, path in export_model(args.model, out=args.out, fmt=args.format).items():
+        print(f"wrote {path}" + ("  (model card)" if kind == "card" else ""))
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from hemacnn.explain import explain_files
+
+    for line in explain_files(args.model, args.images, out=args.out, method=args.method,
+                              target=args.target):
+        print(line)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from hemacnn.serve import serve
+
+    serve(args.model, host=args.host, port=args.port)
+    return 0
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser("export", help="export a trained model to ONNX (with its model card)",
+                       description="Write MODEL as DIR/model.onnx (dynamic batch size) with "
+                       "DIR/model_card.json beside it; `hemacnn predict DIR/model.onnx` runs it "
+                       "with ONNX Runtime.")
+    x.add_argument("model", metavar="MODEL", help="run folder or .ckpt")
+    x.add_argument("--format", default="onnx", choices=["onnx"])
+    x.add_argument("--out", metavar="DIR", help="output folder (default: RUN/export)")
+    x.set_defaults(func=_cmd_export)
+
+    ex = sub.add_parser("explain", help="class-activation heat maps over cell images",
+                        description="Overlay a class-activation heat map (pytorch-grad-cam) on "
+                        "each image, for the predicted class or --target; one PNG per image.")
+    ex.add_argument("model", metavar="MODEL", help="run folder or .ckpt")
+    ex.add_argument("images", nargs="+", metavar="IMAGE")
+    ex.add_argument("--out", metavar="DIR", default="explain", help="folder for the PNGs")
+    ex.add_argument("--method", default="gradcam",
+                    help="gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam")
+    ex.add_argument("--target", metavar="CODE", help="class to explain (default: predicted)")
+    ex.set_defaults(func=_cmd_explain)
+
+    sv = sub.add_parser("serve", help="web page and JSON API for reviewing cells",
+                        description="Serve a page where cell images are dropped, classified, "
+                        "reviewed and counted, and a JSON API (OpenAPI docs at /docs).")
+    sv.add_argument("model", metavar="MODEL", help="run folder, .ckpt or .onnx")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default localhost only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(func=_cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,11 +335,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     c.set_defaults(func=_cmd_compare)
 
-    pr = sub.add_parser("predict", help="classify image files with a trained checkpoint")
-    pr.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
-    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr = sub.add_parser("predict", help="classify cell images with a trained model",
+                        description="Classify image files, folders (recursively) and globs "
+                        "with a run folder, a .ckpt or an exported .onnx: one row per file "
+                        "(class, probability of every class, review flag, status).")
+    pr.add_argument("model", metavar="MODEL", help="run folder, .ckpt or .onnx file")
+    pr.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or globs")
+    pr.add_argument("--out", metavar="FILE.csv", help="write the rows as CSV (or .json)")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
-    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--review-below", type=float, default=0.0, metavar="P",
+                    help="flag a cell for review when its top probability is below P")
+    pr.add_argument("--differential", action="store_true",
+                    help="differential count of all inputs as one patient's cells (written "
+                    "beside --out as <stem>.differential.csv/.json)")
+    pr.add_argument("--batch-size", type=int, default=64, metavar="N")
+    pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="auto: bf16 autocast where the hardware has it, else fp32")
     pr.set_defaults(func=_cmd_predict)
     d = sub.add_parser("demo", help="the whole job on the real sample shipped with hemacnn",
                        description="Scan the demo sample inside the package (135 real Matek "
@@ -183,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/demo-<time>)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     d.set_defaults(func=_cmd_demo)
+
+    _add_sweep(sub)
+    _add_issue11_commands(sub)
+    _add_model_commands(sub)
     return p
 
 
@@ -193,9 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     # argparse cannot take positionals after options (`train C.yaml --out R key=value`):
     # collect such key=value overrides here instead of rejecting them.
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]
-    if getattr(args, "command", None) in ("train", "demo") and overrides:
+    if getattr(args, "command", None) in ("train", "demo", "sweep", "cv") and overrides:
         args.overrides = [*args.overrides, *overrides]
         extra = [e for e in extra if e not in overrides]
+    if getattr(args, "command", None) == "cv" and args.config and "=" in args.config:
+        args.overrides = [args.config, *args.overrides]  # `cv --folds 3 key=value` (no config)
+        args.config = None
+    if getattr(args, "command", None) == "sweep" and args.study and "=" in args.study:
+        args.overrides = [args.study, *args.overrides]  # `sweep --report D key=value`
+        args.study = None
     if getattr(args, "command", None) == "train" and args.config and "=" in args.config:
         args.overrides = [args.config, *args.overrides]  # `train --resume R key=value`
         args.config = None

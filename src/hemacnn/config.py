@@ -32,13 +32,22 @@ class DataConfig(_Section):
     """Where the images are and how they become tensors (PAPER.md section III, IV-C)."""
 
     root: str | None = None
-    classes: list[str] = Field(default_factory=lambda: list(PAPER_CLASSES))
+    # A list of class codes (folder names), or "all": every class folder of the data root.
+    classes: list[str] | Literal["all"] = Field(default_factory=lambda: list(PAPER_CLASSES))
+    # A class too small to give min_per_split images to each of train/val/test is an error
+    # ("keep": the class is needed) or left out with a note ("drop").
+    rare_classes: Literal["keep", "drop"] = "keep"
+    min_per_split: int = Field(1, ge=1)
     image_size: int = Field(128, ge=8)
     resize: Literal["nearest", "area", "bilinear"] = "nearest"
     test_fraction: float = Field(0.10, gt=0, lt=1)
     val_fraction: float = Field(0.20, gt=0, lt=1)
     folds: int | None = Field(None, ge=2)
     fold: int = Field(0, ge=0)
+    # With folds: "rotate" makes fold i the test set (Matek et al.'s cross-validation);
+    # "holdout" keeps one test split (test_fraction) for every fold and makes fold i the
+    # validation set, so fold models can be compared and ensembled on images none of them saw.
+    fold_test: Literal["rotate", "holdout"] = "rotate"
     offline_rotate: list[str] = Field(default_factory=list)
     augment: bool = False
     batch_size: int = Field(32, ge=1)
@@ -46,6 +55,8 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
+        if self.classes == "all":
+            return self._check_folds()
         if len(self.classes) < 2:
             raise ValueError("data.classes needs at least two classes")
         if len(set(self.classes)) != len(self.classes):
@@ -53,6 +64,9 @@ class DataConfig(_Section):
         extra = sorted(set(self.offline_rotate) - set(self.classes))
         if extra:
             raise ValueError(f"data.offline_rotate names {extra}, which are not in data.classes")
+        return self._check_folds()
+
+    def _check_folds(self) -> DataConfig:
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"data.fold must be below data.folds ({self.folds})")
         return self
@@ -105,6 +119,7 @@ class TrainerConfig(_Section):
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
     log_every_n_steps: int = Field(10, ge=1)
+    log_step_loss: bool = False  # write step_loss.csv: training loss per mini-batch (IV-F)
     checkpoint_minutes: float | None = Field(10.0, gt=0)
     """Training time between mid-epoch saves of last.ckpt (null: only at epoch ends), so a
     kill loses at most this much even when one epoch takes hours."""

@@ -105,14 +105,61 @@ def _split_items(run_dir: Path, card: dict, split: str
     return files, labels, skipped, dict(unknown)
 
 
+def read_labelled_csv(path: Path) -> list[tuple[str, str]]:
+    """(path, class) rows of a labelled-list CSV: a ``path`` column and a ``class`` column.
+
+    A ``reviewed_class`` column (the CSV that ``hemacnn serve`` downloads) wins over ``class``.
+    """
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            label = next((c for c in ("reviewed_class", "class") if c in fields), None)
+            if "path" not in fields or label is None:
+                raise HemacnnError(f"{path} needs a header with a 'path' column and a 'class' "
+                                   f"(or 'reviewed_class') column; found: {', '.join(fields)}")
+            return [(row["path"], (row[label] or "").strip()) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise HemacnnError(f"cannot read labelled list {path}: {exc}") from None
+
+
+def _csv_items(data: Path, card: dict
+               ) -> tuple[list[Path], list[str], list[dict], dict[str, int]]:
+    from hemacnn.data.scan import check_file
+
+    files, labels, skipped = [], [], []
+    unknown: Counter[str] = Counter()
+    for rel, label in read_labelled_csv(data):
+        path = Path(rel) if Path(rel).is_absolute() else data.parent / rel  # beside the CSV
+        if label not in card["classes"]:
+            unknown[label or "(empty)"] += 1
+            continue
+        found = (check_file(str(path.parent), path.name)[3] if path.is_file()
+                 else [("missing", "file not found")])
+        bad = [(st, d) for st, d in found if st in ("missing", "unreadable", "suspicious")]
+        if bad:
+            skipped.append({"path": rel, "status": bad[0][0], "detail": bad[0][1]})
+        else:
+            files.append(path)
+            labels.append(label)
+    if not files:
+        raise HemacnnError(f"no usable images of the model's classes "
+                           f"({', '.join(card['classes'])}) listed in {data}")
+    return files, labels, skipped, dict(unknown)
+
+
 def _data_items(data: str | os.PathLike, card: dict
                 ) -> tuple[list[Path], list[str], list[dict], dict[str, int]]:
     from hemacnn.data.scan import scan_dataset
 
     root = Path(data)
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return _csv_items(root, card)
     if not root.is_dir():
         raise HemacnnError(f"data folder {root} not found; give a folder of class folders "
-                           "(CLASS/.../image.jpg)")
+                           "(CLASS/.../image.jpg) or a CSV with path and class columns")
     entries = scan_dataset(root, progress=False).entries
     files, labels, skipped = [], [], []
     unknown: Counter[str] = Counter()
@@ -146,6 +193,8 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     else:
         files, labels, skipped, unknown = _data_items(data, card)
         name, root = f"data-{Path(data).resolve().name}", Path(data)
+        if root.is_file():  # a labelled-list CSV: its paths are relative to its folder
+            name, root = f"data-{root.resolve().stem}", root.parent
     if tta:
         name += "_tta"
     model, card = load_checkpoint(ckpt)
@@ -166,7 +215,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "split": split if data is None else None,
         "data": str(Path(data).resolve()) if data is not None else str(root),
         "tta": bool(tta),
-        **compute_metrics(y_true, probs, classes),
+        **compute_metrics(y_true, probs, classes, names=card.get("class_names")),
         "skipped_classes": unknown,
         "skipped_files": skipped,
     }
@@ -183,20 +232,23 @@ def _ci(ci: list[float] | None) -> str:
 
 
 def class_table(per_class: dict[str, dict], with_ci: bool = True) -> list[str]:
-    """Rows in the paper's Table 6 layout: class, precision, recall, F1, support (+ CIs)."""
-    head = (f"{'class':<6}{'name':<22}{'precision':>10}{'95% CI':>17}{'recall':>9}"
-            f"{'95% CI':>17}{'F1':>8}{'support':>9}")
-    if not with_ci:
-        head = f"{'class':<6}{'name':<22}{'precision':>10}{'recall':>9}{'F1':>8}{'support':>9}"
+    """Rows in the paper's Table 6 layout: class, precision, recall, F1, support (+ CIs).
+
+    Codes of any length fit (other datasets name classes ``neutrophil``...); the name column
+    is left out when every name is just the code.
+    """
+    cw = max(6, max((len(c) for c in per_class), default=0) + 2)
+    nw = 22 if any(v["name"] != c for c, v in per_class.items()) else 0
+    ci_head = f"{'95% CI':>17}" if with_ci else ""
+    head = (f"{'class':<{cw}}{'name' if nw else '':<{nw}}{'precision':>10}{ci_head}"
+            f"{'recall':>9}{ci_head}{'F1':>8}{'support':>9}")
     lines = [head, "-" * len(head)]
     for code, v in per_class.items():
-        if with_ci:
-            lines.append(f"{code:<6}{v['name'][:21]:<22}{_fmt(v['precision']):>10}"
-                         f"{_ci(v['precision_ci']):>17}{_fmt(v['recall']):>9}"
-                         f"{_ci(v['recall_ci']):>17}{_fmt(v['f1']):>8}{v['support']:>9}")
-        else:
-            lines.append(f"{code:<6}{v['name'][:21]:<22}{_fmt(v['precision']):>10}"
-                         f"{_fmt(v['recall']):>9}{_fmt(v['f1']):>8}{v['support']:>9}")
+        name = v["name"][:nw - 1] if nw else ""
+        pci = f"{_ci(v['precision_ci']):>17}" if with_ci else ""
+        rci = f"{_ci(v['recall_ci']):>17}" if with_ci else ""
+        lines.append(f"{code:<{cw}}{name:<{nw}}{_fmt(v['precision']):>10}{pci}"
+                     f"{_fmt(v['recall']):>9}{rci}{_fmt(v['f1']):>8}{v['support']:>9}")
     return lines
 
 

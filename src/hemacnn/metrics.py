@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from hemacnn.classes import TOLERANCE_GROUPS, class_name
+from hemacnn.classes import class_names, tolerance_groups
 from hemacnn.errors import HemacnnError
 
 Z_95 = 1.959963984540054
@@ -72,7 +72,7 @@ def _check_inputs(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str])
 def tolerance_matrix(classes: Sequence[str],
                      tolerance: Mapping[str, Any] | None = None) -> np.ndarray:
     """Boolean C x C matrix: ``[t, p]`` is True when predicting p for true t is tolerated."""
-    groups = TOLERANCE_GROUPS if tolerance is None else tolerance
+    groups = tolerance_groups(classes) if tolerance is None else tolerance
     ok = np.eye(len(classes), dtype=bool)
     for i, t in enumerate(classes):
         for j, p in enumerate(classes):
@@ -81,7 +81,8 @@ def tolerance_matrix(classes: Sequence[str],
     return ok
 
 
-def _per_class(cm: np.ndarray, ok: np.ndarray, classes: Sequence[str]) -> dict[str, dict]:
+def _per_class(cm: np.ndarray, ok: np.ndarray, classes: Sequence[str],
+               names: Sequence[str]) -> dict[str, dict]:
     """Per-class precision/recall/F1 from a confusion matrix and an accepted-cell mask."""
     out: dict[str, dict] = {}
     for i, code in enumerate(classes):
@@ -95,7 +96,7 @@ def _per_class(cm: np.ndarray, ok: np.ndarray, classes: Sequence[str]) -> dict[s
         else:
             precision = 0.0 if support else None  # sklearn zero_division=0 where defined
         out[code] = {
-            "name": class_name(code),
+            "name": names[i],
             "precision": precision,
             "recall": recall,
             "f1": _f1(precision, recall),
@@ -141,12 +142,24 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict
             "method": "top-label, equal-width bins"}
 
 
+def _tolerance_source(classes: Sequence[str], tolerance: Mapping[str, Any] | None,
+                      groups: dict[str, list[str]]) -> str:
+    if not any(groups.values()):
+        return "none (no tolerance group joins two of these classes)"
+    if tolerance is None:
+        return "Matek et al. 2021 Table 1 tolerance classes (after Krappe et al. 2016)"
+    return "given by the caller"
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-                    tolerance: Mapping[str, Any] | None = None, n_bins: int = 15) -> dict:
+                    tolerance: Mapping[str, Any] | None = None, n_bins: int = 15,
+                    names: Sequence[str] | None = None) -> dict:
     """Every evaluation figure (strict and tolerant) from labels and class probabilities.
 
     ``tolerance`` maps a class code to the codes accepted as tolerant-correct; ``None`` uses
-    :data:`hemacnn.classes.TOLERANCE_GROUPS`, ``{}`` makes the tolerant figures strict.
+    Matek's groups (:func:`hemacnn.classes.tolerance_groups`) for a Matek class set and none
+    otherwise; ``{}`` makes the tolerant figures strict. ``names`` are the display names
+    (default :func:`hemacnn.classes.class_names`: Matek's only for a Matek class set).
     """
     y_true = np.asarray(y_true).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
@@ -158,7 +171,10 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
     strict_ok = np.eye(len(classes), dtype=bool)
     tol_ok = tolerance_matrix(classes, tolerance)
 
-    per = _per_class(cm, strict_ok, classes)
+    names = list(names) if names is not None else class_names(classes)
+    if len(names) != len(classes):
+        names = class_names(classes)  # a damaged card: fall back rather than mislabel
+    per = _per_class(cm, strict_ok, classes, names)
     for i, code in enumerate(classes):
         pos = y_true == i
         # One-vs-rest AUC needs both positives and negatives.
@@ -177,7 +193,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
         notes.append(f"absent from the labels (recall/F1 undefined, left out of macro "
                      f"averages): {', '.join(absent)}")
 
-    tol_per = _per_class(cm, tol_ok, classes)
+    tol_per = _per_class(cm, tol_ok, classes, names)
     groups = {c: sorted(classes[j] for j in np.flatnonzero(tol_ok[i]) if j != i)
               for i, c in enumerate(classes)}
     return {
@@ -194,7 +210,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
             **_headline(tol_per, cm, tol_ok),
             "per_class": tol_per,
             "groups": {c: g for c, g in groups.items() if g},
-            "source": "Matek et al. 2021 Table 1 tolerance classes (after Krappe et al. 2016)",
+            "source": _tolerance_source(classes, tolerance, groups),
         },
         "notes": notes,
     }

@@ -173,3 +173,25 @@ def plot_reliability(bins: Sequence[dict[str, Any]], out_png: str | os.PathLike,
     ax_n.set_ylabel("images")
     ax_n.set_xlim(0, 1)
     return _save(fig, out_png)
+
+
+def plot_cv_f1(classes: Sequence[str], f1_by_fold: Sequence[Sequence[float | None]],
+               out_png: str | os.PathLike) -> Path:
+    """Per-class F1 over cross-validation folds: mean bar, sd whisker, each fold as a dot."""
+    f1 = np.array([[math.nan if v is None else v for v in row] for row in f1_by_fold], float)
+    x = np.arange(len(classes))
+    counts = np.sum(~np.isnan(f1), axis=0)
+    safe = np.where(counts > 0, counts, 1)
+    mean = np.where(counts > 0, np.nansum(f1, axis=0) / safe, np.nan)
+    dev = np.where(np.isnan(f1), 0.0, f1 - mean)
+    sd = np.sqrt(np.sum(dev ** 2, axis=0) / np.maximum(counts - 1, 1))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(classes) + 2), 3.6))
+    ax.bar(x, mean, color="#9ecae1", yerr=sd, capsize=3, label="mean ± sd")
+    for row in f1:
+        ax.plot(x, row, "o", ms=3, color="#08519c", alpha=0.7)
+    ax.set_xticks(x, list(classes), rotation=90 if len(classes) > 10 else 0)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("test F1")
+    ax.set_title(f"Per-class F1 over {len(f1)} folds (dots: folds)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, out_png)

@@ -1,29 +1,44 @@
-"""Inference from a checkpoint alone (nanoGPT style: the file describes its own model).
+"""Inference from a checkpoint or an exported ONNX file alone (the file describes its model).
 
 The Lightning checkpoint carries the model card under ``hyper_parameters.card``; its ``arch``
 entry is all :func:`hemacnn.models.build_model` needs, and its input size and resize method
-select the same deterministic preprocessing as training (:func:`preprocess_image`).
+select the same deterministic preprocessing as training (:func:`preprocess_image`). An ONNX
+file carries the same card in its metadata (and ``model_card.json`` beside it).
+
+:func:`predict_files` classifies files, folders (recursively) and globs in batches: one row per
+file with the class, the probability of every class, a review flag and a status, so a file that
+cannot be classified is a row that says why, never a silent gap.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from hemacnn.checkpoint import read_checkpoint
 from hemacnn.errors import HemacnnError
+from hemacnn.inference import array_batches, predict_batches, prepare_model
+
+__all__ = ["find_checkpoint", "load_checkpoint", "load_classifier", "predict_arrays",
+           "predict_batches", "predict_files", "load_images", "format_predictions"]
 
 CARD_FORMAT = "hemacnn-card/1"
+ONNX_SUFFIX = ".onnx"
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:
     """The checkpoint file for ``path``: the file itself, or a run's best (else last) one."""
     path = Path(path)
     if path.is_dir():
+        if (path / "ensemble.json").is_file():  # an ensemble folder (hemacnn.ensemble)
+            return path / "ensemble.json"
         for name in ("best.ckpt", "last.ckpt"):
             if (path / "checkpoints" / name).is_file():
                 return path / "checkpoints" / name
@@ -39,70 +54,78 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None
-                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a checkpoint's model (file or run folder) in eval mode; return it and its card."""
+def check_card(card: Any, where: str | os.PathLike) -> dict[str, Any]:
+    """``card`` when it is a hemacnn model card, else a one-line error naming ``where``."""
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "arch" not in card:
+        raise HemacnnError(f"{where} is not a hemacnn model (no model card); train one with "
+                           "`hemacnn train`")
+    return card
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None,
+                    prepare: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a checkpoint's model (file or run folder) in eval mode; return it and its card.
+
+    With ``prepare`` (the default) the model is made ready for fast inference
+    (:func:`hemacnn.inference.prepare_model`); ``prepare=False`` keeps the trained module as
+    it is (for export and heat maps, which need the original layers).
+    """
     from hemacnn.models import build_model
 
     ckpt_path = find_checkpoint(path)
-    try:
-        # Our own Lightning checkpoints hold plain Python objects besides tensors.
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise HemacnnError(f"cannot read checkpoint {ckpt_path}: {exc}") from None
-    card = (ckpt.get("hyper_parameters") or {}).get("card") if isinstance(ckpt, dict) else None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "arch" not in card:
-        raise HemacnnError(f"{ckpt_path} is not a hemacnn checkpoint (no model card); "
-                           "train with `hemacnn train`")
+    if ckpt_path.name == "ensemble.json":
+        from hemacnn.ensemble import load_ensemble
+
+        return load_ensemble(ckpt_path, device, prepare=prepare)
+    ckpt = read_checkpoint(ckpt_path)
+    card = check_card((ckpt.get("hyper_parameters") or {}).get("card"), ckpt_path)
     arch = card["arch"]
     model = build_model(arch["name"], arch["num_classes"], arch["input_size"],
                         options=arch.get("options") or {})
     # A run trained with recipe.ema_decay keeps the averaged weights beside the raw ones; the
     # averaged ones are what validation selected, so they are what predicts.
-    prefix = "ema.module." if any(k.startswith("ema.module.") for k in ckpt["state_dict"]) \
-        else "model."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    weights = ckpt.get("state_dict") or {}
+    prefix = "ema.module." if any(k.startswith("ema.module.") for k in weights) else "model."
+    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise HemacnnError(f"weights in {ckpt_path} do not fit the model its card describes "
                            f"({first})") from None
-    model.to(torch.device(device) if device else default_device()).eval()
+    dev = torch.device(device) if device else default_device()
+    model = model.to(dev).eval()
+    if prepare:
+        model = prepare_model(model, int(card["input_size"]))
     return model, card
 
 
-@torch.no_grad()
-def predict_batches(model: torch.nn.Module, batches: Iterable[torch.Tensor],
-                    tta: bool = False) -> np.ndarray:
-    """Softmax probabilities (N, C) for float NCHW batches in [0, 1], in eval mode and fp32.
-
-    With ``tta`` the probabilities are averaged over the 8 dihedral transforms.
-    """
-    from hemacnn.data.augment import dihedral, dihedral_transforms
-
-    model.eval()
-    device = next(model.parameters()).device
-    ks = dihedral_transforms() if tta else [0]
-    out = []
-    for x in batches:
-        x = x.to(device)
-        probs = sum(torch.softmax(model(dihedral(x, k).contiguous()).float(), dim=1)
-                    for k in ks) / len(ks)
-        out.append(probs.cpu().numpy())
-    if not out:
-        n_classes = getattr(model, "hemacnn_arch", {}).get("num_classes", 0)
-        return np.zeros((0, n_classes), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32)
-
-
 def predict_arrays(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
-                   tta: bool = False) -> np.ndarray:
+                   tta: bool = False, precision: str = "auto") -> np.ndarray:
     """Softmax probabilities (N, C) for uint8 images (N, H, W, 3) scaled to [0, 1]."""
-    batches = (torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size]))
-               .permute(0, 3, 1, 2).float().div_(255.0)
-               for start in range(0, len(images), batch_size))
-    return predict_batches(model, batches, tta=tta)
+    return predict_batches(model, array_batches(images, batch_size), tta=tta,
+                           precision=precision)
+
+
+class TorchClassifier:
+    """A checkpoint's model on the fast path: ``probs(images)`` for uint8 NHWC arrays."""
+
+    def __init__(self, path: str | os.PathLike, precision: str = "auto"):
+        self.model, self.card = load_checkpoint(path)
+        self.source, self.precision = str(find_checkpoint(path)), precision
+
+    def probs(self, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
+        """Softmax probabilities (N, C)."""
+        return predict_arrays(self.model, images, batch_size, tta=tta, precision=self.precision)
+
+
+def load_classifier(path: str | os.PathLike, precision: str = "auto"):
+    """A classifier for a run folder, a ``.ckpt`` or an exported ``.onnx`` file."""
+    if Path(path).suffix.lower() == ONNX_SUFFIX:
+        from hemacnn.export import OnnxClassifier
+
+        return OnnxClassifier(path)
+    return TorchClassifier(path, precision=precision)
 
 
 def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
@@ -114,6 +137,8 @@ def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
     arrays, ok, errors = [], [], []
     for i, p in enumerate(paths):
         try:
+            if Path(p).is_dir():
+                raise HemacnnError(f"{p} is a folder, not an image")
             arrays.append(preprocess_image(p, size, method))
             ok.append(i)
         except HemacnnError as exc:
@@ -122,29 +147,27 @@ def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
     return images, ok, errors
 
 
-def predict_files(checkpoint: str | os.PathLike, paths: Sequence[str | os.PathLike],
-                  tta: bool = False) -> list[dict[str, Any]]:
-    """Classify image files; an unreadable file gives an ``error`` entry, not a crash."""
-    model, card = load_checkpoint(checkpoint)
-    images, ok, errors = load_images(paths, card)
-    probs = predict_arrays(model, images, tta=tta)
-    classes, names = card["classes"], card.get("class_names") or card["classes"]
-    results: list[dict[str, Any]] = [{} for _ in paths]
-    for row, i in enumerate(ok):
-        best = int(probs[row].argmax())
-        results[i] = {"path": str(paths[i]), "code": classes[best], "name": names[best],
-                      "probability": float(probs[row, best]),
-                      "probs": {c: float(v) for c, v in zip(classes, probs[row], strict=True)}}
-    bad = iter(errors)
-    for i, r in enumerate(results):
-        if not r:
-            path, err = next(bad)
-            results[i] = {"path": path, "error": err}
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Files, folders (recursively, sorted, hidden files skipped) and globs as one file list.
+
+    A path that matches nothing stays in the list, so it becomes a row saying it is missing.
+    """
+    from hemacnn.data.scan import IGNORED_NAMES
+
+    files: list[str] = []
+    for item in map(str, inputs):
+        if os.path.isdir(item):
+            for dirpath, dirnames, names in os.walk(item):
+                dirnames[:] = sorted(d for d in dirnames
+                                     if not d.startswith(".") and d not in IGNORED_NAMES)
+                files += [os.path.join(dirpath, n) for n in sorted(names)
+                          if not n.startswith(".") and n not in IGNORED_NAMES]
+        elif not os.path.exists(item) and glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            files += expand_inputs(matches) if matches else [item]
         else:
-            warning = _pixel_warning(paths[i])
-            if warning:
-                r["warning"] = warning
-    return results
+            files.append(item)
+    return files
 
 
 def _pixel_warning(path: str | os.PathLike) -> str | None:
@@ -157,16 +180,133 @@ def _pixel_warning(path: str | os.PathLike) -> str | None:
     return f"suspicious: {details[0]}" if details else None
 
 
-def format_predictions(preds: list[dict[str, Any]]) -> str:
-    """One line per file: predicted code, name and probability, or the error."""
+def _row(path: str, classes: list[str], names: list[str], probs: np.ndarray | None,
+         review_below: float, status: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"path": path, "class": "", "name": "", "probability": None}
+    row.update({f"p_{c}": None for c in classes})
+    if probs is not None:
+        best = int(probs.argmax())
+        row.update({"class": classes[best], "name": names[best],
+                    "probability": float(probs[best])})
+        row.update({f"p_{c}": float(v) for c, v in zip(classes, probs, strict=True)})
+    row["review"] = probs is not None and float(probs.max()) < review_below
+    row["status"] = status
+    return row
+
+
+def predict_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
+                  tta: bool = False, review_below: float = 0.0, batch_size: int = 64,
+                  precision: str = "auto", progress: bool = False,
+                  classifier: Any = None) -> list[dict[str, Any]]:
+    """Classify files, folders and globs in batches: one row per file, in input order.
+
+    Each row: path, class, name, probability, ``p_<CODE>`` per class, review (top probability
+    below ``review_below``) and status (``ok``, ``suspicious: ...`` when classified with
+    doubtful pixels, or ``error: ...`` when the file could not be classified).
+    """
+    from hemacnn.data.parallel import progress_bar
+
+    if not 0.0 <= review_below <= 1.0:
+        raise HemacnnError(f"--review-below must lie in [0, 1] (got {review_below})")
+    if batch_size < 1:
+        raise HemacnnError(f"--batch-size must be at least 1 (got {batch_size})")
+    clf = classifier or load_classifier(model, precision=precision)
+    classes = list(clf.card["classes"])
+    names = list(clf.card.get("class_names") or classes)
+    files = expand_inputs(inputs)
+    rows: list[dict[str, Any]] = []
+    with progress_bar("predict", len(files), enabled=progress and len(files) > 8) as advance:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            images, ok, errors = load_images(chunk, clf.card)
+            probs = clf.probs(images, batch_size=batch_size, tta=tta)
+            by_index = dict(zip(ok, probs, strict=True))
+            bad = dict(errors)
+            for i, path in enumerate(chunk):
+                if i in by_index:
+                    status = _pixel_warning(path) or "ok"
+                    rows.append(_row(path, classes, names, by_index[i], review_below, status))
+                else:
+                    rows.append(_row(path, classes, names, None, review_below,
+                                     f"error: {bad[path]}"))
+            advance(len(chunk))
+    return rows
+
+
+def summary_line(rows: list[dict[str, Any]]) -> str:
+    """How many files were classified, flagged for review, doubtful and failed."""
+    failed = sum(r["status"].startswith("error") for r in rows)
+    doubtful = sum(r["status"].startswith("suspicious") for r in rows)
+    review = sum(bool(r["review"]) for r in rows)
+    return (f"{len(rows) - failed} of {len(rows)} files classified, {failed} failed, "
+            f"{review} flagged for review, {doubtful} with suspicious pixels")
+
+
+def write_predictions(rows: list[dict[str, Any]], out: str | os.PathLike) -> Path:
+    """Rows as CSV (or JSON when ``out`` ends in .json), written atomically."""
+    import csv
+
+    from hemacnn.atomic import atomic_open, check_creatable, write_json
+
+    out = Path(out)
+    check_creatable(out.parent)
+    if out.suffix.lower() == ".json":
+        write_json(out, rows)
+        return out
+    columns = list(rows[0]) if rows else ["path", "class", "probability", "review", "status"]
+    with atomic_open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else f"{v:.6f}" if isinstance(v, float) else v)
+                        for k, v in r.items()})
+    return out
+
+
+def format_predictions(rows: list[dict[str, Any]]) -> str:
+    """One line per file: class, probability, name and review flag, or the failure."""
     lines = []
-    width = max((len(p["path"]) for p in preds), default=4)
-    for p in preds:
-        if "error" in p:
-            lines.append(f"{p['path']:<{width}}  ERROR  {p['error']}")
-        else:
-            lines.append(f"{p['path']:<{width}}  {p['code']}  {p['probability']:.3f}  "
-                         f"{p['name']}")
-            if "warning" in p:
-                lines.append(f"{'':<{width}}  WARNING  {p['warning']}")
+    width = max((len(r["path"]) for r in rows), default=4)
+    for r in rows:
+        if r["status"].startswith("error"):
+            lines.append(f"{r['path']:<{width}}  ERROR  {r['status'][len('error: '):]}")
+            continue
+        flag = "  REVIEW" if r["review"] else ""
+        lines.append(f"{r['path']:<{width}}  {r['class']:<4} {r['probability']:.3f}  "
+                     f"{r['name']}{flag}")
+        if r["status"] != "ok":
+            lines.append(f"{'':<{width}}  WARNING  {r['status']}")
     return "\n".join(lines)
+
+
+
+def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
+                out: str | os.PathLike | None = None, as_json: bool = False, tta: bool = False,
+                review_below: float = 0.0, with_differential: bool = False,
+                batch_size: int = 64, precision: str = "auto", progress: bool = True
+                ) -> tuple[str, int]:
+    """The ``predict`` command: classify, write ``out`` (+ differential); (text, n classified)."""
+    from hemacnn.differential import format_differential, from_predictions, write_differential
+
+    if out is not None:
+        from hemacnn.atomic import check_creatable
+
+        check_creatable(Path(out).parent)  # before the work, not after it
+    clf = load_classifier(model, precision=precision)
+    rows = predict_files(model, inputs, tta=tta, review_below=review_below,
+                         batch_size=batch_size, progress=progress, classifier=clf)
+    diff = from_predictions(rows, clf.card["classes"]) if with_differential else None
+    written = []
+    if out is not None:
+        written.append(write_predictions(rows, out))
+        if diff is not None:
+            written += write_differential(diff, out)
+    if as_json:
+        text = json.dumps({"predictions": rows, "differential": diff} if diff else rows)
+    else:
+        parts = [format_predictions(rows) if out is None else ""]  # the file holds the rows
+        if diff is not None:
+            parts.append(format_differential(diff))
+        parts += [f"wrote {p}" for p in written] + [summary_line(rows)]
+        text = "\n".join(p for p in parts if p)
+    return text, sum(1 for r in rows if r["class"])

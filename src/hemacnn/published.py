@@ -88,3 +88,12 @@ def comparability(pub: PublishedResult, run_classes: list[str], run_images: int 
     if run_split and run_split != pub.split:
         reasons.append(f"split: this run {run_split}; the study {pub.split}")
     return reasons
+
+
+def published_macro_f1(pub: PublishedResult, classes: list[str] | tuple[str, ...]
+                       ) -> float | None:
+    """Mean published F1 over ``classes``; None unless the study reports every one of them."""
+    values = [pub.f1(c) for c in classes]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)

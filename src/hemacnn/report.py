@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from hemacnn.atomic import write_text
+from hemacnn.classes import is_matek_set
 from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluate import SPLITS, read_card
 from hemacnn.metrics import compute_metrics
-from hemacnn.published import comparability, published_for
+from hemacnn.published import comparability, published_for, published_macro_f1
 
 # A block: ("h1"|"h2"|"h3"|"p", text), ("ul", [items]), ("table", head, rows) or
 # ("img", png_path, caption).
@@ -39,6 +40,7 @@ class RunInfo:
     evaluation: dict[str, Any] | None
     split_counts: dict[str, int]
     split_desc: str | None
+    dropped: dict[str, int] | None = None
 
 
 def _load_evaluation(run: Path) -> dict[str, Any] | None:
@@ -67,12 +69,14 @@ def load_run(path: str | os.PathLike) -> RunInfo:
     try:
         splits = load_splits(path / "splits")
     except HemacnnError:  # a report still describes a run whose splits are gone
-        counts, desc = dict.fromkeys(SPLITS, 0), None
+        counts, desc, dropped = dict.fromkeys(SPLITS, 0), None, None
     else:
+        dropped = splits.extra.get("dropped_classes") or None
         counts = {s: len(splits.split(s)) for s in SPLITS}
         desc = (f"seeded stratified split (seed {splits.seed}): test {splits.test_fraction} "
                 f"per class, validation {splits.val_fraction} of the rest")
-    return RunInfo(path, path.resolve().name, card, _load_evaluation(path), counts, desc)
+    return RunInfo(path, path.resolve().name, card, _load_evaluation(path), counts, desc,
+                   dropped)
 
 
 def _f(v: float | None, d: int = 4) -> str:
@@ -127,7 +131,7 @@ def _run_blocks(r: RunInfo, figs: dict[str, Path]) -> list[Block]:
         f"{r.split_counts['train']:,}, validation {r.split_counts['val']:,}, test "
         f"{r.split_counts['test']:,})",
         f"split: {r.split_desc or 'as saved in splits/'}",
-    ]))
+    ] + ([_dropped_text(r.dropped)] if r.dropped else []) + _members_text(r.path)))
     if e is None:
         blocks.append(("p", "This run has no test evaluation yet (no evaluation_test.json or "
                             "predictions_test.npz): run `hemacnn evaluate RUN_DIR` first."))
@@ -141,6 +145,31 @@ def _run_blocks(r: RunInfo, figs: dict[str, Path]) -> list[Block]:
         if key in figs:
             blocks.append(("img", figs[key], title))
     return blocks
+
+
+def _members_text(run: Path) -> list[str]:
+    """For an ensemble folder: its members and weights (ensemble_members.json's figures)."""
+    from hemacnn.ensemble import is_ensemble, read_ensemble
+
+    if not is_ensemble(run):
+        return []
+    figures = {}
+    summary = run / "ensemble_members.json"
+    if summary.is_file():
+        rows = json.loads(summary.read_text(encoding="utf-8"))["members"]
+        figures = {Path(m["run"]).resolve(): m["macro_f1"] for m in rows}
+    items = []
+    for m in read_ensemble(run)["members"]:
+        f1 = figures.get(Path(m["path"]).resolve())
+        items.append(f"{m['run']} (weight {m['weight']:.3f}"
+                     + (f", macro F1 alone {f1:.4f} on the same test images)" if f1 is not None
+                        else ")"))
+    return ["ensemble of: " + "; ".join(items)]
+
+
+def _dropped_text(dropped: dict[str, int]) -> str:
+    return ("left out (too few images for every split, data.rare_classes=drop): "
+            + ", ".join(f"{c} ({n} images)" for c, n in dropped.items()))
 
 
 def _groups_text(groups: dict[str, list[str]]) -> str:
@@ -163,7 +192,8 @@ def _metric_blocks(r: RunInfo, e: dict[str, Any], n_images: int) -> list[Block]:
                         f"{_f(tol['macro_f1'])}" + _groups_text(tol["groups"]) + "."))
     for note in e.get("notes", []):
         blocks.append(("p", f"Note: {note}."))
-    pubs = published_for(e["classes"])
+    # Published figures are Matek's classes on Matek's images: another dataset gets none.
+    pubs = published_for(e["classes"]) if is_matek_set(e["classes"]) else []
     if not pubs:
         return blocks
     strict_pubs = [p for p in pubs if not p.tolerant]
@@ -171,9 +201,13 @@ def _metric_blocks(r: RunInfo, e: dict[str, Any], n_images: int) -> list[Block]:
     head = ["class", "this run"] + [p.short for p in strict_pubs]
     rows = [[c, _f(v["f1"])] + [_f(p.f1(c)) for p in strict_pubs]
             for c, v in e["per_class"].items()]
+    rows.append([f"macro F1 ({len(e['classes'])} classes)", _f(e["macro_f1"])]
+                + [_f(published_macro_f1(p, e["classes"])) for p in strict_pubs])
     blocks.append(("table", head, rows))
     blocks.append(("p", "Columns: " + "; ".join(f"{p.short} = {p.label}" for p in pubs)
-                   + ". Matek's F1 is computed from its mean precision and recall."))
+                   + ". Matek's F1 is computed from its mean precision and recall. A study's "
+                   "macro F1 is the mean of its F1 over this run's classes, shown only when it "
+                   "reports all of them."))
     blocks.append(("h3", "Precision / recall beside the published figures"))
     head = ["class", "this run P / R"] + [
         p.short + (" pair (order uncertain)" if p.pr_order == "unknown" else " P / R")
@@ -199,6 +233,8 @@ def _metric_blocks(r: RunInfo, e: dict[str, Any], n_images: int) -> list[Block]:
                 + [(f"{_f(p.per_class[c]['precision'])} / {_f(p.per_class[c]['recall'])}"
                     if c in p.per_class else "–") for p in tol_pubs]
                 for c, v in e["tolerant"]["per_class"].items()]
+        rows.append([f"macro F1 ({len(e['classes'])} classes)", _f(e["tolerant"]["macro_f1"])]
+                    + [_f(published_macro_f1(p, e["classes"])) for p in tol_pubs])
         blocks.append(("table", head, rows))
     blocks.append(("h3", "Is the comparison like for like?"))
     items = []
@@ -321,12 +357,15 @@ def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
         raise HemacnnError(f"--out {md_path} should be a .md file (the HTML goes beside it)")
     fig_dir = md_path.parent / f"{md_path.stem}_files"
     title = "hemacnn report: " + ", ".join(r.name for r in runs)
-    blocks: list[Block] = [("h1", title), (
-        "p", "Per-class results on each run's held-out test split, beside the published "
+    intro = ("Per-class results on each run's held-out test split, beside the published "
              "figures for the same classes: Whitehead & Ramirez's MV3 (Table 6) and VGG16 "
-             "(Table 8), and Matek et al. 2021 (Table 1, strict and tolerant). Figures are "
-             "drawn from the files saved in each run folder, never by re-training or "
-             "re-predicting.")]
+             "(Table 8), and Matek et al. 2021 (Table 1, strict and tolerant). "
+             if any(is_matek_set(r.card["classes"]) for r in runs) else
+             "Per-class results on each run's held-out test split (no published figures "
+             "exist for these classes). ")
+    blocks: list[Block] = [("h1", title), (
+        "p", intro + "Figures are drawn from the files saved in each run folder, never by "
+             "re-training or re-predicting.")]
     head, rows = headline_rows(runs)
     blocks += [("h2", "Headline metrics"), ("table", head, rows)]
     for i, r in enumerate(runs):

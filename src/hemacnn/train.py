@@ -33,7 +33,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassPrecision,
 
 from hemacnn import __version__
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
-from hemacnn.classes import class_name
+from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
 from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.models import build_model, l2_penalty
@@ -173,13 +173,23 @@ class CellClassifier(RecipeHooks, L.LightningModule):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temp file and rename, so kill -9 never leaves a torn last.ckpt."""
+    """Write checkpoints to a temp file and rename, so kill -9 never leaves a torn last.ckpt.
+
+    Loading (resume) goes through :func:`hemacnn.checkpoint.read_checkpoint` (weights only).
+    """
 
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
         super().save_checkpoint(checkpoint, tmp, storage_options)
         os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None,
+                        weights_only: bool | None = None) -> dict:
+        # Resume reads the file the same safe way as predict: tensors and plain data only.
+        from hemacnn.checkpoint import read_checkpoint
+
+        return read_checkpoint(path)
 
 
 class EpochMetricsCSV(Callback):
@@ -230,7 +240,7 @@ def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: st
     return {
         "format": "hemacnn-card/1",
         "classes": list(classes),
-        "class_names": [class_name(c) for c in classes],
+        "class_names": class_names(classes),
         "input_size": cfg.data.image_size,
         "resize_method": cfg.data.resize,
         "value_range": [0, 1],
@@ -266,10 +276,11 @@ def _datamodule(cfg: Config, splits_dir: Path | None, progress: bool):
     if not d.root:
         raise HemacnnError("data.root is not set; pass data.root=/path/to/BM_cytomorphology_data")
     return HemaDataModule(
-        root=d.root, classes=tuple(d.classes), image_size=d.image_size, resize=d.resize,
+        root=d.root, classes=d.classes, image_size=d.image_size, resize=d.resize,
         batch_size=d.batch_size, test_fraction=d.test_fraction, val_fraction=d.val_fraction,
         seed=cfg.seed, folds=d.folds, fold=d.fold, offline_rotate=tuple(d.offline_rotate),
         augment=d.augment, num_workers=d.num_workers, splits_dir=splits_dir, progress=progress,
+        min_per_split=d.min_per_split, rare_classes=d.rare_classes, fold_test=d.fold_test,
         **recipe_data_options(cfg),
     )
 
@@ -349,6 +360,10 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
     ]
     if progress:
         callbacks.append(_ProgressBar())
+    if t.log_step_loss:
+        from hemacnn.steploss import StepLossCSV
+
+        callbacks.append(StepLossCSV(run_dir / "step_loss.csv"))
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))
     if t.checkpoint_minutes:  # mid-epoch saves of last.ckpt; the loader resumes mid-epoch too

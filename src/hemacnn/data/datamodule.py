@@ -158,7 +158,8 @@ def _skipping(it: Iterator, n: int) -> Iterator:
 class HemaDataModule(L.LightningDataModule):
     """Scan, split and cache a labelled image folder; serve train/val/test loaders."""
 
-    def __init__(self, root: str | os.PathLike, classes: Sequence[str] = PAPER_CLASSES,
+    def __init__(self, root: str | os.PathLike,
+                 classes: Sequence[str] | str | None = PAPER_CLASSES,
                  image_size: int = 128, resize: str = "nearest", batch_size: int = 32,
                  test_fraction: float = 0.10, val_fraction: float = 0.20, seed: int = 0,
                  folds: int | None = None, fold: int = 0, offline_rotate: Sequence[str] = (),
@@ -166,10 +167,15 @@ class HemaDataModule(L.LightningDataModule):
                  splits_dir: str | os.PathLike | None = None, progress: bool = True,
                  cache_workers: int | None = None, other: bool | Sequence[str] = False,
                  balanced: int | bool | None = None, stain_jitter: float = 0.0,
-                 crop_scale: float | None = None) -> None:
+                 crop_scale: float | None = None, min_per_split: int = 1,
+                 rare_classes: str = "keep", fold_test: str = "rotate") -> None:
         super().__init__()
         self.root = Path(root)
-        self.classes = list(classes)
+        # None or "all": every class folder with usable images (known after setup).
+        self.classes = None if classes is None or isinstance(classes, str) else list(classes)
+        self.min_per_split = int(min_per_split)
+        self.rare_classes = rare_classes
+        self.fold_test = fold_test
         self.image_size = int(image_size)
         self.resize = resize
         self.batch_size = int(batch_size)
@@ -200,7 +206,9 @@ class HemaDataModule(L.LightningDataModule):
     @property
     def class_codes(self) -> list[str]:
         """Class codes in label order (known after setup)."""
-        return list(self.splits.classes) if self.splits is not None else list(self.classes)
+        if self.splits is None:
+            self._prepare()
+        return list(self.splits.classes)
 
     def prepare_data(self) -> None:
         """Scan and build the cache (Lightning runs this on one process per node first)."""
@@ -227,10 +235,21 @@ class HemaDataModule(L.LightningDataModule):
         else:
             split_entries, classes = entries, self.classes
             if self.other:
+                if classes is None:
+                    raise HemacnnError("imbalance.other pools the classes not selected: give "
+                                       "data.classes as a list, not all")
                 split_entries, classes = pool_other(entries, self.classes, self.other)
                 usable = {e.path: e for e in split_entries if e.usable}
             splits = make_splits(split_entries, classes, self.test_fraction, self.val_fraction,
-                                 self.seed, self.folds, self.fold, root=str(self.root))
+                                 self.seed, self.folds, self.fold, root=str(self.root),
+                                 min_per_split=self.min_per_split,
+                                 rare_classes=self.rare_classes, fold_test=self.fold_test)
+            dropped = splits.extra.get("dropped_classes") or {}
+            if dropped:
+                warnings.warn(
+                    "left out (fewer than {} usable images, data.rare_classes=drop): {}".format(
+                        splits.extra["images_needed"],
+                        ", ".join(f"{c} ({n})" for c, n in dropped.items())), stacklevel=2)
         unknown = [c for c in self.offline_rotate if c not in splits.classes]
         if unknown:
             warnings.warn(f"offline_rotate lists {', '.join(unknown)}, not among the selected "

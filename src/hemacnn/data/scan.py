@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hemacnn.atomic import ensure_writable_dir, write_json
-from hemacnn.classes import CLASSES, MATEK_IMAGE_SIZE, PAPER_TOTAL
+from hemacnn.classes import CLASSES, MATEK_IMAGE_SIZE, PAPER_TOTAL, class_name, is_matek_set
 from hemacnn.data.corruption import detect_corruption
 from hemacnn.data.images import FORMATS_BY_EXTENSION, ImageDecodeError, decode_bytes
 from hemacnn.data.manifest import Entry, read_manifest, write_manifest
@@ -210,7 +210,7 @@ def scan_dataset(root: str | os.PathLike, workers: int | None = None,
     n_workers = max(1, workers if workers is not None else default_workers())
     checks = _run_checks(root_path, rels, n_workers, progress)
 
-    matek = all(c in CLASSES for c in listing.classes)
+    matek = is_matek_set(listing.classes)
     sizes = Counter((w, h) for _, w, h, _ in checks if w)
     usual = MATEK_IMAGE_SIZE if matek else (sizes.most_common(1)[0][0] if sizes else None)
     first_copy: dict[str, tuple[str, str]] = {}
@@ -338,7 +338,9 @@ def scan_report_text(result: ScanResult, manifest_path: str | os.PathLike | None
         table.add_column("Paper images", justify="right")
         table.add_column("Paper %", justify="right")
     for code, n in usable.items():
-        row = [code, CLASSES[code].name if code in CLASSES else "", f"{n:,}",
+        # Matek's names only for a Matek folder: elsewhere a code means what its owner meant.
+        name = class_name(code, result.looks_like_matek)
+        row = [code, name if name != code else "", f"{n:,}",
                f"{rejected[code]:,}", f"{100.0 * n / n_usable:.2f}" if n_usable else "-"]
         if result.looks_like_matek:
             paper = CLASSES[code].paper_count

@@ -107,120 +107,165 @@ def _check_fraction(name: str, value: float) -> None:
         raise HemacnnError(f"{name} must be between 0 and 1 (exclusive), got {value}")
 
 
-@dataclass
-class _Grouped:
-    """Usable paths per class of the data, and the files the scan rejected per class."""
-
-    usable: dict[str, list[str]]
-    rejected: dict[str, list[Entry]]
-    where: str
-
-    def rejected_text(self, code: str) -> str:
-        """'6 unreadable, 1 suspicious; e.g. LYT/x.jpg: truncated JPEG' for one class."""
-        bad = self.rejected.get(code, [])
-        kinds = Counter(e.status for e in bad)
-        text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
-        first = bad[0]
-        return f"{text}; e.g. {first.path}: {first.detail}" if first.detail else text
+def _rejected_text(bad: list[Entry]) -> str:
+    """'6 unreadable, 1 suspicious; e.g. LYT/x.jpg: truncated JPEG' for one class's rejects."""
+    kinds = Counter(e.status for e in bad)
+    text = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    return f"{text}; e.g. {bad[0].path}: {bad[0].detail}" if bad[0].detail else text
 
 
-def _group(entries: Iterable[Entry], classes: Sequence[str], root: str | None) -> _Grouped:
-    """Usable paths per selected class (sorted, so the draw depends on the seed only)."""
+def _group(entries: Iterable[Entry], classes: Sequence[str] | None, root: str | None
+           ) -> dict[str, list]:
+    """Usable paths per selected class (sorted, so the draw depends on the seed only).
+
+    ``classes=None`` selects every class that has a usable image, in sorted order.
+    """
     by_class: dict[str, list[str]] = defaultdict(list)
     rejected: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
         (by_class[e.label].append(e.path) if e.usable else rejected[e.label].append(e))
-    grouped = _Grouped({c: sorted(p) for c, p in by_class.items()}, dict(rejected),
-                       root if root is not None else "the data")
+    where = root if root is not None else "the data"
+    if classes is None:
+        classes = sorted(by_class)
     for code in classes:
         if code in by_class:
             continue
         if code in rejected:  # the folder is there, its files are not usable: say so
             n = len(rejected[code])
             raise HemacnnError(
-                f"class {code} has no usable image in {grouped.where}: all {n} file"
-                f"{'s were' if n != 1 else ' was'} rejected ({grouped.rejected_text(code)}); "
+                f"class {code} has no usable image in {where}: all {n} file"
+                f"{'s were' if n != 1 else ' was'} rejected ({_rejected_text(rejected[code])}); "
                 f"run `hemacnn scan {root or 'DATA_DIR'}` to see each file's reason")
         present = ", ".join(sorted(by_class)) or "none"
         raise HemacnnError(
-            f"class {code} not found in {grouped.where}; classes present: {present} — "
-            "choose others with 'data.classes=[...]'"
+            f"class {code} not found in {where}; classes present: {present} — "
+            "choose others with 'data.classes=[...]' (or data.classes=all for every class)"
         )
-    return grouped
+    return {code: sorted(by_class[code]) for code in classes}
 
 
-def _check_sizes(grouped: _Grouped, classes: Sequence[str], need: int) -> None:
-    """Every selected class can be split; otherwise suggest only a selection that works."""
-    small = [c for c in classes if len(grouped.usable[c]) < need]
-    if not small:
-        return
-    code = small[0]
-    n = len(grouped.usable[code])
-    lost = (f" ({len(grouped.rejected[code])} more rejected: {grouped.rejected_text(code)})"
-            if code in grouped.rejected else "")
-    enough = [c for c in classes if c not in small]
+def _too_small(code: str, n: int, need: int, classes: Sequence[str],
+               grouped: dict[str, list]) -> HemacnnError:
+    """The error for a class too small to split; it suggests only selections that then work."""
+    enough = [c for c in classes if len(grouped[c]) >= need]
     if len(enough) >= 2:
-        fix = f"drop it with 'data.classes=[{','.join(enough)}]' or add images"
+        fix = (f"drop it with 'data.classes=[{','.join(enough)}]', leave out every class this "
+               "small with data.rare_classes=drop, or add images")
     else:
-        able = sorted(c for c, p in grouped.usable.items() if len(p) >= need)
-        fix = ("add images, or choose two or more of the classes that have enough: "
-               f"{', '.join(able)}" if len(able) >= 2 else "add images")
-    raise HemacnnError(
-        f"class {code} has {n} usable image{'s' if n != 1 else ''}{lost}; at least {need} are "
-        f"needed to split train/val/test — {fix}")
+        fix = "add images or choose other classes (`hemacnn scan` lists them with their counts)"
+    return HemacnnError(
+        f"class {code} has {n} usable image{'s' if n != 1 else ''}; at least {need} are needed "
+        f"to split train/val/test — {fix}"
+    )
 
 
-def _val_count(n_rest: int, val_fraction: float) -> int:
-    return min(max(1, _round_half_up(n_rest, val_fraction)), n_rest - 1)
+def _val_count(n_rest: int, val_fraction: float, m: int = 1) -> int:
+    return min(max(m, _round_half_up(n_rest, val_fraction)), n_rest - m)
+
+
+def images_needed(min_per_split: int = 1, folds: int | None = None,
+                  fold_test: str = "rotate") -> int:
+    """Fewest usable images a class needs for ``min_per_split`` images in every split."""
+    m = int(min_per_split)
+    if folds is None:
+        return 3 * m
+    k = int(folds)
+    if fold_test == "holdout":  # test first, then k validation folds of the rest
+        return m + k * m
+    # Each fold is a test set once; its remaining (k-1)/k must still give validation and training.
+    return max(3 * m, math.ceil(2 * m * k / (k - 1)), k * m)
 
 
 def make_splits(
     entries: Iterable[Entry],
-    classes: Sequence[str] = PAPER_CLASSES,
+    classes: Sequence[str] | None = PAPER_CLASSES,
     test_fraction: float = 0.10,
     val_fraction: float = 0.20,
     seed: int = 0,
     folds: int | None = None,
     fold: int = 0,
     root: str | None = None,
+    min_per_split: int = 1,
+    rare_classes: str = "keep",
+    fold_test: str = "rotate",
 ) -> Splits:
-    """Stratified, seeded split of the usable entries of ``classes`` (order kept as given)."""
-    classes = [str(c) for c in classes]
-    if not classes:
-        raise HemacnnError("no classes selected; set data.classes=[...] to at least two codes")
-    dupes = sorted(c for c, k in Counter(classes).items() if k > 1)
-    if dupes:
-        raise HemacnnError(f"class {dupes[0]} is listed twice in data.classes; list it once")
+    """Stratified, seeded split of the usable entries of ``classes`` (order kept as given).
+
+    ``classes=None`` (or ``"all"``) takes every class present. A class with fewer images than
+    :func:`images_needed` is an error with ``rare_classes="keep"`` and is left out, and listed
+    under ``dropped_classes`` in the splits' metadata, with ``rare_classes="drop"``.
+    """
+    if isinstance(classes, str):  # "all" (a plain string is never a list of codes)
+        classes = None
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if not classes:
+            raise HemacnnError("no classes selected; set data.classes=[...] to at least two "
+                               "codes or data.classes=all")
+        dupes = sorted(c for c, k in Counter(classes).items() if k > 1)
+        if dupes:
+            raise HemacnnError(f"class {dupes[0]} is listed twice in data.classes; list it once")
+    if rare_classes not in ("keep", "drop"):
+        raise HemacnnError(f"rare_classes must be keep or drop, got {rare_classes!r}")
+    if fold_test not in ("rotate", "holdout"):
+        raise HemacnnError(f"fold_test must be rotate or holdout, got {fold_test!r}")
+    m = int(min_per_split)
+    if m < 1:
+        raise HemacnnError(f"min_per_split must be at least 1, got {min_per_split}")
     _check_fraction("val_fraction", val_fraction)
-    if folds is None:
+    if folds is None or fold_test == "holdout":
         _check_fraction("test_fraction", test_fraction)
-    elif int(folds) < 2 or not 0 <= int(fold) < int(folds):
+    if folds is not None and (int(folds) < 2 or not 0 <= int(fold) < int(folds)):
         raise HemacnnError(f"k-fold needs folds >= 2 and 0 <= fold < folds, got folds={folds} "
                            f"fold={fold}")
     grouped = _group(entries, classes, root)
-    # k-fold: each fold's remaining (k-1)/k must still give one validation and one training image.
-    need = 3 if folds is None else max(3, math.ceil(2 * int(folds) / (int(folds) - 1)), int(folds))
-    _check_sizes(grouped, classes, need)
-    train: list[Item] = []
-    val: list[Item] = []
-    test: list[Item] = []
-    if folds is None:
-        for code in classes:
-            paths = grouped.usable[code]
-            n = len(paths)
-            n_test = min(max(1, _round_half_up(n, test_fraction)), n - 2)
-            n_val = _val_count(n - n_test, val_fraction)
-            order = _class_rng(seed, code).permutation(n)
-            picked = [(paths[i], code) for i in order]
-            test += picked[:n_test]
-            val += picked[n_test:n_test + n_val]
-            train += picked[n_test + n_val:]
-        return Splits(train, val, test, classes, seed, test_fraction, val_fraction)
-    return _kfold(grouped.usable, classes, val_fraction, seed, int(folds), int(fold))
+    classes = list(grouped)
+    need = images_needed(m, folds, fold_test)
+    small = {c: len(grouped[c]) for c in classes if len(grouped[c]) < need}
+    if small and rare_classes == "keep":
+        code = next(iter(small))
+        raise _too_small(code, small[code], need, classes, grouped)
+    if small:
+        classes = [c for c in classes if c not in small]
+        if len(classes) < 2:
+            raise HemacnnError(
+                f"only {len(classes)} class(es) keep at least {need} usable images after "
+                f"leaving out {', '.join(small)}; add images or lower data.min_per_split")
+    extra = {"min_per_split": m, "rare_classes": rare_classes,
+             "dropped_classes": {c: small[c] for c in small},
+             "images_needed": need}
+    if folds is not None:
+        extra["fold_test"] = fold_test
+        splitter = _kfold_holdout if fold_test == "holdout" else _kfold
+        train, val, test = splitter(grouped, classes, test_fraction, val_fraction, seed,
+                                    int(folds), int(fold), m)
+        tf = test_fraction if fold_test == "holdout" else round(1.0 / int(folds), 6)
+        return Splits(train, val, test, classes, seed, tf, val_fraction, int(folds), int(fold),
+                      extra)
+    train, val, test = [], [], []
+    for code in classes:
+        n_test, picked = _test_draw(grouped[code], code, test_fraction, seed, 2 * m, m)
+        n_val = _val_count(len(picked) - n_test, val_fraction, m)
+        test += picked[:n_test]
+        val += picked[n_test:n_test + n_val]
+        train += picked[n_test + n_val:]
+    return Splits(train, val, test, classes, seed, test_fraction, val_fraction, extra=extra)
 
 
-def _kfold(grouped: dict[str, list[str]], classes: list[str], val_fraction: float, seed: int,
-           folds: int, fold: int) -> Splits:
+def _test_draw(paths: list[str], code: str, test_fraction: float, seed: int, keep: int,
+               m: int) -> tuple[int, list[Item]]:
+    """A class's seeded order and its test count (at least m, leaving at least ``keep``)."""
+    n = len(paths)
+    n_test = min(max(m, _round_half_up(n, test_fraction)), n - keep)
+    order = _class_rng(seed, code).permutation(n)
+    return n_test, [(paths[i], code) for i in order]
+
+
+SplitLists = tuple[list[Item], list[Item], list[Item]]
+
+
+def _kfold(grouped: dict[str, list[str]], classes: list[str], test_fraction: float,
+           val_fraction: float, seed: int, folds: int, fold: int, m: int) -> SplitLists:
     """Fold ``fold`` of a stratified k-fold split is the test set; val is drawn from the rest."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -236,12 +281,28 @@ def _kfold(grouped: dict[str, list[str]], classes: list[str], val_fraction: floa
     val: list[Item] = []
     for code in classes:
         members = sorted(rest[code])
-        n_val = _val_count(len(members), val_fraction)
+        n_val = _val_count(len(members), val_fraction, m)
         order = _class_rng(seed, code).permutation(len(members))
         val += [(members[i], code) for i in order[:n_val]]
         train += [(members[i], code) for i in order[n_val:]]
-    test_fraction = round(1.0 / folds, 6)
-    return Splits(train, val, test, classes, seed, test_fraction, val_fraction, folds, fold)
+    return train, val, test
+
+
+def _kfold_holdout(grouped: dict[str, list[str]], classes: list[str], test_fraction: float,
+                   val_fraction: float, seed: int, folds: int, fold: int, m: int
+                   ) -> SplitLists:
+    """One test split for every fold (the plain split's draw); fold ``fold`` of the rest is val."""
+    from sklearn.model_selection import StratifiedKFold
+
+    test: list[Item] = []
+    rest: list[Item] = []
+    for code in classes:
+        n_test, picked = _test_draw(grouped[code], code, test_fraction, seed, folds * m, m)
+        test += picked[:n_test]
+        rest += sorted(picked[n_test:])
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train_idx, val_idx = list(skf.split(np.zeros(len(rest)), [c for _, c in rest]))[fold]
+    return [rest[i] for i in train_idx], [rest[i] for i in sorted(val_idx)], test
 
 
 def _items_csv(items: list[Item]) -> str:
@@ -294,6 +355,8 @@ def load_splits(folder: str | Path) -> Splits:
         raise HemacnnError(f"{meta_path} is not a valid splits file ({exc}); "
                            "save the splits again") from None
     lists = {name: _read_items(folder / f"{name}.csv", classes) for name in SPLIT_NAMES}
+    known = {"classes", "seed", "test_fraction", "val_fraction", "folds", "fold", "rounding",
+             "counts"}
     return Splits(
         lists["train"], lists["val"], lists["test"], classes,
         seed=int(meta.get("seed", 0)),
@@ -301,4 +364,5 @@ def load_splits(folder: str | Path) -> Splits:
         val_fraction=float(meta.get("val_fraction", 0.20)),
         folds=meta.get("folds"),
         fold=int(meta.get("fold", 0)),
+        extra={k: v for k, v in meta.items() if k not in known},
     )

@@ -43,6 +43,7 @@ class ModelEntry:
     paper_input: int
     min_input: int
     build: Callable[[int, int, dict[str, Any]], nn.Module]  # (num_classes, input_size, opts)
+    note: str = ""  # a reconstruction's open choices, shown under `hemacnn models`
 
 
 def _table_entry(table: PaperTable) -> ModelEntry:
@@ -50,7 +51,7 @@ def _table_entry(table: PaperTable) -> ModelEntry:
         return build_table(table, num_classes, input_size, **opts)
 
     return ModelEntry(table.name, table.paper_ref, table.paper_input,
-                      table_min_input(table.rows), build)
+                      table_min_input(table.rows), build, table.note)
 
 
 def _build_vgg16(num_classes: int, input_size: int, opts: dict[str, Any]) -> nn.Module:
@@ -192,6 +193,7 @@ def models_table(num_classes: int = 4) -> str:
                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"{n}: {_REGISTRY[n].note}" for n in list_models() if _REGISTRY[n].note]
     lines.append("Models return logits; width/noise_std/in_channels/dropout are build options "
                  "(the zoo models take in_channels and, for timm, dropout).")
     lines.append("Any timm model works by name: model.name=timm/<name> (from scratch; "

@@ -1,0 +1,337 @@
+"""Run a study's points as ordinary run folders, scheduled through an Optuna study storage.
+
+Why Optuna (and not Ray Tune): a study here is a fixed list of runs, each a whole ``train()``
+that already checkpoints and resumes itself. Optuna gives exactly the shared bookkeeping that
+needs, in a library rather than a cluster service: a storage that several processes or machines
+share (SQLite in the study folder by default, any SQLAlchemy URL such as PostgreSQL via
+``--storage``), a trial queue whose WAITING -> RUNNING change is atomic (the claim), heartbeats
+that mark a dead worker's trial failed, and a grid sampler over the point names.
+
+The work list is Optuna's trial queue: one WAITING trial per unfinished point. A worker pops a
+trial (an atomic state change in the storage) and, before training, checks that no other trial
+for the same point is RUNNING or COMPLETE; if one is, it prunes its own. Since every worker pops
+before it checks, two workers can never both pass the check for one point, so each point trains
+exactly once however many workers race (at worst both step back, and the point is queued again).
+Dead workers: Optuna's heartbeat fails their trials after a grace period; a trial whose worker
+ran on this machine and whose process is gone is failed at once, so a re-run resumes it straight
+away from the run folder's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+import shutil
+import socket
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hemacnn.errors import HemacnnError, Interrupted
+
+HEARTBEAT_S = 20  # a live worker writes a heartbeat this often
+GRACE_S = 120  # a RUNNING trial without a heartbeat for this long is failed (dead worker)
+HOST = socket.gethostname()
+
+
+@dataclass
+class RunPoint:
+    """What the runner needs of a point: a name, a base config file and its overrides."""
+
+    name: str
+    base: str
+    overrides: list[str]
+
+
+@dataclass
+class Outcome:
+    """What one invocation did: points trained, resumed, failed (name -> error)."""
+
+    trained: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    unfinished: list[str] = field(default_factory=list)
+
+
+def run_dir_of(out: Path, name: str) -> Path:
+    """A point's run folder."""
+    return Path(out) / "runs" / name
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run is finished when train() wrote its test metrics (its last step)."""
+    return (run_dir / "test_metrics.json").is_file()
+
+
+def storage_url(out: Path, url: str | None) -> str:
+    """The storage URL: ``url``, or an SQLite file in the study folder."""
+    return url or f"sqlite:///{(Path(out) / 'study.db').resolve()}"
+
+
+def open_storage(url: str):
+    """An Optuna RDB storage with heartbeats; SQLite serialises writers (BEGIN IMMEDIATE)."""
+    import optuna
+    import sqlalchemy
+
+    sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 120}} if sqlite else {}
+    for attempt in range(20):  # up to about a minute: a loaded machine creates tables slowly
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # Two workers creating one new database race on its tables; the loser finds
+            # them made a moment later.
+            if attempt == 19:
+                raise HemacnnError(f"cannot open study storage {url}: it stays locked or "
+                                   "inconsistent; is another program writing it?") from None
+            time.sleep(min(0.5 * (attempt + 1), 5.0))
+        except Exception as exc:  # bad URL, missing driver, unreachable server
+            raise HemacnnError(f"cannot open study storage {url}: {exc}") from None
+    if sqlite:
+        # SQLite's default deferred transactions let two writers deadlock on upgrade (one of
+        # them fails at once with "database is locked"); IMMEDIATE ones queue for the lock.
+        @sqlalchemy.event.listens_for(storage.engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+
+        @sqlalchemy.event.listens_for(storage.engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        storage.engine.dispose()
+    return storage
+
+
+def _process_start(pid: int) -> str | None:
+    try:  # field 22 of /proc/PID/stat: start time, so a reused pid is not mistaken as alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: Any, start: Any) -> bool:
+    if not isinstance(pid, int):
+        return True  # unknown: leave it to the heartbeat
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start is None or _process_start(pid) in (None, start)
+
+
+def _point_of(trial: Any) -> str | None:
+    return trial.params.get("point") or trial.system_attrs.get("fixed_params", {}).get("point")
+
+
+def open_study(url: str, study_name: str, names: Sequence[str]):
+    """Create or load the Optuna study (a grid over the point names)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = open_storage(url)
+    sampler = optuna.samplers.GridSampler({"point": list(names)}, seed=0)
+    return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
+                               load_if_exists=True, direction="minimize")
+
+
+def reap_dead(study: Any) -> int:
+    """Fail RUNNING trials whose worker was a process on this machine that no longer exists."""
+    import optuna
+    from optuna.trial import TrialState
+
+    n = 0
+    for t in study._storage.get_all_trials(study._study_id, states=(TrialState.RUNNING,)):
+        attrs = t.user_attrs
+        if attrs.get("host") == HOST and not _alive(attrs.get("pid"), attrs.get("pid_start")):
+            try:
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                n += 1
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+    return n
+
+
+def study_state(study: Any) -> dict[str, set[str]]:
+    """Point names by trial state: complete, running, waiting."""
+    from optuna.trial import TrialState
+
+    state: dict[str, set[str]] = {"complete": set(), "running": set(), "waiting": set()}
+    key = {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running",
+           TrialState.WAITING: "waiting"}
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+        if t.state in key and _point_of(t):
+            state[key[t.state]].add(_point_of(t))
+    return state
+
+
+def _best_val_loss(run_dir: Path) -> float:
+    from hemacnn.plots import read_metrics_csv
+
+    try:
+        losses = read_metrics_csv(run_dir / "metrics.csv").get("val_loss")
+        return float(min(v for v in losses if v == v))
+    except (OSError, ValueError, TypeError):
+        return 0.0
+
+
+def train_point(point: RunPoint, run_dir: Path, progress: bool) -> str:
+    """Train a point into its run folder; resume it if a checkpoint is there. Returns the mode."""
+    from hemacnn.train import train
+
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        train(resume=run_dir, progress=progress)
+        return "resumed"
+    if run_dir.exists():  # killed before its first checkpoint: nothing worth keeping
+        shutil.rmtree(run_dir)
+    train(point.base, overrides=point.overrides, out=run_dir, progress=progress)
+    return "trained"
+
+
+@dataclass
+class _Job:
+    points: list[RunPoint]
+    out: str
+    url: str
+    study_name: str
+    progress: bool
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
+    """One worker: claim unfinished points from the study storage and train them until none
+    is left to claim (points that other live workers are training are left to them)."""
+    import optuna
+
+    os.environ.update(job.env)
+    out = Path(job.out)
+    by_name = {p.name: p for p in job.points}
+    study = open_study(job.url, job.study_name, list(by_name))
+    result = Outcome()
+    tried: set[str] = set()
+    current: dict[str, str] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        name = trial.suggest_categorical("point", list(by_name))
+        for key, value in (("host", HOST), ("pid", os.getpid()),
+                           ("pid_start", _process_start(os.getpid()))):
+            trial.set_user_attr(key, value)
+        others = [t for t in study._storage.get_all_trials(
+            study._study_id, deepcopy=False,
+            states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE))
+            if t.number != trial.number and _point_of(t) == name]
+        if others:  # a duplicate claim: another trial has (or had) this point
+            raise optuna.TrialPruned(f"point {name} is taken by trial {others[0].number}")
+        current["name"] = name
+        tried.add(name)
+        run_dir = run_dir_of(out, name)
+        if is_finished(run_dir):  # finished before its trial was told (killed in between)
+            trial.set_user_attr("trained", False)
+            return _best_val_loss(run_dir)
+        echo(f"point {name}: {'resuming' if run_dir.exists() else 'training'} -> {run_dir}")
+        t0 = time.monotonic()
+        mode = train_point(by_name[name], run_dir, job.progress)
+        trial.set_user_attr("trained", True)
+        trial.set_user_attr("mode", mode)
+        (result.resumed if mode == "resumed" else result.trained).append(name)
+        echo(f"point {name}: done in {time.monotonic() - t0:.0f} s")
+        return _best_val_loss(run_dir)
+
+    while True:
+        reap_dead(study)
+        state = study_state(study)
+        todo = [n for n in by_name if n not in state["complete"] and n not in tried]
+        free = [n for n in todo if n not in state["running"]]
+        if not free:
+            result.unfinished = [n for n in by_name if n not in state["complete"]]
+            return result
+        for name in free:
+            if name not in state["waiting"]:
+                study.enqueue_trial({"point": name}, skip_if_exists=False)
+        current.clear()
+        try:
+            study.optimize(objective, n_trials=1, catch=())
+        except (Interrupted, KeyboardInterrupt):
+            raise Interrupted("sweep interrupted; run the same command again to resume") from None
+        except Exception as exc:  # one failed point must not stop the others
+            name = current.get("name", "?")
+            result.failed[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            echo(f"point {name}: FAILED: {result.failed[name]}")
+
+
+def _worker_main(job: _Job, queue: Any) -> None:
+    try:
+        queue.put(work(job, echo=lambda s: print(s, flush=True)))
+    except HemacnnError as exc:
+        print(f"worker {os.getpid()}: error: {exc}", flush=True)
+        queue.put(Outcome(failed={"?": str(exc)}))
+
+
+def _worker_envs(n: int) -> list[dict[str, str]]:
+    """Per-worker environment: one GPU each when there are GPUs, else a share of the cores."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(gpus))))
+        ids = visible.split(",")
+        return [{"CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} for i in range(n)]
+    threads = str(max(1, (os.cpu_count() or 1) // n))
+    return [{"OMP_NUM_THREADS": threads} for _ in range(n)]
+
+
+def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: str, *,
+               workers: int = 1, storage: str | None = None, progress: bool = True,
+               echo: Callable[[str], None] = print) -> Outcome:
+    """Run every point once as ``OUT/runs/<name>/`` through an Optuna storage (the reusable core:
+    skip finished points, resume killed ones, share the work with other processes)."""
+    if workers < 1:
+        raise HemacnnError(f"--workers must be at least 1 (got {workers})")
+    out = Path(out)
+    url = storage_url(out, storage)
+    study = open_study(url, study_name, [p.name for p in points])
+    reap_dead(study)
+    state = study_state(study)
+    todo = [p.name for p in points if p.name not in state["complete"]
+            and not is_finished(run_dir_of(out, p.name))]
+    resume = [n for n in todo if (run_dir_of(out, n) / "checkpoints" / "last.ckpt").is_file()]
+    busy = [n for n in todo if n in state["running"]]
+    extra = [f"{len(resume)} resume from a checkpoint"] if resume else []
+    extra += [f"{len(busy)} running in another worker"] if busy else []
+    echo(f"{len(todo)} of {len(points)} points to run" + (f" ({'; '.join(extra)})"
+                                                          if extra else ""))
+    job = _Job(list(points), str(out), url, study_name, progress and workers == 1)
+    if workers == 1 or len(todo) <= 1:
+        return work(job, echo)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = []
+    for env in _worker_envs(min(workers, len(todo))):
+        proc = ctx.Process(target=_worker_main, args=(_Job(**{**job.__dict__, "env": env}),
+                                                      queue))
+        proc.start()
+        procs.append(proc)
+    outcomes: list[Outcome] = []
+    while len(outcomes) < len(procs):
+        try:
+            outcomes.append(queue.get(timeout=1.0))
+        except queue_module.Empty:
+            if not any(p.is_alive() for p in procs) and queue.empty():
+                break  # a worker died without reporting (killed): its trial is reaped later
+    for proc in procs:
+        proc.join()
+    total = Outcome()
+    for o in outcomes:
+        total.trained += o.trained
+        total.resumed += o.resumed
+        total.failed.update(o.failed)
+    total.unfinished = sorted(set(p.name for p in points) - study_state(study)["complete"])
+    return total

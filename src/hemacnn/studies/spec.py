@@ -1,0 +1,232 @@
+"""Study files: a base config, a grid (or list) of points, profiles, what to tabulate and draw.
+
+A study file (``configs/studies/*.yaml``)::
+
+    study: optimizers                    # default: the file name
+    title: Optimizer choice (IV-F)
+    base: ../paper/mv3.yaml              # relative to the study file
+    set: {trainer.max_epochs: 1}         # dotted overrides for every point
+    grid:                                # a mapping (product of its lists) or a list of them
+      - name: "adam-b1{optimizer.beta1}" # point name template (default: varying values)
+        optimizer.name: adam
+        optimizer.beta1: [0.7, 0.8]
+    points:                              # and/or explicit points
+      - {name: no-noise, set: {model.noise_std: 0}}
+    columns: {optimizer: optimizer.name} # summary columns read from each point's config
+    summary: {metrics: [final_train_loss], ...}   # see hemacnn.studies.summary
+    figures: [{kind: step_loss, panel_by: optimizer}]
+    paper: [{column: mean_val_loss, source: Table 5, values: {point-name: 0.60}}]
+    notes: [the paper's claims, in words]
+    profiles:
+      paper: {}                          # the default: the paper's full scale
+      cpu: {note: ..., set: {...}, grid: ..., points: ..., summary: {...}}
+
+Everything is checked before anything runs: unknown keys, empty grids, duplicate point names and
+every point's resolved config (the same validation ``hemacnn train`` applies).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hemacnn.config import Config, build_config, parse_override
+from hemacnn.errors import HemacnnError
+
+DEFAULT_PROFILE = "paper"
+FIGURE_KINDS = ("step_loss", "curves", "train_val", "bars")  # hemacnn.studies.figures.KINDS
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TEMPLATE = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PointSpec(_Strict):
+    """One explicit point: a name and its dotted overrides."""
+
+    name: str
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProfileSpec(_Strict):
+    """A profile: overrides for every point, optionally its own grid/points and summary."""
+
+    note: str = ""
+    set: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, Any] | list[dict[str, Any]] | None = None
+    points: list[PointSpec] | None = None
+    point_set: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-point overrides
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudySpec(_Strict):
+    """A whole study file (see the module docstring)."""
+
+    study: str = ""
+    title: str = ""
+    base: str
+    set: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, Any] | list[dict[str, Any]] | None = None
+    points: list[PointSpec] | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    summary: dict[str, Any] = Field(default_factory=dict)
+    figures: list[dict[str, Any]] = Field(default_factory=list)
+    paper: list[dict[str, Any]] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
+    path: str = Field("", exclude=True)  # set by load_study: where the file was read
+
+
+@dataclass
+class Point:
+    """One run of a study: its name, varying values, full override list and validated config."""
+
+    name: str
+    values: dict[str, Any]
+    overrides: list[str]
+    config: Config = field(repr=False)
+
+
+def _override_text(key: str, value: Any) -> str:
+    # JSON is valid YAML flow syntax, so parse_override reads back exactly this value.
+    return f"{key}={json.dumps(value)}"
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """Read and check a study file (unknown keys, YAML syntax, base config present)."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HemacnnError(f"study file {path} not found; see configs/studies/") from None
+    except OSError as exc:
+        raise HemacnnError(f"cannot read study file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise HemacnnError(f"study file {path}{where} is not valid YAML; fix the syntax") from None
+    if not isinstance(tree, dict):
+        raise HemacnnError(f"study file {path} must be a mapping (base, grid, profiles, ...)")
+    try:
+        spec = StudySpec.model_validate(tree)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        if first["type"] == "extra_forbidden":
+            section = {"profiles": ProfileSpec, "points": PointSpec}.get(
+                str(first["loc"][0]) if len(first["loc"]) > 1 else "", StudySpec)
+            valid = ", ".join(k for k in section.model_fields if k != "path")
+            raise HemacnnError(f"study file {path}: unknown key {key}; valid keys there: "
+                               f"{valid}") from None
+        raise HemacnnError(f"study file {path}: key {key}: {first['msg']}") from None
+    spec.study = spec.study or path.stem
+    spec.path = str(path)
+    if not _NAME_OK.match(spec.study):
+        raise HemacnnError(f"study file {path}: study name {spec.study!r} may hold only "
+                           "letters, digits, '.', '_' and '-'")
+    for fig in spec.figures:
+        if fig.get("kind") not in FIGURE_KINDS:
+            raise HemacnnError(f"study file {path}: figure kind {fig.get('kind')!r} unknown; "
+                               f"kinds: {', '.join(FIGURE_KINDS)}")
+    if not (path.parent / spec.base).is_file():
+        raise HemacnnError(f"study file {path}: base config {spec.base} not found "
+                           f"(looked for {path.parent / spec.base})")
+    return spec
+
+
+def _grid_points(grid: dict[str, Any] | list[dict[str, Any]], source: str) -> list[PointSpec]:
+    blocks = grid if isinstance(grid, list) else [grid]
+    if not blocks or any(not b for b in blocks):
+        raise HemacnnError(f"{source}: the grid is empty; list at least one key with values")
+    points = []
+    for block in blocks:
+        block = dict(block)
+        template = block.pop("name", None)
+        lists = {k: v for k, v in block.items() if isinstance(v, list)}
+        for key, values in lists.items():
+            if not values:
+                raise HemacnnError(f"{source}: grid key {key} has no values")
+        for combo in itertools.product(*lists.values()):
+            values = {**block, **dict(zip(lists, combo, strict=True))}
+            if template:
+                name = _TEMPLATE.sub(lambda m, v=values: str(v.get(m.group(1), m.group(0))),
+                                     str(template))
+            else:
+                name = "-".join(v if isinstance(v, str) else f"{k.rsplit('.', 1)[-1]}{v}"
+                                for k, v in zip(lists, combo, strict=True)) or "point"
+            points.append(PointSpec(name=name, set=values))
+    return points
+
+
+def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
+                  overrides: list[str] | None = None) -> list[Point]:
+    """The study's points under ``profile`` with ``overrides`` for all, each config validated."""
+    source = spec.path or spec.study
+    if profile not in spec.profiles and profile != DEFAULT_PROFILE:
+        known = ", ".join(sorted({DEFAULT_PROFILE, *spec.profiles}))
+        raise HemacnnError(f"{source}: no profile {profile!r}; profiles: {known}")
+    prof = spec.profiles.get(profile, ProfileSpec())
+    grid = prof.grid if prof.grid is not None or prof.points is not None else spec.grid
+    explicit = prof.points if prof.grid is not None or prof.points is not None else spec.points
+    specs = (_grid_points(grid, source) if grid is not None else []) + list(explicit or [])
+    if not specs:
+        raise HemacnnError(f"{source}: no points; give a grid or a list of points")
+    unknown = sorted(set(prof.point_set) - {p.name for p in specs})
+    if unknown:
+        raise HemacnnError(f"{source}: profile {profile} point_set names {unknown[0]!r}, "
+                           f"which is not a point; points: {', '.join(p.name for p in specs)}")
+    specs = [PointSpec(name=p.name, set={**p.set, **prof.point_set.get(p.name, {})})
+             for p in specs]
+    cli = [parse_override(text) for text in overrides or []]
+    varying = {k for p in specs for k in p.set}
+    clash = sorted(k for k, _ in cli if k in varying)
+    if clash:
+        raise HemacnnError(f"override {clash[0]} would replace a value the study varies; "
+                           "edit the study file (or add a profile) instead")
+    base_path = Path(spec.path).parent / spec.base if spec.path else Path(spec.base)
+    base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+    points: list[Point] = []
+    seen: set[str] = set()
+    for p in specs:
+        if not _NAME_OK.match(p.name):
+            raise HemacnnError(f"{source}: point name {p.name!r} may hold only letters, "
+                               "digits, '.', '_' and '-'")
+        if p.name in seen:
+            raise HemacnnError(f"{source}: two points are named {p.name!r}; name them apart")
+        seen.add(p.name)
+        texts = [_override_text("name", f"{spec.study}-{p.name}")]
+        texts += [_override_text(k, v) for k, v in {**spec.set, **prof.set, **p.set}.items()]
+        texts += [_override_text(k, v) for k, v in cli]
+        # A fresh copy per point: build_config sets overrides inside the nested sections.
+        cfg = build_config(copy.deepcopy(base), texts, source=f"{source} point {p.name}")
+        _check_model(cfg, f"{source} point {p.name}")
+        points.append(Point(p.name, dict(p.set), texts, cfg))
+    return points
+
+
+def _check_model(cfg: Config, source: str) -> None:
+    from hemacnn.models import min_input_size
+
+    try:
+        need = min_input_size(cfg.model.name)  # also rejects an unknown model, listing all
+    except HemacnnError as exc:
+        raise HemacnnError(f"{source}: {exc}") from None
+    if cfg.data.image_size < need:
+        raise HemacnnError(f"{source}: model {cfg.model.name} needs data.image_size >= {need} "
+                           f"(got {cfg.data.image_size})")
+
+
+def summary_params(spec: StudySpec, profile: str) -> dict[str, Any]:
+    """The study's summary settings with the profile's on top."""
+    prof = spec.profiles.get(profile, ProfileSpec())
+    return {**spec.summary, **prof.summary}

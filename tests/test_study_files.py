@@ -1,0 +1,68 @@
+"""Every shipped study file (configs/studies/) loads, expands to the paper's points under each
+profile, and every point's config validates (pycls style: shipped configs are test cases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hemacnn.studies import expand_points, load_study
+from hemacnn.studies.spec import FIGURE_KINDS
+
+STUDIES = Path(__file__).resolve().parents[1] / "configs" / "studies"
+USABLE = {"ART", "BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"}  # >= 170 sample images
+
+# The points each study must have (PAPER.md sections in the study files), in order.
+EXPECTED = {
+    "optimizers": [f"adadelta-rho{r}" for r in (0.5, 0.6, 0.7, 0.8, 0.9)]
+    + [f"adam-beta1-{b}" for b in (0.7, 0.8, 0.85, 0.9, 0.97)],
+    "lr_noise": ["lr0.003", "lr0.001", "lr0.0001", "lr0.0001-noise"],
+    "regularization": ["plain", "noise", "noise-l2"],
+    "input_size": {"paper": ["px250", "px128", "px64"], "cpu": ["px128", "px64", "px48"]},
+    "balancing": ["mv2", "mv2-rotated", "mv2mod-rotated"],
+    "architectures": ["mv1", "mv2", "mv3", "vgg16"],
+}
+
+
+def test_every_study_file_is_listed() -> None:
+    assert sorted(p.stem for p in STUDIES.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("profile", ["paper", "cpu"])
+@pytest.mark.parametrize("study", sorted(EXPECTED))
+def test_study_expands_and_validates(study: str, profile: str) -> None:
+    spec = load_study(STUDIES / f"{study}.yaml")
+    points = expand_points(spec, profile, ["data.root=/data"])  # raises on any invalid point
+    want = EXPECTED[study]
+    assert [p.name for p in points] == (want[profile] if isinstance(want, dict) else want)
+    assert {p.config.seed for p in points} == {0}  # one split and the same initial weights
+    assert all(p.config.data.root == "/data" for p in points)
+    assert all(f["kind"] in FIGURE_KINDS for f in spec.figures) and spec.figures
+    if profile == "cpu":  # sized for the shared sample on a 2-core CPU
+        for p in points:
+            assert set(p.config.data.classes) <= USABLE, p.name
+            assert p.config.model.width <= 0.25 and p.config.trainer.max_epochs <= 8, p.name
+    else:
+        assert all("NGB" in p.config.data.classes for p in points)
+
+
+def test_optimizer_points_follow_iv_f() -> None:
+    points = {p.name: p.config for p in expand_points(load_study(STUDIES / "optimizers.yaml"))}
+    ada, adam = points["adadelta-rho0.7"].optimizer, points["adam-beta1-0.85"].optimizer
+    assert (ada.name, ada.lr, ada.rho) == ("adadelta", 0.1, 0.7)
+    assert (adam.name, adam.lr, adam.beta1, adam.beta2) == ("adam", 0.001, 0.85, 0.999)
+    assert ada.eps == adam.eps == 1e-7  # Keras' default epsilon (the paper is silent)
+    assert adam.rho == 0.95  # no value leaks from one point into the next (a shared base tree)
+    t = points["adam-beta1-0.85"].trainer
+    assert (t.max_epochs, t.log_step_loss, t.limit_train_batches) == (1, True, 250)
+
+
+def test_balancing_cpu_profile_rotates_the_samples_rarest_usable_class() -> None:
+    spec = load_study(STUDIES / "balancing.yaml")
+    cpu = {p.name: p.config.data for p in expand_points(spec, "cpu")}
+    assert cpu["mv2"].offline_rotate == [] and cpu["mv2-rotated"].offline_rotate == ["ART"]
+    assert "ART" in spec.profiles["cpu"].note
+    paper = {p.name: p.config for p in expand_points(spec, "paper")}
+    assert paper["mv2mod-rotated"].data.offline_rotate == ["NGB"]
+    assert paper["mv2mod-rotated"].model.name == "mv2mod"
