@@ -237,10 +237,11 @@ def _blame(err: ValidationError, tree: dict[str, Any], overrides: list[str],
 
 
 def build_config(tree: dict[str, Any], overrides: list[str] | None = None,
-                 source: str = "config") -> Config:
+                 source: str = "config", command_line: bool = False) -> Config:
     """Validate a config tree after applying dotted overrides.
 
-    An error names the override that caused it, or ``source`` when the file itself is wrong.
+    With ``command_line`` (the overrides were typed by the user), an error names the override
+    that caused it, or ``source`` when the file itself is wrong; otherwise it names ``source``.
     """
     base = copy.deepcopy(dict(tree or {}))
     tree = copy.deepcopy(base)
@@ -250,7 +251,7 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None,
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
-        if overrides:
+        if overrides and command_line:
             source = _blame(err, base, list(overrides), source)
         raise HemacnnError(_format_error(err, source)) from None
 
@@ -271,7 +272,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(tree, dict):
         raise HemacnnError(f"config {path} must be a mapping of sections (data, model, ...)")
     tree.setdefault("name", path.stem)
-    return build_config(tree, overrides, source=str(path))
+    return build_config(tree, overrides, source=str(path), command_line=True)
 
 
 def dump_config(cfg: Config) -> str:
