@@ -128,7 +128,7 @@ def test_l2_term_is_in_the_loss_that_is_backpropagated():
         loss.backward()
         grads[lam] = [w.grad.clone() for w in kernel_weights(module.model)]
         weights = [w.detach() for w in kernel_weights(module.model)]
-        assert float(loss - ce) == pytest.approx(lam * sum(float((w ** 2).sum())
+        assert float((loss - ce).detach()) == pytest.approx(lam * sum(float((w ** 2).sum())
                                                            for w in weights), rel=1e-5)
     for g0, g1, w in zip(grads[0.0], grads[0.01], weights, strict=True):
         torch.testing.assert_close(g1 - g0, 2 * 0.01 * w, rtol=1e-3, atol=1e-6)
