@@ -106,6 +106,15 @@ def test_bf16_and_folded_batchnorm_agree_with_fp32_on_real_images(trained_run, s
     folded = predict_arrays(fast, images, precision="fp32")
     np.testing.assert_allclose(folded, ref, atol=1e-4)  # folding changes rounding only
     bf16 = predict_arrays(fast, images, precision="bf16")
-    agree = (bf16.argmax(1) == ref.argmax(1)).mean()
-    assert agree >= 0.995, agree
+    # bf16 rounds the logits (about 3 significant digits), so it may flip only near-ties: every
+    # image whose fp32 top-two probabilities are 0.05 or more apart keeps its class. The fixture's
+    # model is a barely trained 48 px run with many near-ties, so the share of all images that
+    # agree depends on the training run (98.3-100% seen); the >= 99.5% figure on a trained model
+    # is measured in benchmarks/bench_predict.py.
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) >= 0.05
+    disagree = bf16.argmax(1) != ref.argmax(1)
+    assert clear.sum() >= len(ref) // 3, clear.sum()  # the check covers many images
+    assert not (disagree & clear).any(), np.flatnonzero(disagree & clear)
+    assert disagree.mean() <= 0.05, disagree.mean()
     assert np.abs(bf16 - ref).max() > 0  # bf16 really ran (else this test checks nothing)
