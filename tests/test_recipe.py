@@ -8,6 +8,7 @@ The paper configs must keep the paper's recipe: that is checked first.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -314,3 +315,18 @@ def test_mixup_stain_and_balanced_options_train(tmp_path, colour_root) -> None:
     hp = ckpt["hyper_parameters"]
     assert hp["recipe"]["focal_gamma"] == 2.0 and len(hp["class_weights"]) == 3
     assert math.isfinite(float(_metrics(run)[0]["train_loss"]))
+
+
+def test_test_tta_averages_the_end_of_training_test(tmp_path, colour_root) -> None:
+    from hemacnn.evaluate import evaluate_run
+
+    cfg = tiny(tmp_path, colour_root, recipe={"test_tta": True}, trainer={"max_epochs": 1})
+    run = train(cfg, out=tmp_path / "run", progress=False)
+    assert json.loads((run / "test_metrics.json").read_text())["tta"] is True
+    end = np.load(run / "predictions_test.npz")["probs"]
+    plain = evaluate_run(run, out=tmp_path / "plain")
+    with_tta = evaluate_run(run, tta=True, out=tmp_path / "tta")
+    plain_p = np.load(plain["outputs"]["predictions"])["probs"]
+    tta_p = np.load(with_tta["outputs"]["predictions"])["probs"]
+    assert np.allclose(end, tta_p, atol=2e-3)  # what `evaluate --tta` gives
+    assert not np.allclose(end, plain_p, atol=2e-3)

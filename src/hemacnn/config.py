@@ -141,6 +141,9 @@ class RecipeConfig(_Section):
     stain_jitter: float = Field(0.0, ge=0, le=0.5)  # brightness/contrast/saturation, hue/4
     crop_scale: float | None = Field(None, gt=0, lt=1)  # random resized crop, min area share
     freeze_backbone_epochs: int = Field(0, ge=0)  # train the head only for N epochs
+    # The end-of-training test averages over the 8 dihedral transforms (what
+    # `hemacnn evaluate --tta` does); test_metrics.json says so ("tta": true).
+    test_tta: bool = False
 
 
 class ImbalanceConfig(_Section):

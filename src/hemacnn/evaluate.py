@@ -266,6 +266,10 @@ def format_evaluation(result: dict[str, Any]) -> str:
              + (", TTA over 8 dihedral transforms" if result.get("tta") else ""), ""]
     lines += class_table(result["per_class"])
     lines += ["", "strict:   " + headline_line(result)]
+    hci = result.get("headline_ci")
+    if hci:
+        lines.append(f"          95% intervals ({hci['method']}, {hci['resamples']} resamples): "
+                     f"accuracy {_ci(hci['accuracy'])}  macro F1 {_ci(hci['macro_f1'])}")
     tol = result["tolerant"]
     if tol["groups"]:
         groups = "; ".join(f"{c}~{'/'.join(g)}" for c, g in tol["groups"].items())

@@ -14,6 +14,8 @@ Conventions (documented in the README's ``--json`` section):
   with ``labels=<present classes>``.
 * **Confidence intervals**: 95% Wilson score intervals (``ci_method: "wilson"``) for per-class
   recall (successes = true positives, trials = support) and precision (trials = predictions).
+* **Headline intervals**: accuracy and macro-F1 get 95% percentile-bootstrap intervals
+  (``headline_ci``: 2,000 resamples of the images, seeded, so a report is reproducible).
 * **Calibration**: top-label expected calibration error over ``n_bins`` equal-width bins.
 * **Tolerant figures** (Matek et al. 2021 after Krappe et al. 2016): a prediction inside the
   true class's tolerance group counts as correct. Tolerant recall of class c = share of true-c
@@ -121,6 +123,36 @@ def _headline(per: dict[str, dict], cm: np.ndarray, ok: np.ndarray) -> dict[str,
     }
 
 
+def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
+                 resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Percentile-bootstrap intervals of accuracy and macro-F1 (images resampled with replacement).
+
+    Macro-F1 of a resample averages over the classes present in that resample's labels, as
+    the point estimate does.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    n = len(y_true)
+    rng = np.random.default_rng(seed)
+    acc, f1 = np.empty(resamples), np.empty(resamples)
+    k = n_classes
+    for r in range(resamples):
+        idx = rng.integers(0, n, n)
+        t, p = y_true[idx], y_pred[idx]
+        cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+        tp = np.diag(cm).astype(float)
+        support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+        denom = support + predicted
+        f1s = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+        acc[r] = tp.sum() / n
+        f1[r] = f1s[support > 0].mean()
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    return {"method": "percentile bootstrap", "resamples": resamples, "level": level,
+            "seed": seed,
+            "accuracy": [float(v) for v in np.percentile(acc, [lo, hi])],
+            "macro_f1": [float(v) for v in np.percentile(f1, [lo, hi])]}
+
+
 def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
     """Top-label expected calibration error and the reliability-diagram bins."""
     conf = probs.max(axis=1)
@@ -201,6 +233,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
         "n": int(len(y_true)),
         **_headline(per, cm, strict_ok),
         "per_class": per,
+        "headline_ci": bootstrap_ci(y_true, y_pred, len(classes)) if len(y_true) else None,
         "ci_method": "wilson",
         "ci_level": 0.95,
         "confusion_matrix": {"labels": classes, "counts": cm.tolist(),

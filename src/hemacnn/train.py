@@ -346,7 +346,7 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints" /
                                                                   "last.ckpt")
-        finish_run(run_dir, best, dm)
+        finish_run(run_dir, best, dm, tta=cfg.recipe.test_tta)
     return run_dir
 
 
@@ -406,8 +406,11 @@ def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: lis
     )
 
 
-def finish_run(run_dir: Path, checkpoint: str, dm) -> dict:
-    """Test the best checkpoint on the held-out split; write metrics, predictions, plots."""
+def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False) -> dict:
+    """Test the best checkpoint on the held-out split; write metrics, predictions, plots.
+
+    With ``tta`` the test probabilities are averaged over the 8 dihedral transforms.
+    """
     from hemacnn.evaluate import evaluate_predictions
     from hemacnn.plots import plot_pr_curves, plot_training_curves
     from hemacnn.predict import load_checkpoint, predict_batches
@@ -420,10 +423,10 @@ def finish_run(run_dir: Path, checkpoint: str, dm) -> dict:
             labels.append(y)
             yield x
 
-    probs = predict_batches(model, images())
+    probs = predict_batches(model, images(), tta=tta)
     y = torch.cat(labels).numpy()
     metrics = evaluate_predictions(y, probs, card["classes"], run_dir, name="test")
-    metrics.update(split="test", data=card["data_root"], checkpoint=str(checkpoint))
+    metrics.update(split="test", data=card["data_root"], checkpoint=str(checkpoint), tta=tta)
     write_json(run_dir / "test_metrics.json", metrics)
     plots = run_dir / "plots"
     plot_training_curves(run_dir / "metrics.csv", plots / "training_curves.png")
