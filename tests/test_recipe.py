@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 from torch import nn
 
@@ -32,6 +31,7 @@ from hemacnn.recipe import (
     warmup_cosine,
 )
 from hemacnn.train import CellClassifier, train
+from synthetic import read_metrics, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("BLA", "LYT", "NGS")
@@ -231,22 +231,13 @@ def tiny(tmp_path: Path, root: Path, **sections) -> Path:
            "model": {"name": "mv2", "width": 0.125},
            "optimizer": {"name": "adamw", "lr": 0.01},
            "trainer": {"max_epochs": 3, "patience": None, "accelerator": "cpu", "devices": 1}}
-    for key, value in sections.items():
-        cfg.setdefault(key, {}).update(value)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _metrics(run: Path) -> list[dict[str, str]]:
-    with (run / "metrics.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return write_config(tmp_path / "tiny.yaml", cfg, sections)
 
 
 def test_schedule_is_logged_per_epoch(tmp_path, colour_root) -> None:
     cfg = tiny(tmp_path, colour_root, recipe={"schedule": "cosine", "warmup_epochs": 1})
     run = train(cfg, out=tmp_path / "run", progress=False)
-    lrs = [float(r["lr"]) for r in _metrics(run)]
+    lrs = [float(r["lr"]) for r in read_metrics(run)]
     assert len(lrs) == 3 and lrs[0] > lrs[1] > lrs[2]  # cosine after one warm-up epoch
     with (run / "logs" / "csv" / "metrics.csv").open(newline="") as fh:
         logged = [r for r in csv.DictReader(fh) if r.get("lr-AdamW")]
@@ -314,7 +305,7 @@ def test_mixup_stain_and_balanced_options_train(tmp_path, colour_root) -> None:
     assert ckpt["global_step"] == 2  # 3 classes x 5 draws = 15 samples = 2 batches of 8
     hp = ckpt["hyper_parameters"]
     assert hp["recipe"]["focal_gamma"] == 2.0 and len(hp["class_weights"]) == 3
-    assert math.isfinite(float(_metrics(run)[0]["train_loss"]))
+    assert math.isfinite(float(read_metrics(run)[0]["train_loss"]))
 
 
 def test_test_tta_averages_the_end_of_training_test(tmp_path, colour_root) -> None:

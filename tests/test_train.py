@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from hemacnn.cli import main
 from hemacnn.train import train
+from synthetic import read_metrics, write_config
 
 CLASSES = ("BLA", "LYT", "NGS")
 
@@ -54,14 +54,7 @@ def tiny_config(tmp_path: Path, root: Path, **trainer) -> Path:
         "trainer": {"max_epochs": 2, "patience": None, "accelerator": "cpu", "devices": 1,
                     **trainer},
     }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def read_metrics(run: Path) -> list[dict[str, str]]:
-    with (run / "metrics.csv").open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return write_config(tmp_path / "tiny.yaml", cfg)
 
 
 def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):

@@ -126,14 +126,37 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_only(args: argparse.Namespace, first: str, write) -> bool:
+    """`--report DIR`: only rewrite DIR's summary (nothing may be given to run)."""
+    if not args.report:
+        return False
+    if getattr(args, first) or args.overrides:
+        raise HemacnnError(f"give either {first.upper()} or --report DIR, not both")
+    write(args.report)
+    return True
+
+
+def _engine_args(p: argparse.ArgumentParser, unit: str, out_default: str) -> None:
+    """The options `cv` and `sweep` share: overrides, --out, the Optuna engine, --report."""
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help=f"dotted overrides for every {unit} (e.g. data.root=/path)")
+    p.add_argument("--out", metavar="DIR", help=f"output folder (default: {out_default})")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help=f"{unit}s trained at once on this machine (default 1)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by several "
+                   "machines (default: sqlite file DIR/study.db)")
+    p.add_argument("--report", metavar="DIR", help="only (re)write DIR's summary and figures")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+
 def _cmd_cv(args: argparse.Namespace) -> int:
     from hemacnn.studies.cv import run_cv, write_cv_summary
 
-    if args.report:
-        if args.config or args.overrides:
-            raise HemacnnError("give either CONFIG or --report DIR, not both")
-        for path in write_cv_summary(args.report):
+    def write(folder: str) -> None:
+        for path in write_cv_summary(folder):
             print(f"wrote {path}")
+
+    if _report_only(args, "config", write):
         return 0
     if not args.config or args.folds is None:
         raise HemacnnError("give a config file and --folds K (e.g. hemacnn cv configs/fast.yaml "
@@ -152,19 +175,11 @@ def _add_issue11_commands(sub: argparse._SubParsersAction) -> None:
                         "machines share the work), then write DIR/summary.{md,csv,json} with "
                         "mean ± sd of every headline metric and per-class F1.")
     cv.add_argument("config", nargs="?", metavar="CONFIG.yaml")
-    cv.add_argument("overrides", nargs="*", metavar="key=value",
-                    help="dotted overrides for every fold (e.g. data.root=/path)")
+    _engine_args(cv, "fold", "cv/<config>-<K>fold")
     cv.add_argument("--folds", type=int, metavar="K", help="number of folds (Matek used 5)")
-    cv.add_argument("--out", metavar="DIR", help="cv folder (default: cv/<config>-<K>fold)")
-    cv.add_argument("--workers", type=int, default=1, metavar="N",
-                    help="folds trained at once on this machine (default 1)")
-    cv.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by several "
-                    "machines (default: sqlite file DIR/study.db)")
     cv.add_argument("--ensemble", action="store_true", help="also average the fold models "
                     "into DIR/ensemble (tested on a common test split with "
                     "data.fold_test=holdout)")
-    cv.add_argument("--report", metavar="DIR", help="only (re)write DIR's summary")
-    cv.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     cv.set_defaults(func=_cmd_cv)
 
 
@@ -183,10 +198,7 @@ def _add_issue11_commands(sub: argparse._SubParsersAction) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from hemacnn.studies import run_study, sweep_report
 
-    if args.report:
-        if args.study or args.overrides:
-            raise HemacnnError("give either STUDY.yaml or --report DIR, not both")
-        sweep_report(args.report)
+    if _report_only(args, "study", sweep_report):
         return 0
     if not args.study:
         raise HemacnnError("give a study file (e.g. configs/studies/optimizers.yaml) "
@@ -203,17 +215,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                        "then write DIR/summary.csv, summary.md and figures. Several sweeps "
                        "on one --storage share the work.")
     w.add_argument("study", nargs="?", metavar="STUDY.yaml")
-    w.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides for every point (e.g. data.root=/path)")
-    w.add_argument("--out", metavar="DIR", help="study folder (default: studies/<study>-<profile>)")
+    _engine_args(w, "point", "studies/<study>-<profile>")
     w.add_argument("--profile", default="paper",
                    help="a profile of the study file (default: paper, full scale; cpu: small)")
-    w.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="points trained at once on this machine (default 1)")
-    w.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by several "
-                   "machines (default: sqlite file DIR/study.db)")
-    w.add_argument("--report", metavar="DIR", help="only (re)write DIR's summary and figures")
-    w.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     w.set_defaults(func=_cmd_sweep)
 
 

@@ -259,21 +259,32 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None,
         raise HemacnnError(_format_error(err, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config file and apply overrides."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, kind: str, examples: str, holds: str) -> dict:
+    """A YAML file that must hold a mapping; every failure is one line naming the file.
+
+    ``kind`` names the file in messages ("config", "study file"), ``examples`` where to look
+    for good ones, ``holds`` what the mapping is of. An empty file is an empty mapping.
+    """
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise HemacnnError(f"config file {path} not found; see configs/ for examples") from None
+        raise HemacnnError(f"{kind} {path} not found; see {examples} for examples") from None
     except OSError as exc:
-        raise HemacnnError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        raise HemacnnError(f"cannot read {kind} {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise HemacnnError(f"config {path}{where} is not valid YAML; fix the syntax") from None
+        raise HemacnnError(f"{kind} {path}{where} is not valid YAML; fix the syntax") from None
+    tree = {} if tree is None else tree
     if not isinstance(tree, dict):
-        raise HemacnnError(f"config {path} must be a mapping of sections (data, model, ...)")
+        raise HemacnnError(f"{kind} {path} must be a mapping of {holds}")
+    return tree
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file and apply overrides."""
+    path = Path(path)
+    tree = read_yaml_mapping(path, "config", "configs/", "sections (data, model, ...)")
     tree.setdefault("name", path.stem)
     return build_config(tree, overrides, source=str(path), command_line=True)
 

@@ -60,6 +60,8 @@ class SeededShuffleSampler(Sampler):
     Lightning calls :meth:`set_epoch` each epoch, so a resumed run redraws the same order.
     """
 
+    stream: tuple[int, ...] = ()  # extra seed words: subclasses draw an independent stream
+
     def __init__(self, n: int, seed: int = 0, augment: bool = False) -> None:
         self.n = int(n)
         self.seed = int(seed)
@@ -73,14 +75,18 @@ class SeededShuffleSampler(Sampler):
     def __len__(self) -> int:
         return self.n
 
+    def order(self, rng: np.random.Generator) -> list[int]:
+        """The indices of one epoch (a subclass draws another order from the same rng)."""
+        return rng.permutation(self.n).tolist()
+
     def __iter__(self) -> Iterator[int | tuple[int, int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.n).tolist()
+        rng = np.random.default_rng([self.seed, self.epoch, *self.stream])
         # Without Lightning nobody calls set_epoch: move on so each epoch differs.
         self.epoch += 1
+        order = self.order(rng)
         if not self.augment:
             return iter(order)
-        ks = rng.integers(0, N_DIHEDRAL, size=self.n).tolist()
+        ks = rng.integers(0, N_DIHEDRAL, size=len(order)).tolist()
         return iter(zip(order, ks, strict=True))
 
 

@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
 
 from hemacnn.classes import OTHER_CODE
-from hemacnn.data.augment import N_DIHEDRAL
+from hemacnn.data.augment import SeededShuffleSampler
 from hemacnn.data.manifest import Entry
 from hemacnn.errors import HemacnnError
 
@@ -56,40 +55,27 @@ def inverse_frequency_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return (counts.sum() / (n_classes * counts)).astype(np.float32)
 
 
-class BalancedSampler(Sampler):
+class BalancedSampler(SeededShuffleSampler):
     """``per_class`` draws of every class per epoch, shuffled together, seeded by (seed, epoch).
 
     ``per_class`` None means the largest class's size (every class oversampled to it).
     Yields ints, or ``(index, k)`` pairs with a dihedral transform ``k`` when ``augment``.
     """
 
+    stream = (1,)
+
     def __init__(self, labels: Sequence[int], per_class: int | None = None, seed: int = 0,
                  augment: bool = False) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         self.by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
         self.per_class = int(per_class or max(len(ix) for ix in self.by_class))
-        self.seed = int(seed)
-        self.augment = augment
-        self.epoch = 0
+        super().__init__(self.per_class * len(self.by_class), seed, augment)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use the draw of ``epoch`` on the next iteration."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.per_class * len(self.by_class)
-
-    def __iter__(self) -> Iterator[int | tuple[int, int]]:
-        rng = np.random.default_rng([self.seed, self.epoch, 1])
-        self.epoch += 1  # without Lightning nobody calls set_epoch: each epoch differs
+    def order(self, rng: np.random.Generator) -> list[int]:
         draws = []
         for ix in self.by_class:
             # Whole permutations first, so no image repeats before every image was drawn.
             reps = -(-self.per_class // len(ix))
             draws.append(np.concatenate([rng.permutation(ix) for _ in range(reps)])
                          [:self.per_class])
-        order = rng.permutation(np.concatenate(draws)).tolist()
-        if not self.augment:
-            return iter(order)
-        ks = rng.integers(0, N_DIHEDRAL, size=len(order)).tolist()
-        return iter(zip(order, ks, strict=True))
+        return rng.permutation(np.concatenate(draws)).tolist()

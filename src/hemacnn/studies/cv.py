@@ -80,7 +80,7 @@ def run_cv(config: str | os.PathLike, folds: int, out: str | os.PathLike | None 
 
     With ``ensemble`` the fold models are also averaged into ``DIR/ensemble`` (once).
     """
-    from hemacnn.studies.runner import is_finished, run_dir_of, run_points
+    from hemacnn.studies.runner import all_finished, run_dir_of, run_points
 
     overrides = list(overrides or [])
     points, configs = fold_points(config, folds, overrides)
@@ -94,14 +94,7 @@ def run_cv(config: str | os.PathLike, folds: int, out: str | os.PathLike | None 
     write_json(out / CV_JSON, record)
     result = run_points(points, out, f"cv-{folds}fold", workers=workers, storage=storage,
                         progress=progress, echo=echo)
-    if result.failed:
-        name, err = next(iter(result.failed.items()))
-        raise HemacnnError(f"{len(result.failed)} fold(s) failed, first {name}: {err}; fix the "
-                           "cause and run the same command again to retry them")
-    missing = [p.name for p in points if not is_finished(run_dir_of(out, p.name))]
-    if missing:
-        echo(f"{len(missing)} fold(s) still running in other workers: {', '.join(missing)}; "
-             f"summarise later with `hemacnn cv --report {out}`")
+    if not all_finished(result, points, out, "fold", "hemacnn cv --report", echo):
         return out
     for path in write_cv_summary(out):
         echo(f"wrote {path}")

@@ -32,6 +32,16 @@ def _panels(n: int, width: float = 5.0, height: float = 3.6):
     return fig, flat[:n]
 
 
+def _dress(ax: Any, xlabel: str, ylabel: str, title: str | None = None) -> None:
+    """Labels, a light grid and a small legend: every study panel looks alike."""
+    if title is not None:
+        ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def _step_loss(out: Path, rows: list[dict], spec: dict) -> Any:
     by = spec.get("panel_by")
     groups: dict[Any, list[dict]] = {}
@@ -43,11 +53,8 @@ def _step_loss(out: Path, rows: list[dict], spec: dict) -> Any:
             steps = read_step_loss(out / "runs" / row["point"] / "step_loss.csv")
             ax.plot([s["step"] + 1 for s in steps], [s["loss"] for s in steps],
                     linewidth=1, label=row["point"])
-        ax.set_title(f"{by} {group}" if by else "training loss per mini-batch")
-        ax.set_xlabel("mini-batch")
-        ax.set_ylabel("training loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _dress(ax, "mini-batch", "training loss",
+               f"{by} {group}" if by else "training loss per mini-batch")
     return fig
 
 
@@ -57,10 +64,7 @@ def _curves(out: Path, rows: list[dict], spec: dict) -> Any:
     for row in rows:
         m = read_metrics_csv(out / "runs" / row["point"] / "metrics.csv")
         ax.plot(m["epoch"] + 1, m[metric], marker="o", markersize=3, label=row["point"])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _dress(ax, "epoch", metric)
     return fig
 
 
@@ -70,11 +74,7 @@ def _train_val(out: Path, rows: list[dict], spec: dict) -> Any:
         m = read_metrics_csv(out / "runs" / row["point"] / "metrics.csv")
         ax.plot(m["epoch"] + 1, m["train_loss"], marker="o", markersize=3, label="training")
         ax.plot(m["epoch"] + 1, m["val_loss"], marker="o", markersize=3, label="validation")
-        ax.set_title(row["point"])
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _dress(ax, "epoch", "loss", row["point"])
     return fig
 
 

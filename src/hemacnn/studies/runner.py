@@ -335,3 +335,19 @@ def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: s
         total.failed.update(o.failed)
     total.unfinished = sorted(set(p.name for p in points) - study_state(study)["complete"])
     return total
+
+
+def all_finished(result: Outcome, points: Sequence[Any], out: Path, unit: str, report: str,
+                 echo: Callable[[str], None] = print) -> bool:
+    """After :func:`run_points`: a one-line error for failed points; False (with a note) while
+    other workers still run some, so the caller leaves the summary to ``report``."""
+    if result.failed:
+        name, err = next(iter(result.failed.items()))
+        raise HemacnnError(f"{len(result.failed)} {unit}(s) failed, first {name}: {err}; fix "
+                           "the cause and run the same command again to retry them")
+    missing = [p.name for p in points if not is_finished(run_dir_of(out, p.name))]
+    if missing:
+        echo(f"{len(missing)} {unit}(s) still running in other workers: {', '.join(missing)}; "
+             f"summarise later with `{report} {out}`")
+        return False
+    return True

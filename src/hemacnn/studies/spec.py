@@ -35,10 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hemacnn.config import Config, build_config, parse_override
+from hemacnn.config import Config, build_config, parse_override, read_yaml_mapping
 from hemacnn.errors import HemacnnError
 
 DEFAULT_PROFILE = "paper"
@@ -105,18 +104,8 @@ def _override_text(key: str, value: Any) -> str:
 def load_study(path: str | Path) -> StudySpec:
     """Read and check a study file (unknown keys, YAML syntax, base config present)."""
     path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HemacnnError(f"study file {path} not found; see configs/studies/") from None
-    except OSError as exc:
-        raise HemacnnError(f"cannot read study file {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise HemacnnError(f"study file {path}{where} is not valid YAML; fix the syntax") from None
-    if not isinstance(tree, dict):
-        raise HemacnnError(f"study file {path} must be a mapping (base, grid, profiles, ...)")
+    tree = read_yaml_mapping(path, "study file", "configs/studies/",
+                             "keys (base, grid, profiles, ...)")
     try:
         spec = StudySpec.model_validate(tree)
     except ValidationError as err:
@@ -194,7 +183,7 @@ def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
         raise HemacnnError(f"override {clash[0]} would replace a value the study varies; "
                            "edit the study file (or add a profile) instead")
     base_path = Path(spec.path).parent / spec.base if spec.path else Path(spec.base)
-    base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+    base = read_yaml_mapping(base_path, "base config", "configs/", "sections (data, model, ...)")
     points: list[Point] = []
     seen: set[str] = set()
     for p in specs:

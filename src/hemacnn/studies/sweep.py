@@ -12,7 +12,7 @@ from pathlib import Path
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json
 from hemacnn.config import dump_config
 from hemacnn.errors import HemacnnError
-from hemacnn.studies.runner import RunPoint, is_finished, run_dir_of, run_points
+from hemacnn.studies.runner import RunPoint, all_finished, run_dir_of, run_points
 from hemacnn.studies.spec import (
     DEFAULT_PROFILE,
     Point,
@@ -81,14 +81,7 @@ def run_study(study_file: str | os.PathLike, out: str | os.PathLike | None = Non
                         progress=progress, echo=echo)
     echo(f"this run: {len(result.trained)} trained, {len(result.resumed)} resumed, "
          f"{len(result.failed)} failed, {time.monotonic() - t0:.0f} s")
-    if result.failed:
-        first = next(iter(result.failed.items()))
-        raise HemacnnError(f"{len(result.failed)} point(s) failed, first {first[0]}: {first[1]}; "
-                           "fix the cause and run the same command again to retry them")
-    missing = [p.name for p in points if not is_finished(run_dir_of(out, p.name))]
-    if missing:
-        echo(f"{len(missing)} point(s) still running in other workers: {', '.join(missing)}; "
-             f"summarise later with `hemacnn sweep --report {out}`")
+    if not all_finished(result, points, out, "point", "hemacnn sweep --report", echo):
         return out
     for path in write_summary(out):
         echo(f"wrote {path}")
