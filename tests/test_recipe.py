@@ -21,6 +21,7 @@ from torch import nn
 
 from hemacnn.config import load_config
 from hemacnn.data.augment import stain_transform
+from hemacnn.errors import HemacnnError
 from hemacnn.recipe import (
     batch_mixer,
     classification_loss,
@@ -321,3 +322,51 @@ def test_test_tta_averages_the_end_of_training_test(tmp_path, colour_root) -> No
     tta_p = np.load(with_tta["outputs"]["predictions"])["probs"]
     assert np.allclose(end, tta_p, atol=2e-3)  # what `evaluate --tta` gives
     assert not np.allclose(end, plain_p, atol=2e-3)
+
+
+def test_progressive_sizes_ramp_linearly_to_full_size() -> None:
+    from hemacnn.recipe import progressive_size
+
+    sizes = [progressive_size(64, 128, e / 4) for e in range(5)]
+    assert sizes == [64, 80, 96, 112, 128]
+    card = {"classes": list(CLASSES),
+            "arch": {"name": "timm/resnet18", "num_classes": 3, "input_size": 64,
+                     "options": {}}}
+    module = CellClassifier(card, _opt("adamw"), recipe={"progressive": [32, 2]})
+    assert [module.train_size(e, 64) for e in range(4)] == [32, 48, 64, 64]
+    x = torch.rand(2, 3, 64, 64)
+    assert module.progressive_resize(x).shape[-1] == 32  # epoch 0 (no trainer attached yet)
+    plain = CellClassifier(card, _opt("adamw"))
+    assert plain.progressive_resize(x) is x
+
+
+def test_progressive_trains_a_zoo_model_and_refuses_a_fixed_head(tmp_path, colour_root) -> None:
+    seen: list[int] = []
+    cfg = tiny(tmp_path, colour_root, model={"name": "timm/resnet18", "width": 1.0},
+               data={"image_size": 48}, recipe={"progressive": [24, 2]},
+               trainer={"max_epochs": 3})
+    import hemacnn.train as train_module
+
+    original = train_module.CellClassifier.forward
+
+    def spy(self, x):
+        if self.training:
+            seen.append(x.shape[-1])
+        return original(self, x)
+
+    train_module.CellClassifier.forward = spy
+    try:
+        run = train(cfg, out=tmp_path / "run", progress=False)
+    finally:
+        train_module.CellClassifier.forward = original
+    per_epoch = len(seen) // 3
+    assert seen[:per_epoch] == [24] * per_epoch and seen[-per_epoch:] == [48] * per_epoch
+    from hemacnn.recipe import progressive_size
+
+    assert set(seen[per_epoch:2 * per_epoch]) == {progressive_size(24, 48, 0.5)}
+    assert (run / "test_metrics.json").is_file()
+    bad = tiny(tmp_path, colour_root, recipe={"progressive": [24, 2]})  # mv2: flatten head
+    with pytest.raises(HemacnnError, match="cannot take 24 px"):
+        train(bad, out=tmp_path / "bad", progress=False)
+    with pytest.raises(HemacnnError, match="start px < data.image_size"):
+        load_config(tiny(tmp_path, colour_root, recipe={"progressive": [64, 2]}))

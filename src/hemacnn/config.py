@@ -144,6 +144,11 @@ class RecipeConfig(_Section):
     # The end-of-training test averages over the 8 dihedral transforms (what
     # `hemacnn evaluate --tta` does); test_metrics.json says so ("tta": true).
     test_tta: bool = False
+    # Progressive resizing [start_px, epochs]: training batches are shrunk on the fly, the size
+    # rising linearly from start_px to data.image_size over the first `epochs` epochs (cheap
+    # early epochs, as in fast.ai/FFCV); validation and test always at data.image_size.
+    # Needs a model with global pooling (the zoo), not the paper's flatten heads.
+    progressive: tuple[int, float] | None = None
 
 
 class ImbalanceConfig(_Section):
@@ -183,6 +188,10 @@ class Config(_Section):
                 raise ValueError(f"imbalance.other lists {both}, which are in data.classes")
             if not other:
                 raise ValueError("imbalance.other is an empty list; use false or list classes")
+        prog = self.recipe.progressive
+        if prog is not None and not (8 <= prog[0] < self.data.image_size and prog[1] > 0):
+            raise ValueError(f"recipe.progressive [{prog[0]}, {prog[1]}] needs 8 <= start px < "
+                             f"data.image_size ({self.data.image_size}) and epochs > 0")
         return self
 
 

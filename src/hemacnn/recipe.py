@@ -119,6 +119,8 @@ def make_ema(model: nn.Module, decay: float) -> nn.Module:
 def recipe_options(cfg) -> dict[str, Any]:
     """The plain-typed recipe settings the LightningModule needs (saved in its hparams)."""
     r = cfg.recipe.model_dump()
+    if r.get("progressive") is not None:
+        r["progressive"] = list(r["progressive"])  # plain YAML/JSON types in hparams
     r["focal_gamma"] = cfg.imbalance.focal_gamma
     return r
 
@@ -150,6 +152,12 @@ def recipe_callbacks(cfg) -> list:
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     return [LearningRateMonitor(logging_interval="epoch")]
+
+
+def progressive_size(start: int, full: int, t: float) -> int:
+    """A linear ramp from ``start`` (t=0) to ``full`` (t=1) px, in steps of 8 px."""
+    size = start + (full - start) * t
+    return int(min(full, max(start, 8 * round(size / 8))))
 
 
 class RecipeHooks:
@@ -189,7 +197,26 @@ class RecipeHooks:
 
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """MixUp/CutMix the batch (soft targets) when configured, else return it unchanged."""
+        x = self.progressive_resize(x)
         return (x, y) if self.mixer is None else self.mixer(x, y)
+
+    def train_size(self, epoch: int, full: int) -> int:
+        """The training input size of ``epoch`` (0-based) under ``recipe.progressive``."""
+        prog = self.recipe.get("progressive")
+        if not prog:
+            return full
+        start, ramp = prog
+        if epoch >= ramp:
+            return full
+        return progressive_size(start, full, epoch / ramp)
+
+    def progressive_resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Shrink a training batch to this epoch's size (bilinear, antialiased: area-like)."""
+        size = self.train_size(self.current_epoch, x.shape[-1])
+        if size == x.shape[-1]:
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                             align_corners=False)
 
     def _train_loss(self, logits: torch.Tensor, target: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -101,12 +101,27 @@ class CellClassifier(RecipeHooks, L.LightningModule):
         # Lets Lightning's model summary count FLOPs (it prints "Total FLOPs: 0" without one).
         self.example_input_array = torch.zeros(1, 3, arch["input_size"], arch["input_size"])
         self.setup_recipe(recipe, class_weights, arch["num_classes"])  # defaults: the paper's
+        if self.recipe.get("progressive"):
+            self._check_any_size(int(self.recipe["progressive"][0]), arch["name"])
         self.classes: list[str] = list(card["classes"])
         n = len(self.classes)
         self.train_acc = MulticlassAccuracy(n, average="micro")
         self.val_acc = MulticlassAccuracy(n, average="micro")
         self.val_precision = MulticlassPrecision(n, average=None, zero_division=0)
         self.val_recall = MulticlassRecall(n, average=None, zero_division=0)
+
+    def _check_any_size(self, size: int, name: str) -> None:
+        """recipe.progressive feeds smaller images: the model must accept them."""
+        was = self.model.training
+        try:
+            with torch.no_grad():
+                self.model.eval()(torch.zeros(1, 3, size, size))
+        except RuntimeError:
+            raise HemacnnError(f"recipe.progressive: model {name} cannot take {size} px inputs "
+                               "(its head is fixed to one size); use a zoo model such as "
+                               "timm/resnet18, or a larger start size") from None
+        finally:
+            self.model.train(was)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images in [0, 1]."""
