@@ -71,10 +71,11 @@ def test_batches_are_float_in_unit_range_and_equal_cache(sample_root: Path) -> N
     dm = dm_for(sample_root)
     assert dm.class_codes == THREE and len(dm.manifest_hash) == 40
     assert dm.splits.counts()["test"] == {"BLA": 33, "LYT": 35, "NGS": 32}
-    x, y = next(iter(dm.val_dataloader()))
+    loader = dm.val_dataloader()
+    x, y = next(iter(loader))
     assert x.shape == (32, 3, 64, 64) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.max()) > 0.5
-    path, label = dm.splits.val[0]
+    path, label = dm.splits.val[list(loader.sampler)[0]]
     assert int(y[0]) == THREE.index(label)
     expected = torch.from_numpy(preprocess_image(sample_root / path, 64).transpose(2, 0, 1)
                                 .astype(np.float32) / 255.0)
@@ -119,13 +120,21 @@ def test_random_augmentation_train_only(sample_root: Path) -> None:
         ks[k] += 1
     assert len(ks) == 8  # all 8 transforms drawn
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        items = dm.splits.split(split)
+        # Test in file order (predictions files list paths); validation in a fixed shuffle.
+        order = list(loader.sampler) if split == "val" else list(range(len(items)))
+        assert sorted(order) == list(range(len(items)))
         seen = 0
-        for x, _ in loader:
+        for x, y in loader:
+            if seen == 0 and split == "val":  # a partial validation sees every class
+                assert len(set(y.tolist())) == len(dm.class_codes)
             for j in range(x.shape[0]):
-                path = dm.splits.split(split)[seen + j][0]
+                path = items[order[seen + j]][0]
                 assert torch.equal(as_uint8(x[j]), cache_chw(dm, path))
             seen += x.shape[0]
-        assert seen == len(dm.splits.split(split))
+        assert seen == len(items)
+        if split == "val":
+            assert list(dm.val_dataloader().sampler) == order  # the same order every epoch
 
 
 def test_offline_rotate_doubles_class_in_train_only(sample_root: Path) -> None:

@@ -275,14 +275,14 @@ class HemaDataModule(L.LightningDataModule):
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return done if done < trainer.num_training_batches else 0
 
-    def _loader(self, dataset: CellDataset, batch_size: int | None, shuffle: bool
-                ) -> DataLoader:
+    def _loader(self, dataset: CellDataset, batch_size: int | None, shuffle: bool,
+                order: Sequence[int] | None = None) -> DataLoader:
         kind, extra = (ResumableLoader, {"position": self._batches_done}) if shuffle else (
             DataLoader, {})
         return kind(
             dataset, **extra,
             batch_size=batch_size or self.batch_size,
-            sampler=dataset.sampler() if shuffle else None,
+            sampler=dataset.sampler() if shuffle else order,
             shuffle=False,
             drop_last=False,
             num_workers=self.num_workers,
@@ -306,8 +306,15 @@ class HemaDataModule(L.LightningDataModule):
         return self._loader(self.train_dataset(), None, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches in file order, never augmented."""
-        return self._loader(self.eval_dataset("val"), None, shuffle=False)
+        """Validation batches in one fixed seeded order, never augmented.
+
+        The whole split gives the same figures in any order; the fixed shuffle makes a partial
+        validation (``trainer.limit_val_batches``) a sample of every class, not the first
+        classes' files.
+        """
+        dataset = self.eval_dataset("val")
+        order = np.random.default_rng([self.seed, 2]).permutation(len(dataset)).tolist()
+        return self._loader(dataset, None, shuffle=False, order=order)
 
     def test_dataloader(self) -> DataLoader:
         """Test batches in file order, never augmented."""
