@@ -73,6 +73,9 @@ def test_review_page_end_to_end(server, trained_run, sample_root, tmp_path):
                  for c in page.locator(".cell").all()}
         assert shown == expected
         assert page.locator(".cell").first.locator(".bar").count() == 3
+        for cell in page.locator(".cell").all():  # the class menu and button fit in the card
+            card, button = cell.bounding_box(), cell.locator("button.heat").bounding_box()
+            assert button["x"] + button["width"] <= card["x"] + card["width"]
 
         total = page.locator("#differential tr[data-class] .count").all_inner_texts()
         assert sum(map(int, total)) == len(files)

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # The runs behind the recipe table (README.md here), in the order they were queued.
-# Usage: docs/results/recipes/run_all.sh OUT_DIR   (from the repository root)
+# Usage: docs/results/recipes/run_all.sh OUT_DIR [NAME...]   (from the repository root)
+# With NAMEs only those runs are made (e.g. the rows missing from a table).
 # Each run leaves OUT_DIR/NAME (a run folder) and OUT_DIR/NAME.log (command, load average at
 # start and end, wall seconds); then:
 #   python docs/results/recipes/collect.py OUT_DIR/* > table.md
 # On a machine shared with other jobs, OMP_NUM_THREADS=1 per run was 4x faster than 2 threads
 # (measured: 8.9 vs 2.3 img/s at load average 17 on 2 cores); the table's runs used it.
 set -uo pipefail
-OUT=${1:?give an output folder}
+OUT=${1:?give an output folder}; shift
+ONLY=" $* "
 mkdir -p "$OUT"
 DATA=../shared/data/bm_sample/BM_cytomorphology_data
 C8='data.classes=[ART,BLA,EOS,LYT,MON,NGS,NIF,PMO]'
 
 run() {  # run NAME CONFIG overrides...
     local name=$1; shift
+    if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then return; fi
     local log="$OUT/$name.log"
     { echo "cmd: hemacnn train $* data.root=$DATA --out $OUT/$name --no-progress"
       echo "OMP_NUM_THREADS=${OMP_NUM_THREADS:-}"
