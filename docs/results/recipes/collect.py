@@ -28,15 +28,19 @@ PAPER = {  # the paper's recipe: what a row's "changes" column is measured again
     "recipe.mixup_alpha": 0.0, "recipe.cutmix_alpha": 0.0, "recipe.stain_jitter": 0.0,
     "recipe.crop_scale": None, "recipe.grad_clip": None, "recipe.freeze_backbone_epochs": 0,
     "imbalance.sampler": "shuffle", "imbalance.class_weights": False,
-    "imbalance.focal_gamma": 0.0, "imbalance.other": False,
+    "imbalance.focal_gamma": 0.0, "imbalance.other": False, "data.batch_size": 32,
+    "recipe.test_tta": False, "recipe.progressive": None,
 }
 
 
-def _get(cfg: dict, dotted: str):
+_ABSENT = object()
+
+
+def _get(cfg: dict, dotted: str, default=None):
     node = cfg
     for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+        node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+    return default if node is _ABSENT else node
 
 
 def _val_macro_f1(run: Path) -> tuple[float, int]:
@@ -59,8 +63,9 @@ def row(run: Path) -> dict:
     with (run / "metrics.csv").open(newline="") as fh:
         epochs = list(csv.DictReader(fh))
     val_f1, best_epoch = _val_macro_f1(run)
+    # A key a run's config lacks (made before the option existed) had the paper's value.
     changes = [f"{k.split('.')[-1]}={_get(cfg, k)}" for k, v in PAPER.items()
-               if _get(cfg, k) != v]
+               if _get(cfg, k, v) != v]
     lr = cfg["optimizer"]["lr"]
     out = {
         "run": run.name, "model": cfg["model"]["name"], "size": cfg["data"]["image_size"],
@@ -73,16 +78,26 @@ def row(run: Path) -> dict:
     log = run.parent / f"{run.name}.log"
     if log.is_file():
         text = log.read_text()
-        wall = re.search(r"wall_s: ([0-9.]+)", text)
+        wall = re.search(r"wall_s: ([0-9.]+)", text) or re.search(r"^wall ([0-9.]+) s", text,
+                                                                  re.M)
+        clock = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):"
+                          r"([0-9.]+)", text)
+        if wall is None and clock:
+            h, m, sec = clock.groups()
+            out["wall_min"] = round((int(h or 0) * 3600 + int(m) * 60 + float(sec)) / 60, 2)
         load = re.search(r"start: \S+ .*load average: ([0-9.]+)", text)
-        out["wall_min"] = round(float(wall.group(1)) / 60, 2) if wall else None
+        if wall:
+            out["wall_min"] = round(float(wall.group(1)) / 60, 2)
         out["load_at_start"] = float(load.group(1)) if load else None
         # /usr/bin/time -v: CPU seconds used, which the machine's load does not inflate much;
         # with OMP_NUM_THREADS=1 it is about the wall time on one idle core.
         user = re.search(r"User time \(seconds\): ([0-9.]+)", text)
         system = re.search(r"System time \(seconds\): ([0-9.]+)", text)
+        short = re.search(r"^wall [0-9.]+ s cpu ([0-9.]+)\+([0-9.]+)", text, re.M)  # time -f
         if user and system:
             out["cpu_min"] = round((float(user.group(1)) + float(system.group(1))) / 60, 2)
+        elif short:
+            out["cpu_min"] = round((float(short.group(1)) + float(short.group(2))) / 60, 2)
     return out
 
 
