@@ -1,6 +1,6 @@
 """Build the recipe table (README.md here) from finished run folders; no figure typed by hand.
 
-    python docs/results/recipes/collect.py RUN_DIR ... > docs/results/recipes/table.md
+    python docs/results/recipes/collect.py RUN_DIR ... [--no-json] > table.md
 
 Per run: the command (env.json), model, input size and the recipe switches that differ from
 the paper's (config.yaml), validation macro-F1 at the selected checkpoint's epoch (lowest
@@ -72,6 +72,7 @@ def row(run: Path) -> dict:
         "classes": len(cfg["data"]["classes"]), "epochs": len(epochs),
         "best_epoch": best_epoch, "recipe": ", ".join([f"lr={lr}", *changes]),
         "val_macro_f1": round(val_f1, 4), "test_macro_f1": round(test["macro_f1"], 4),
+        "test_macro_f1_ci": (test.get("headline_ci") or {}).get("macro_f1"),
         "train_min": round(sum(float(e["time_s"]) for e in epochs) / 60, 2),
         "command": " ".join(shlex.quote(a) for a in ["hemacnn", *env["command"][1:]]),
     }
@@ -101,22 +102,29 @@ def row(run: Path) -> dict:
     return out
 
 
+def _ci(ci: list[float] | None) -> str:
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
 def main(runs: list[str]) -> None:
-    rows = [row(Path(r)) for r in runs]
+    with_json = "--no-json" not in runs
+    rows = [row(Path(r)) for r in runs if r != "--no-json"]
     print("| run | model | px | recipe (vs the paper's) | epochs | val macro-F1 | "
-          "test macro-F1 | train min | wall min | CPU min | load avg |")
+          "test macro-F1 [95% CI] | train min | wall min | CPU min | load avg |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['model']} | {r['size']} | {r['recipe']} | {r['epochs']} | "
-              f"{r['val_macro_f1']:.3f} | {r['test_macro_f1']:.3f} | {r['train_min']:.1f} | "
+              f"{r['val_macro_f1']:.3f} | {r['test_macro_f1']:.3f}{_ci(r['test_macro_f1_ci'])} | "
+              f"{r['train_min']:.1f} | "
               f"{r.get('wall_min') or ''} | {r.get('cpu_min') or ''} | "
               f"{r.get('load_at_start') or ''} |")
     print("\nCommands:\n")
     for r in rows:
         print(f"- `{r['run']}`: `{r['command']}`")
-    print("\n```json")
-    print(json.dumps(rows, indent=1))
-    print("```")
+    if with_json:
+        print("\n```json")
+        print(json.dumps(rows, indent=1))
+        print("```")
 
 
 if __name__ == "__main__":

@@ -32,11 +32,15 @@ run() {  # run NAME CONFIG overrides...
 # The acceptance runs: fast.yaml on 8 classes, on BLA/LYT/NGS, and BLA/LYT/NGS + OTHER.
 run fast8 configs/fast.yaml "$C8"
 run fast3 configs/fast.yaml "data.classes=[BLA,LYT,NGS]"
-run fast3_other configs/fast.yaml "data.classes=[BLA,LYT,NGS]" imbalance.other=true \
-    data.image_size=64 trainer.max_epochs=12  # shortened to finish before the deadline
+# (The table's fast3_other row was made with the earlier fast.yaml, timm/resnet18 at 96 px:
+#  its run folder's config.yaml; shortened to 64 px and 12 epochs.)
+run fast3_other configs/fast.yaml "data.classes=[BLA,LYT,NGS]" imbalance.other=true
 
-# Ablation on the same 8-class split (seed 0): timm/resnet18 at 64 px for 8 epochs.
-A=(data.image_size=64 trainer.max_epochs=8)
+# Ablation on the same 8-class split (seed 0): timm/resnet18 at 64 px for 8 epochs, batch 64,
+# without the stain jitter, crops and TTA that fast.yaml now has, pinned here so the rows do
+# not change when fast.yaml does.
+A=(data.image_size=64 trainer.max_epochs=8 model.name=timm/resnet18 data.batch_size=64
+   recipe.stain_jitter=0 recipe.crop_scale=null recipe.test_tta=false)
 PAPER=(data.augment=false optimizer.name=adam optimizer.lr=0.001 optimizer.weight_decay=0
        recipe.schedule=none recipe.label_smoothing=0)
 run abl_paper configs/fast.yaml "$C8" "${A[@]}" "${PAPER[@]}"
