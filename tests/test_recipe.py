@@ -191,8 +191,20 @@ def test_ema_is_torchs_exponential_average() -> None:
     with torch.no_grad():
         model.weight.fill_(3.0)
     ema.update_parameters(model)
-    assert ema.module.weight.item() == pytest.approx(0.9 * 2.0 + 0.1 * 3.0)
+    d = 2 / 11  # warm-up: min(0.9, (1 + n) / (10 + n)) after n = 1 average
+    assert ema.module.weight.item() == pytest.approx(d * 2.0 + (1 - d) * 3.0)
     assert not any(p.requires_grad for p in ema.parameters())
+    from hemacnn.recipe import ema_decay_at
+
+    assert ema_decay_at(0.9, 0) == pytest.approx(0.1) and ema_decay_at(0.9, 1000) == 0.9
+    # Long after the warm-up the update is torch's plain EMA at the configured decay.
+    for _ in range(200):
+        ema.update_parameters(model)
+    with torch.no_grad():
+        model.weight.fill_(4.0)
+    before = ema.module.weight.item()
+    ema.update_parameters(model)
+    assert ema.module.weight.item() == pytest.approx(0.9 * before + 0.1 * 4.0)
 
 
 def test_stain_transform_jitters_colour_and_crops_at_full_size() -> None:
