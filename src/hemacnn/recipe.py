@@ -223,7 +223,6 @@ class RecipeHooks:
 
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """MixUp/CutMix the batch (soft targets) when configured, else return it unchanged."""
-        x = self.progressive_resize(x)
         return (x, y) if self.mixer is None else self.mixer(x, y)
 
     def train_size(self, epoch: int, full: int) -> int:

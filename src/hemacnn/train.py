@@ -134,6 +134,7 @@ class CellClassifier(RecipeHooks, L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
+        x = self.progressive_resize(x)  # recipe.progressive: smaller images in early epochs
         x, target = self.mix(x, y)  # mixup/cutmix soft targets; accuracy still counts y
         logits = self(x)
         loss, ce = self._train_loss(logits, target)
