@@ -272,3 +272,30 @@ def test_holdout_folds_share_one_test_split_and_rotate_validation() -> None:
     assert sum(len(v) for v in vals) == len(set().union(*vals)) == 85 - len(plain.test)
     with pytest.raises(HemacnnError, match="class C has 4 usable images; at least 5"):
         make_splits(entries, ["A", "C"], folds=4, fold=0, fold_test="holdout")
+
+
+def test_train_fraction_keeps_val_and_test_and_nests(tmp_path: Path) -> None:
+    entries = fake_entries({"A": 101, "B": 43, "C": 7})
+    full = make_splits(entries, ["A", "B", "C"], seed=2)
+    half = make_splits(entries, ["A", "B", "C"], seed=2, train_fraction=0.5)
+    quarter = make_splits(entries, ["A", "B", "C"], seed=2, train_fraction=0.25)
+    for s in (half, quarter):  # validation and test are the whole-split ones
+        assert (s.val, s.test) == (full.val, full.test)
+    n_full, n_half, n_q = (s.counts()["train"] for s in (full, half, quarter))
+    assert n_full == {"A": 73, "B": 31, "C": 5}
+    assert n_half == {"A": 37, "B": 16, "C": 3}  # half up: 36.5 -> 37, 15.5 -> 16, 2.5 -> 3
+    assert n_q == {"A": 18, "B": 8, "C": 1}
+    assert _set(quarter.train) < _set(half.train) < _set(full.train)
+    assert [x for x in full.train if x in set(half.train)] == half.train  # order kept
+    assert half.extra["train_fraction"] == 0.5
+    assert half.extra["train_unused"] == sum(n_full.values()) - sum(n_half.values())
+    save_splits(half, tmp_path / "s")
+    assert load_splits(tmp_path / "s").train == half.train
+    folds = make_splits(entries, ["A", "B"], seed=2, folds=3, fold=1, fold_test="holdout",
+                        train_fraction=0.5)
+    whole = make_splits(entries, ["A", "B"], seed=2, folds=3, fold=1, fold_test="holdout")
+    assert (folds.val, folds.test) == (whole.val, whole.test)
+    assert _set(folds.train) < _set(whole.train)
+    for bad in (0.0, 1.5):
+        with pytest.raises(HemacnnError, match="train_fraction must be above 0 and at most 1"):
+            make_splits(entries, ["A", "B"], train_fraction=bad)

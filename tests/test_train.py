@@ -102,6 +102,19 @@ def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):
     assert gap == pytest.approx(penalty, rel=1e-3, abs=2e-5)
 
 
+def test_train_fraction_reaches_the_run_and_its_report(tmp_path, synthetic_root):
+    run = train(tiny_config(tmp_path, synthetic_root, max_epochs=1),
+                overrides=["data.train_fraction=0.5"], out=tmp_path / "run", progress=False)
+    meta = json.loads((run / "splits" / "splits.json").read_text())
+    # 40 images a class: test 4, validation 7, training 29 -> half (rounded up) 15
+    assert meta["counts"]["train"] == dict.fromkeys(CLASSES, 15)
+    assert meta["counts"]["val"] == dict.fromkeys(CLASSES, 7)
+    assert meta["train_fraction"] == 0.5 and meta["train_unused"] == 3 * 14
+    from hemacnn.report import load_run
+
+    assert "training on 0.5 of the training images" in load_run(run).split_desc
+
+
 def test_l2_term_is_in_the_loss_that_is_backpropagated():
     from hemacnn.models import kernel_weights
     from hemacnn.train import CellClassifier

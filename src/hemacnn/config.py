@@ -42,6 +42,9 @@ class DataConfig(_Section):
     resize: Literal["nearest", "area", "bilinear"] = "nearest"
     test_fraction: float = Field(0.10, gt=0, lt=1)
     val_fraction: float = Field(0.20, gt=0, lt=1)
+    # Train on this share of each class's training images (a learning curve); validation and
+    # test are unchanged, and smaller shares are subsets of larger ones.
+    train_fraction: float = Field(1.0, gt=0, le=1)
     folds: int | None = Field(None, ge=2)
     fold: int = Field(0, ge=0)
     # With folds: "rotate" makes fold i the test set (Matek et al.'s cross-validation);

@@ -75,6 +75,8 @@ def load_run(path: str | os.PathLike) -> RunInfo:
         counts = {s: len(splits.split(s)) for s in SPLITS}
         desc = (f"seeded stratified split (seed {splits.seed}): test {splits.test_fraction} "
                 f"per class, validation {splits.val_fraction} of the rest")
+        if splits.extra.get("train_fraction"):
+            desc += f"; training on {splits.extra['train_fraction']} of the training images"
     return RunInfo(path, path.resolve().name, card, _load_evaluation(path), counts, desc,
                    dropped)
 

@@ -51,3 +51,15 @@ run abl_std_stain configs/fast.yaml "$C8" "${A[@]}" recipe.stain_jitter=0.1 reci
 run abl_std_mix configs/fast.yaml "$C8" "${A[@]}" recipe.mixup_alpha=0.2 recipe.cutmix_alpha=1.0
 run abl_paper_aug configs/fast.yaml "$C8" "${A[@]}" "${PAPER[@]}" data.augment=true
 run abl_std_nols configs/fast.yaml "$C8" "${A[@]}" recipe.label_smoothing=0
+
+# Is fast.yaml's ceiling time, resolution or data? (8 classes, seed 0, same split as fast8.)
+# Three times the training (72 epochs, ~27 min on 2 cores):
+run lim_long configs/fast.yaml "$C8" trainer.max_epochs=72
+# Full 224 px (the images are 250 px), growing from 112 px over the first 16 epochs:
+run lim_224 configs/fast.yaml "$C8" data.image_size=224 "recipe.progressive=[112,16]"
+# BLA/LYT/NGS with three times the training:
+run lim_long3 configs/fast.yaml "data.classes=[BLA,LYT,NGS]" trainer.max_epochs=72
+# A learning curve (data.train_fraction): half and a quarter of each class's training images,
+# validation and test unchanged, the same number of steps as fast8 (epochs x2, x4):
+run lc_50 configs/fast.yaml "$C8" data.train_fraction=0.5 trainer.max_epochs=48
+run lc_25 configs/fast.yaml "$C8" data.train_fraction=0.25 trainer.max_epochs=96

@@ -168,7 +168,8 @@ class HemaDataModule(L.LightningDataModule):
                  cache_workers: int | None = None, other: bool | Sequence[str] = False,
                  balanced: int | bool | None = None, stain_jitter: float = 0.0,
                  crop_scale: float | None = None, min_per_split: int = 1,
-                 rare_classes: str = "keep", fold_test: str = "rotate") -> None:
+                 rare_classes: str = "keep", fold_test: str = "rotate",
+                 train_fraction: float = 1.0) -> None:
         super().__init__()
         self.root = Path(root)
         # None or "all": every class folder with usable images (known after setup).
@@ -176,6 +177,7 @@ class HemaDataModule(L.LightningDataModule):
         self.min_per_split = int(min_per_split)
         self.rare_classes = rare_classes
         self.fold_test = fold_test
+        self.train_fraction = float(train_fraction)
         self.image_size = int(image_size)
         self.resize = resize
         self.batch_size = int(batch_size)
@@ -243,7 +245,8 @@ class HemaDataModule(L.LightningDataModule):
             splits = make_splits(split_entries, classes, self.test_fraction, self.val_fraction,
                                  self.seed, self.folds, self.fold, root=str(self.root),
                                  min_per_split=self.min_per_split,
-                                 rare_classes=self.rare_classes, fold_test=self.fold_test)
+                                 rare_classes=self.rare_classes, fold_test=self.fold_test,
+                                 train_fraction=self.train_fraction)
             dropped = splits.extra.get("dropped_classes") or {}
             if dropped:
                 warnings.warn(

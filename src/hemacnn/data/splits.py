@@ -188,8 +188,13 @@ def make_splits(
     min_per_split: int = 1,
     rare_classes: str = "keep",
     fold_test: str = "rotate",
+    train_fraction: float = 1.0,
 ) -> Splits:
     """Stratified, seeded split of the usable entries of ``classes`` (order kept as given).
+
+    ``train_fraction < 1`` then keeps only that share of each class's training images (a
+    learning curve): validation and test stay exactly as with the whole training split, and a
+    smaller fraction's training images are a subset of a larger one's (same seed).
 
     ``classes=None`` (or ``"all"``) takes every class present. A class with fewer images than
     :func:`images_needed` is an error with ``rare_classes="keep"`` and is left out, and listed
@@ -213,6 +218,8 @@ def make_splits(
     if m < 1:
         raise HemacnnError(f"min_per_split must be at least 1, got {min_per_split}")
     _check_fraction("val_fraction", val_fraction)
+    if not 0.0 < float(train_fraction) <= 1.0:
+        raise HemacnnError(f"train_fraction must be above 0 and at most 1, got {train_fraction}")
     if folds is None or fold_test == "holdout":
         _check_fraction("test_fraction", test_fraction)
     if folds is not None and (int(folds) < 2 or not 0 <= int(fold) < int(folds)):
@@ -240,6 +247,7 @@ def make_splits(
         train, val, test = splitter(grouped, classes, test_fraction, val_fraction, seed,
                                     int(folds), int(fold), m)
         tf = test_fraction if fold_test == "holdout" else round(1.0 / int(folds), 6)
+        train = _train_share(train, classes, train_fraction, seed, m, extra)
         return Splits(train, val, test, classes, seed, tf, val_fraction, int(folds), int(fold),
                       extra)
     train, val, test = [], [], []
@@ -249,7 +257,29 @@ def make_splits(
         test += picked[:n_test]
         val += picked[n_test:n_test + n_val]
         train += picked[n_test + n_val:]
+    train = _train_share(train, classes, train_fraction, seed, m, extra)
     return Splits(train, val, test, classes, seed, test_fraction, val_fraction, extra=extra)
+
+
+def _train_share(train: list[Item], classes: list[str], fraction: float, seed: int, m: int,
+                 extra: dict) -> list[Item]:
+    """``fraction`` of each class's training images (half up, at least ``m``), order kept.
+
+    Each class draws one seeded order of its sorted training images and keeps its first k, so
+    the images kept at 0.25 are among those kept at 0.5. Recorded in ``extra``.
+    """
+    if float(fraction) >= 1.0:
+        return train
+    keep: set[Item] = set()
+    for code in classes:
+        members = sorted(x for x in train if x[1] == code)
+        k = min(len(members), max(m, _round_half_up(len(members), fraction)))
+        order = np.random.default_rng([seed, zlib.crc32(code.encode()), 1]).permutation(
+            len(members))
+        keep.update(members[i] for i in order[:k])
+    extra["train_fraction"] = float(fraction)
+    extra["train_unused"] = len(train) - len(keep)
+    return [x for x in train if x in keep]
 
 
 def _test_draw(paths: list[str], code: str, test_fraction: float, seed: int, keep: int,
