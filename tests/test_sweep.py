@@ -114,6 +114,28 @@ def test_small_study_end_to_end(tmp_path, two_class_root, capsys):
     assert (out / "summary.csv").read_text() == before
     assert len(trained_trials(out)) == 4
 
+    # A deleted run folder is trained again although its trial is COMPLETE in the storage.
+    import shutil
+
+    gone = out / "runs" / rows[1]["point"]
+    shutil.rmtree(gone)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "1 of 4 points to run (1 trained before, run folder deleted)")
+    assert (gone / "test_metrics.json").is_file() and len(trained_trials(out)) == 5
+    assert (out / "summary.csv").read_text().count("\n") == before.count("\n")
+    # ... but not by a worker whose study folder is another disk (another machine's local
+    # folder, here one with another id): the trials finished there are trusted.
+    shutil.rmtree(gone)
+    (out / ".out_id").write_text("another-disk\n")
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == "0 of 4 points to run"
+    assert f"finished by workers on another machine, whose run folders are not in {out}: " \
+        f"{rows[1]['point']}" in printed
+    assert not gone.exists() and len(trained_trials(out)) == 5
+
 
 def test_killed_sweep_resumes_only_what_is_missing(tmp_path, two_class_root):
     study = write_study(tmp_path, {"optimizer.lr": [0.003, 0.001]}, epochs=4)

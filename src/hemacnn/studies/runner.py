@@ -15,6 +15,12 @@ exactly once however many workers race (at worst both step back, and the point i
 Dead workers: Optuna's heartbeat fails their trials after a grace period; a trial whose worker
 ran on this machine and whose process is gone is failed at once, so a re-run resumes it straight
 away from the run folder's last checkpoint.
+
+Deleted run folders: a COMPLETE trial counts only while its run folder is finished, when the
+folder is one this worker can see. Each study folder holds a random ``.out_id`` that every trial
+records; a worker whose study folder has the same id (the same folder, or the same shared disk)
+retrains a point whose folder was deleted, while a worker on another machine with its own local
+study folder trusts trials finished there.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import queue as queue_module
 import shutil
 import socket
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +72,22 @@ def run_dir_of(out: Path, name: str) -> Path:
 def is_finished(run_dir: Path) -> bool:
     """A run is finished when train() wrote its test metrics (its last step)."""
     return (run_dir / "test_metrics.json").is_file()
+
+
+def out_id(out: Path) -> str:
+    """The random id of the study folder ``out`` (made on first use, never changed)."""
+    path = Path(out) / ".out_id"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".out_id.{os.getpid()}.tmp")
+        tmp.write_text(uuid.uuid4().hex + "\n")
+        try:
+            os.link(tmp, path)  # atomic and never overwrites: racing workers keep the first id
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 def storage_url(out: Path, url: str | None) -> str:
@@ -160,16 +183,31 @@ def reap_dead(study: Any) -> int:
     return n
 
 
-def study_state(study: Any) -> dict[str, set[str]]:
-    """Point names by trial state: complete, running, waiting."""
+def _deleted(trial: Any, out: Path, oid: str) -> bool:
+    """A COMPLETE trial whose run folder is in this study folder and is no longer finished."""
+    attrs = trial.user_attrs
+    here = attrs["out_id"] == oid if "out_id" in attrs else attrs.get("host") == HOST
+    return here and not is_finished(run_dir_of(out, _point_of(trial)))
+
+
+def study_state(study: Any, out: Path, oid: str) -> dict[str, set[str]]:
+    """Point names by trial state: complete, running, waiting; and ``deleted``: points whose
+    only COMPLETE trials have lost their run folder here (so they are not complete)."""
     from optuna.trial import TrialState
 
-    state: dict[str, set[str]] = {"complete": set(), "running": set(), "waiting": set()}
+    state: dict[str, set[str]] = {"complete": set(), "running": set(), "waiting": set(),
+                                  "deleted": set()}
     key = {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running",
            TrialState.WAITING: "waiting"}
     for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
-        if t.state in key and _point_of(t):
-            state[key[t.state]].add(_point_of(t))
+        name = _point_of(t)
+        if t.state not in key or not name:
+            continue
+        if t.state == TrialState.COMPLETE and _deleted(t, out, oid):
+            state["deleted"].add(name)
+        else:
+            state[key[t.state]].add(name)
+    state["deleted"] -= state["complete"]
     return state
 
 
@@ -215,6 +253,7 @@ def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
     out = Path(job.out)
     by_name = {p.name: p for p in job.points}
     study = open_study(job.url, job.study_name, list(by_name))
+    oid = out_id(out)
     result = Outcome()
     tried: set[str] = set()
     current: dict[str, str] = {}
@@ -222,12 +261,13 @@ def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
     def objective(trial: optuna.Trial) -> float:
         name = trial.suggest_categorical("point", list(by_name))
         for key, value in (("host", HOST), ("pid", os.getpid()),
-                           ("pid_start", _process_start(os.getpid()))):
+                           ("pid_start", _process_start(os.getpid())), ("out_id", oid)):
             trial.set_user_attr(key, value)
         others = [t for t in study._storage.get_all_trials(
             study._study_id, deepcopy=False,
             states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE))
-            if t.number != trial.number and _point_of(t) == name]
+            if t.number != trial.number and _point_of(t) == name
+            and not (t.state == optuna.trial.TrialState.COMPLETE and _deleted(t, out, oid))]
         if others:  # a duplicate claim: another trial has (or had) this point
             raise optuna.TrialPruned(f"point {name} is taken by trial {others[0].number}")
         current["name"] = name
@@ -247,7 +287,7 @@ def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
 
     while True:
         reap_dead(study)
-        state = study_state(study)
+        state = study_state(study, out, oid)
         todo = [n for n in by_name if n not in state["complete"] and n not in tried]
         free = [n for n in todo if n not in state["running"]]
         if not free:
@@ -298,14 +338,17 @@ def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: s
     out = Path(out)
     url = storage_url(out, storage)
     study = open_study(url, study_name, [p.name for p in points])
+    oid = out_id(out)
     reap_dead(study)
-    state = study_state(study)
+    state = study_state(study, out, oid)
     todo = [p.name for p in points if p.name not in state["complete"]
             and not is_finished(run_dir_of(out, p.name))]
     resume = [n for n in todo if (run_dir_of(out, n) / "checkpoints" / "last.ckpt").is_file()]
     busy = [n for n in todo if n in state["running"]]
+    gone = [n for n in todo if n in state["deleted"] and n not in resume]
     extra = [f"{len(resume)} resume from a checkpoint"] if resume else []
     extra += [f"{len(busy)} running in another worker"] if busy else []
+    extra += [f"{len(gone)} trained before, run folder deleted"] if gone else []
     echo(f"{len(todo)} of {len(points)} points to run" + (f" ({'; '.join(extra)})"
                                                           if extra else ""))
     job = _Job(list(points), str(out), url, study_name, progress and workers == 1)
@@ -333,7 +376,8 @@ def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: s
         total.trained += o.trained
         total.resumed += o.resumed
         total.failed.update(o.failed)
-    total.unfinished = sorted(set(p.name for p in points) - study_state(study)["complete"])
+    total.unfinished = sorted(set(p.name for p in points)
+                              - study_state(study, out, oid)["complete"])
     return total
 
 
@@ -346,8 +390,12 @@ def all_finished(result: Outcome, points: Sequence[Any], out: Path, unit: str, r
         raise HemacnnError(f"{len(result.failed)} {unit}(s) failed, first {name}: {err}; fix "
                            "the cause and run the same command again to retry them")
     missing = [p.name for p in points if not is_finished(run_dir_of(out, p.name))]
-    if missing:
-        echo(f"{len(missing)} {unit}(s) still running in other workers: {', '.join(missing)}; "
+    running = [n for n in missing if n in result.unfinished]
+    elsewhere = [n for n in missing if n not in result.unfinished]
+    if running:
+        echo(f"{len(running)} {unit}(s) still running in other workers: {', '.join(running)}; "
              f"summarise later with `{report} {out}`")
-        return False
-    return True
+    if elsewhere:
+        echo(f"{len(elsewhere)} {unit}(s) finished by workers on another machine, whose run "
+             f"folders are not in {out}: {', '.join(elsewhere)}; summarise where all are")
+    return not missing
