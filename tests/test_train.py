@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from hemacnn.cli import main
+from hemacnn.steploss import read_step_loss
 from hemacnn.train import train
 from synthetic import read_metrics, write_config
 
@@ -260,7 +261,6 @@ def test_ctrl_c_before_the_first_epoch_ends_can_be_resumed(tmp_path, synthetic_r
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
-    assert not (run / "checkpoints" / "last.ckpt").exists(), "the epoch ended before Ctrl-C"
     # Whatever the message says, it must lead somewhere: the printed way on works.
     resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
@@ -311,6 +311,53 @@ def test_mid_epoch_checkpoint_resumes_at_the_batch_it_stopped(tmp_path, syntheti
     after = read_metrics(run)
     assert [r["epoch"] for r in after] == ["0", "1"]
     assert [r["val_loss"] for r in after] == [r["val_loss"] for r in read_metrics(reference)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, synthetic_root,
+                                                                      sig):
+    # 22 mini-batches an epoch (87 images, 4 a batch) and no time-based checkpoints: only the
+    # signal's save can be mid-epoch.
+    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=3, checkpoint_minutes=None,
+                      log_step_loss=True)
+    cfg.write_text(cfg.read_text().replace("batch_size: 16", "batch_size: 4"))
+    run = tmp_path / "run"
+    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"],
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "metrics.csv").is_file() and read_metrics(run):
+            os.killpg(proc.pid, sig)  # during epoch 1
+            break
+        time.sleep(0.01)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert f"{sig.name}: stopping after this mini-batch" in out
+    assert f"continue it with `hemacnn train --resume {run}`" in out
+    assert "Traceback" not in out
+    epoch, done = _batch_progress(run / "checkpoints" / "last.ckpt")
+    if sig == signal.SIGTERM and (epoch, done) == (0, 22):
+        pass  # Lightning's own SIGTERM check stopped it at the epoch's end (saved there)
+    else:
+        assert epoch == 1 and 0 < done < 22, (epoch, done)  # saved mid-epoch, after a batch
+    assert len(read_step_loss(run / "step_loss.csv")) == 22 * epoch + done
+
+    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    reference = train(cfg, out=tmp_path / "reference", progress=False)
+    final, ref = (torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu",
+                             weights_only=True) for r in (run, reference))
+    # The last epoch did not improve on the best: last.ckpt must still be the last epoch's
+    # (Lightning's save_last would have left it at the best epoch).
+    losses = [float(r["val_loss"]) for r in read_metrics(reference)]
+    assert losses[-1] > min(losses)
+    assert final["global_step"] == ref["global_step"] == 66
+    for key, value in ref["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][key], value, msg=key)
+    steps = read_step_loss(run / "step_loss.csv")
+    assert [int(r["step"]) for r in steps] == list(range(66))  # none lost, none twice
+    assert steps == read_step_loss(reference / "step_loss.csv")
 
 
 def test_resume_keeps_lightnings_csv_log_whole(tmp_path, synthetic_root):

@@ -56,6 +56,13 @@ class StepLossCSV(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.flush()
 
+    @rank_zero_only
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        # Stopped mid-epoch (Ctrl-C saves a checkpoint after a batch): keep the steps so far;
+        # a resume drops any beyond its checkpoint.
+        self.flush()
+
     def flush(self) -> None:
         """Write every row so far (atomically: a kill never leaves a torn file)."""
         buf = io.StringIO()

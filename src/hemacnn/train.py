@@ -13,7 +13,9 @@ import io
 import logging
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import warnings
 from datetime import timedelta
@@ -208,6 +210,58 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
+class StopOnSignal(Callback):
+    """Ctrl-C or SIGTERM stops training after the current mini-batch, with a resumable last.ckpt.
+
+    Python's default Ctrl-C raises KeyboardInterrupt wherever the program is (possibly inside an
+    optimizer step), so no checkpoint could be trusted and the resume lost up to an epoch. This
+    callback only notes the signal; at the end of the mini-batch it saves last.ckpt (the same
+    state as the time-based mid-epoch checkpoints, so the resume continues at the next batch)
+    and stops. A second Ctrl-C stops at once, as before. Installed in the main thread of a
+    single-process run only (DDP ranks keep Lightning's own handling).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1 or threading.current_thread() is not threading.main_thread():
+            return
+        self.signum = None
+        for sig in self.SIGNALS:
+            old = signal.getsignal(sig)
+            if old is not signal.SIG_IGN:  # a job started with nohup or & keeps ignoring SIGINT
+                self._old[sig] = old
+                signal.signal(sig, self._note)
+
+    def _note(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:  # the second signal: stop at once
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this mini-batch and saving a "
+              "checkpoint (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+
+    def restore(self) -> None:
+        """Put back the handlers found at fit start (train() calls it after fit, as Lightning's
+        own teardown re-installs the handlers it found, ours among them)."""
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.signum is not None:
+            trainer.save_checkpoint(self.path)
+            raise Interrupted("training stopped by "
+                              f"{signal.Signals(self.signum).name} after a mini-batch; "
+                              f"continue it with `hemacnn train --resume {self.path.parents[1]}`")
+
+
 class EpochMetricsCSV(Callback):
     """One row per finished epoch in RUN_DIR/metrics.csv, rewritten atomically each epoch.
 
@@ -349,6 +403,7 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     # DDP workers re-run this command; the variable (inherited) tells them which folder is theirs.
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     resume_hint = f"continue it with `hemacnn train --resume {run_dir}`"
+    stopper = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then exit(1)
@@ -357,7 +412,8 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
         raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
-    if trainer.interrupted:
+        stopper.restore()
+    if trainer.interrupted or stopper.signum is not None:  # a signal during the last validation
         raise Interrupted(f"training interrupted; {resume_hint}")
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints" /
@@ -370,7 +426,12 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
     t = cfg.trainer
     callbacks: list[Callback] = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss",
-                        mode="min", save_top_k=1, save_last=True, enable_version_counter=False),
+                        mode="min", save_top_k=1, enable_version_counter=False),
+        # last.ckpt after every epoch. (save_last=True above would not do: since Lightning 2.6
+        # it writes last.ckpt only when the best one is written, so after an epoch that did
+        # not improve, a resume would start from the best epoch and replay the rest.)
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None,
+                        save_top_k=1, every_n_epochs=1, enable_version_counter=False),
         EpochMetricsCSV(run_dir / "metrics.csv", classes),
         *recipe_callbacks(cfg),
     ]
@@ -389,6 +450,9 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
             enable_version_counter=False))
     callbacks.append(EpochLog(run_dir / "metrics.csv",
                               per_epoch=not progress or not sys.stdout.isatty()))
+    # Last of the non-checkpoint callbacks: the batch's other end-of-batch hooks (EMA, step
+    # losses) have run when it saves.
+    callbacks.append(StopOnSignal(run_dir / "checkpoints" / "last.ckpt"))
     loggers = [KeepingCSVLogger(run_dir, name="logs", version="csv"),
                TensorBoardLogger(run_dir, name="logs", version="tensorboard")]
     if t.precision == "16" and not torch.cuda.is_available():
