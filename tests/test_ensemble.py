@@ -63,6 +63,7 @@ def test_ensemble_averages_members_and_works_like_a_run(tmp_path, fold_runs, cap
     for path, p in pe.items():
         np.testing.assert_allclose(p, 0.25 * p0[path] + 0.75 * p1[path], atol=2e-5)
     members = json.loads((ens / "ensemble_members.json").read_text())
+    assert members["tta"] is False  # as the members' own tests (no recipe.test_tta)
     assert [m["weight"] for m in members["members"]] == [0.25, 0.75]
     for m, run in zip(members["members"], (run0, run1), strict=True):
         own = json.loads((run / "test_metrics.json").read_text())
@@ -88,6 +89,34 @@ def test_ensemble_averages_members_and_works_like_a_run(tmp_path, fold_runs, cap
     probs = {k[2:]: v for k, v in pred.items() if k.startswith("p_")}
     assert pred["status"] == "ok" and set(probs) == {"LYT", "neutrophil", "platelet"}
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_ensemble_with_tta_scores_members_the_same_way(tmp_path, fold_runs, capsys):
+    run0, run1, _ = fold_runs
+    ens = tmp_path / "ens"
+    assert main(["ensemble", str(run0), str(run1), "--out", str(ens), "--tta"]) == 0
+    assert "each model averaging 8 dihedral views (TTA)" in capsys.readouterr().out
+    members = json.loads((ens / "ensemble_members.json").read_text())
+    assert members["tta"] is True
+    assert json.loads((ens / "evaluation_test_tta.json").read_text())["tta"] is True
+    member_probs = []
+    for m, run in zip(members["members"], (run0, run1), strict=True):
+        assert main(["evaluate", str(run), "--tta", "--json", "--out", str(tmp_path / run.name)
+                     ]) == 0
+        own = json.loads(capsys.readouterr().out)
+        assert m["macro_f1"] == pytest.approx(own["macro_f1"])  # the member's TTA figure
+        member_probs.append(_probs_by_path_named(tmp_path / run.name, "test_tta"))
+    for path, p in _probs_by_path_named(ens, "test_tta").items():
+        np.testing.assert_allclose(p, 0.5 * member_probs[0][path] + 0.5 * member_probs[1][path],
+                                   atol=2e-5)
+    from hemacnn.report import load_run
+
+    assert load_run(ens).evaluation["tta"] is True  # the report finds the TTA evaluation
+
+
+def _probs_by_path_named(folder: Path, name: str) -> dict[str, np.ndarray]:
+    with np.load(folder / f"predictions_{name}.npz") as z:
+        return dict(zip([str(p) for p in z["paths"]], z["probs"], strict=True))
 
 
 def test_ensemble_rejects_bad_input_with_one_line(tmp_path, fold_runs, capsys):

@@ -122,7 +122,7 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         except ValueError:
             raise HemacnnError(f"--weights {args.weights!r} is not a comma-separated list of "
                                "numbers (e.g. --weights 1,1,2)") from None
-    print(format_ensemble(make_ensemble(args.run_dirs, args.out, weights)))
+    print(format_ensemble(make_ensemble(args.run_dirs, args.out, weights, tta=args.tta)))
     return 0
 
 
@@ -192,6 +192,9 @@ def _add_issue11_commands(sub: argparse._SubParsersAction) -> None:
     en.add_argument("--out", required=True, metavar="DIR", help="the ensemble folder to write")
     en.add_argument("--weights", metavar="W1,W2,...",
                     help="one non-negative weight per run (default: equal); normalised")
+    en.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="test with the 8 dihedral views averaged, the ensemble and each member "
+                    "alike (default: as the members' own tests, recipe.test_tta)")
     en.set_defaults(func=_cmd_ensemble)
 
 

@@ -169,11 +169,14 @@ def _common_splits(runs: Sequence[str | os.PathLike], classes: list[str]):
 
 
 def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
-                  weights: Sequence[float] | None = None) -> dict[str, Any]:
+                  weights: Sequence[float] | None = None, tta: bool | None = None
+                  ) -> dict[str, Any]:
     """Write an ensemble folder for ``runs`` and evaluate it on their common test split.
 
     Returns ``{"out", "members", "evaluation"}``; ``evaluation`` is None without a common test
-    split. Each member's figures on the same images are in ``ensemble_members.json``.
+    split. Each member's figures on the same images are in ``ensemble_members.json``. ``tta``
+    averages the 8 dihedral views for the ensemble and every member alike; ``None``: as the
+    members' own tests were scored (``recipe.test_tta``), when they all agree.
     """
     from hemacnn.classes import class_names
     from hemacnn.data.splits import save_splits
@@ -228,28 +231,37 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    evaluation = _evaluate_members(out, runs, w) if splits is not None else None
+    if tta is None:
+        tta = all(_tested_with_tta(r) for r in runs)
+    evaluation = _evaluate_members(out, runs, w, tta) if splits is not None else None
     return {"out": out, "members": members, "evaluation": evaluation}
 
 
-def _evaluate_members(out: Path, runs: Sequence[str | os.PathLike], w: list[float]
-                      ) -> dict[str, Any]:
+def _tested_with_tta(run: str | os.PathLike) -> bool:
+    try:
+        return bool(json.loads((Path(run) / "test_metrics.json").read_text()).get("tta"))
+    except (OSError, ValueError):
+        return False
+
+
+def _evaluate_members(out: Path, runs: Sequence[str | os.PathLike], w: list[float],
+                      tta: bool = False) -> dict[str, Any]:
     """Test the ensemble; record every member's figures on the same images beside it."""
     from hemacnn.evaluate import evaluate_run
     from hemacnn.metrics import compute_metrics
 
-    result = evaluate_run(out)
-    with np.load(out / "predictions_test.npz") as z:
+    result = evaluate_run(out, tta=tta)
+    with np.load(out / f"predictions_{result['name']}.npz") as z:
         paths = [str(p) for p in z["paths"]]
         y_true = z["y_true"]
     rows = []
     for run, wi in zip(runs, w, strict=True):
-        probs = _member_probs(run, out, paths, result["classes"])
+        probs = _member_probs(run, out, paths, result["classes"], tta)
         m = compute_metrics(y_true, probs, result["classes"])
         rows.append({"run": str(Path(run).resolve()), "weight": wi, **{k: m[k] for k in HEADLINE},
                      "tolerant_macro_f1": m["tolerant"]["macro_f1"],
                      "f1": {c: v["f1"] for c, v in m["per_class"].items()}})
-    summary = {"split": "test", "n": result["n"], "members": rows,
+    summary = {"split": "test", "n": result["n"], "tta": bool(tta), "members": rows,
                "ensemble": {**{k: result[k] for k in HEADLINE},
                             "tolerant_macro_f1": result["tolerant"]["macro_f1"],
                             "f1": {c: v["f1"] for c, v in result["per_class"].items()}}}
@@ -260,8 +272,8 @@ def _evaluate_members(out: Path, runs: Sequence[str | os.PathLike], w: list[floa
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 
 
-def _member_probs(run: str | os.PathLike, out: Path, paths: list[str], classes: list[str]
-                  ) -> np.ndarray:
+def _member_probs(run: str | os.PathLike, out: Path, paths: list[str], classes: list[str],
+                  tta: bool = False) -> np.ndarray:
     """A member's probabilities for the ensemble's test files, in the ensemble's class order."""
     from hemacnn.evaluate import read_card
     from hemacnn.predict import load_checkpoint, load_images, predict_arrays
@@ -271,7 +283,7 @@ def _member_probs(run: str | os.PathLike, out: Path, paths: list[str], classes: 
     images, ok, _ = load_images([root / p for p in paths], card)
     if len(ok) != len(paths):
         raise HemacnnError(f"some test files of {out} could not be read again for member {run}")
-    probs = predict_arrays(model, images)
+    probs = predict_arrays(model, images, tta=tta)
     return probs[:, [card["classes"].index(c) for c in classes]]
 
 
@@ -285,7 +297,8 @@ def format_ensemble(info: dict[str, Any]) -> str:
                      "`hemacnn evaluate DIR --data OTHER_FOLDER`")
         return "\n".join(lines)
     s = json.loads(summary_path.read_text(encoding="utf-8"))
-    lines.append(f"test split: {s['n']} images no member trained or validated on")
+    lines.append(f"test split: {s['n']} images no member trained or validated on"
+                 + (", each model averaging 8 dihedral views (TTA)" if s.get("tta") else ""))
     head = f"{'':<40}{'weight':>8}{'accuracy':>10}{'bal. acc.':>11}{'macro F1':>10}{'tol. F1':>9}"
     lines += ["", head, "-" * len(head)]
     for row in s["members"]:

@@ -45,7 +45,7 @@ class RunInfo:
 
 def _load_evaluation(run: Path) -> dict[str, Any] | None:
     """The test evaluation: saved JSON, else recomputed from saved predictions, else None."""
-    for name in ("evaluation_test.json", "test_metrics.json"):
+    for name in ("evaluation_test.json", "evaluation_test_tta.json", "test_metrics.json"):
         p = run / name
         if p.is_file():
             try:
