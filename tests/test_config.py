@@ -142,3 +142,21 @@ def test_errors_in_the_file_still_name_the_file(tmp_path):
     cfg.write_text("optimizer:\n  lr: abc\n")
     with pytest.raises(HemacnnError, match=rf"^{cfg}: config key optimizer.lr"):
         load_config(cfg, ["model.width=0.5"])
+
+
+def test_a_rule_across_keys_blames_the_overrides_that_break_it(tmp_path, capsys):
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("data:\n  classes: [BLA, LYT]\n  image_size: 128\n"
+                   "model:\n  name: timm/resnet18\n")
+    args = ["train", str(cfg), "data.root=/nowhere", "optimizer.lr=0.01"]
+    assert main([*args, "recipe.progressive=[200,3]", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: command-line override recipe.progressive=[200,3]: recipe.progressive "
+                   "[200, 3.0] needs 8 <= start px < data.image_size (128) and epochs > 0")
+    # Two overrides each needed for the clash are both named; the harmless ones are not.
+    assert main([*args, "recipe.progressive=[100,3]", "data.image_size=64",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: command-line overrides recipe.progressive=[100,3] "
+                          "data.image_size=64: "), err
+    assert "data.root" not in err and "optimizer.lr" not in err

@@ -230,9 +230,22 @@ def _format_error(err: ValidationError, source: str) -> str:
             section = section.model_fields[str(part)].annotation
         valid = ", ".join(section.model_fields)
         return f"{source}: unknown config key {key}; valid keys here: {valid}"
+    if not first["loc"]:  # a rule across keys (its message names them)
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     got = first.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{source}: config key {key}: {first['msg']}{got_text}"
+
+
+def _valid(tree: dict[str, Any], overrides: list[str]) -> bool:
+    tree = copy.deepcopy(tree)
+    for text in overrides:
+        _set_dotted(tree, *parse_override(text))
+    try:
+        Config.model_validate(tree)
+    except ValidationError:
+        return False
+    return True
 
 
 def _blame(err: ValidationError, tree: dict[str, Any], overrides: list[str],
@@ -245,8 +258,12 @@ def _blame(err: ValidationError, tree: dict[str, Any], overrides: list[str],
     loc = ".".join(str(p) for p in err.errors()[0]["loc"])
     keys = [(text, parse_override(text)[0]) for text in overrides]
     hits = [text for text, key in keys
-            if key == loc or key.startswith(loc + ".") or loc.startswith(key + ".")]
-    hits = hits[-1:] or overrides  # the last one of a key wins, as it set the value
+            if loc and (key == loc or key.startswith(loc + ".") or loc.startswith(key + "."))]
+    hits = hits[-1:]  # the last one of a key wins, as it set the value
+    if not loc:  # a rule across keys: the overrides without which the config is valid
+        hits = [text for i, text in enumerate(overrides)
+                if _valid(tree, overrides[:i] + overrides[i + 1:])]
+    hits = hits or overrides
     return ("command-line override " if len(hits) == 1 else "command-line overrides ") + \
         " ".join(hits)
 
