@@ -320,7 +320,9 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
     # signal's save can be mid-epoch.
     cfg = tiny_config(tmp_path, synthetic_root, max_epochs=3, checkpoint_minutes=None,
                       log_step_loss=True)
-    cfg.write_text(cfg.read_text().replace("batch_size: 16", "batch_size: 4"))
+    # With a per-step schedule, whose length must be known without replaying the epoch.
+    cfg.write_text(cfg.read_text().replace("batch_size: 16", "batch_size: 4")
+                   + "recipe:\n  schedule: onecycle\n")
     run = tmp_path / "run"
     proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"],
                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

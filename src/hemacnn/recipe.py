@@ -268,11 +268,27 @@ class RecipeHooks:
         o = self.hparams.optimizer
         optimizer = make_optimizer(self.model.parameters(), o)
         if self.recipe.get("schedule", "none") == "none":
-            # estimated_stepping_batches makes Lightning build the training iterator before it
-            # restores a checkpoint, so a mid-epoch resume would replay the epoch's first
-            # batches: ask only when a schedule needs the figure.
             return optimizer
-        sched = make_scheduler(optimizer, self.recipe, o["lr"],
-                               int(self.trainer.estimated_stepping_batches),
+        sched = make_scheduler(optimizer, self.recipe, o["lr"], self._total_steps(),
                                self.trainer.max_epochs)
         return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}
+
+    def _total_steps(self) -> int:
+        """Optimizer steps in the whole run, for the schedule.
+
+        Lightning's ``estimated_stepping_batches`` builds the training iterator before a
+        checkpoint is restored, so a mid-epoch resume would replay the epoch's first batches;
+        on one device the figure comes from the datamodule's loader instead (building a loader
+        object iterates nothing). DDP keeps Lightning's figure (its sampler splits the data).
+        """
+        t = self.trainer
+        dm = t.datamodule
+        if t.world_size > 1 or dm is None or t.accumulate_grad_batches != 1:
+            return int(t.estimated_stepping_batches)
+        per_epoch = len(dm.train_dataloader())
+        limit = t.limit_train_batches
+        if isinstance(limit, int):
+            per_epoch = min(per_epoch, limit)
+        elif limit is not None and limit < 1.0:
+            per_epoch = max(1, int(per_epoch * limit))
+        return per_epoch * t.max_epochs

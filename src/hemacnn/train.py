@@ -256,7 +256,7 @@ class StopOnSignal(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.signum is not None:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             raise Interrupted("training stopped by "
                               f"{signal.Signals(self.signum).name} after a mini-batch; "
                               f"continue it with `hemacnn train --resume {self.path.parents[1]}`")
