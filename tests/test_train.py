@@ -177,6 +177,7 @@ def test_train_errors_are_one_line(tmp_path, synthetic_root, capsys):
         (["train", str(cfg), "model.name=resnet"], "resnet"),
         (["train", str(cfg), "trainer.accelerator=tpu"], "trainer settings rejected"),
         (["train", str(cfg), "trainer.precision=16"], "needs a CUDA GPU"),
+        (["train", str(cfg), "trainer.sync_batchnorm=true"], "sync_batchnorm needs CUDA GPUs"),
     ]
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

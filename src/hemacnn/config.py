@@ -118,6 +118,9 @@ class TrainerConfig(_Section):
     devices: int | str = "auto"
     strategy: str = "auto"
     num_nodes: int = Field(1, ge=1)
+    # DDP: batch-norm statistics over the whole global batch, not each GPU's share (worth it
+    # when the per-GPU batch is small). CUDA only: SyncBatchNorm has no CPU kernel.
+    sync_batchnorm: bool = False
     deterministic: bool | Literal["warn"] = "warn"
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0

@@ -458,6 +458,9 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
     if t.precision == "16" and not torch.cuda.is_available():
         raise HemacnnError("trainer.precision=16 needs a CUDA GPU; on a CPU use "
                            "trainer.precision=bf16 (or 32)")
+    if t.sync_batchnorm and (not torch.cuda.is_available() or t.accelerator == "cpu"):
+        raise HemacnnError("trainer.sync_batchnorm needs CUDA GPUs (SyncBatchNorm has no CPU "
+                           "kernel); leave it false on a CPU")
     try:
         return _lightning_trainer(t, run_dir, callbacks, loggers, progress,
                                   grad_clip=cfg.recipe.grad_clip)
@@ -475,6 +478,7 @@ def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: lis
         gradient_clip_val=grad_clip,
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
         strategy=t.strategy, num_nodes=t.num_nodes, precision=PRECISION[t.precision],
+        sync_batchnorm=t.sync_batchnorm,
         deterministic=t.deterministic, callbacks=callbacks, logger=loggers,
         default_root_dir=run_dir, enable_progress_bar=progress, num_sanity_val_steps=0,
         # 1.0 is Lightning's default; passing it explicitly makes Lightning print a notice.
