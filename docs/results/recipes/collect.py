@@ -29,7 +29,7 @@ PAPER = {  # the paper's recipe: what a row's "changes" column is measured again
     "recipe.crop_scale": None, "recipe.grad_clip": None, "recipe.freeze_backbone_epochs": 0,
     "imbalance.sampler": "shuffle", "imbalance.class_weights": False,
     "imbalance.focal_gamma": 0.0, "imbalance.other": False, "data.batch_size": 32,
-    "recipe.test_tta": False, "recipe.progressive": None,
+    "recipe.test_tta": False, "recipe.progressive": None, "data.train_fraction": 1.0,
 }
 
 
