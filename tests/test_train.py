@@ -362,6 +362,16 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
     assert [int(r["step"]) for r in steps] == list(range(66))  # none lost, none twice
     assert steps == read_step_loss(reference / "step_loss.csv")
 
+    # The one-cycle schedule was laid out for 3 epochs: more on --resume is a clear error.
+    stamp = (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    for override, was in (("trainer.max_epochs=5", "3"), ("recipe.schedule=none", "onecycle")):
+        again = _run_cli(["train", "--resume", str(run), override, "--no-progress"])
+        out, _ = again.communicate(timeout=120)
+        assert again.returncode == 2, out
+        assert f"error: {override} on --resume of {run}: the run started with {was}" in out
+        assert "Traceback" not in out
+    assert (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+
 
 def test_resume_keeps_lightnings_csv_log_whole(tmp_path, synthetic_root):
     cfg = tiny_config(tmp_path, synthetic_root, max_epochs=1)

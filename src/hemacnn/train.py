@@ -355,6 +355,27 @@ def _datamodule(cfg: Config, splits_dir: Path | None, progress: bool):
     )
 
 
+def _check_resume_overrides(saved: Config, cfg: Config, run_dir: Path) -> None:
+    """Overrides on --resume that the checkpoint cannot honour: one line, before anything runs.
+
+    A one-cycle or cosine schedule is laid out over the run's steps when it starts (and its
+    state is in the checkpoint), so it cannot stretch to more epochs or other batches.
+    """
+    keys = [("recipe", "schedule")]
+    if saved.recipe.schedule in ("onecycle", "cosine"):
+        keys += [("trainer", "max_epochs"), ("data", "batch_size"),
+                 ("trainer", "limit_train_batches"), ("data", "train_fraction")]
+    for section, name in keys:
+        old, new = (getattr(getattr(c, section), name) for c in (saved, cfg))
+        if old != new:
+            why = ("its checkpoint holds the optimizer and schedule state of that"
+                   if name == "schedule" else
+                   f"its {saved.recipe.schedule} learning-rate schedule was laid out for that")
+            raise HemacnnError(f"{section}.{name}={new} on --resume of {run_dir}: the run "
+                               f"started with {old} and {why}; start a new run with the new "
+                               "value instead")
+
+
 def train(config: str | os.PathLike | None = None, overrides: list[str] | None = None,
           out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
           progress: bool = True) -> Path:
@@ -365,6 +386,8 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
         if not (run_dir / "config.yaml").is_file():
             raise HemacnnError(f"{run_dir} is not a hemacnn run folder (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml", overrides)
+        if overrides:
+            _check_resume_overrides(load_config(run_dir / "config.yaml"), cfg, run_dir)
         # Stopped before the first checkpoint: nothing trained is lost, so start it over here,
         # with its saved config and splits (never a loop between "resume" and "new run").
         ckpt_path: str | None = str(last) if last.is_file() else None
