@@ -316,9 +316,24 @@ def test_mixup_stain_and_balanced_options_train(tmp_path, colour_root) -> None:
     run = train(cfg, out=tmp_path / "run", progress=False)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2  # 3 classes x 5 draws = 15 samples = 2 batches of 8
+    assert ckpt["lr_schedulers"][0]["total_steps"] == 2  # the one-cycle spans the run exactly
     hp = ckpt["hyper_parameters"]
     assert hp["recipe"]["focal_gamma"] == 2.0 and len(hp["class_weights"]) == 3
     assert math.isfinite(float(read_metrics(run)[0]["train_loss"]))
+
+
+@pytest.mark.parametrize(("limit", "per_epoch"), [(3, 3), (0.34, 2)])
+def test_onecycle_spans_exactly_the_steps_trained(tmp_path, colour_root, limit, per_epoch
+                                                  ) -> None:
+    # 20 images a class: test 2, validation 4, training 14 -> 42 images, 6 batches of 8; limited
+    # to 3 batches, or to int(6 x 0.34) = 2 as Lightning counts a fraction.
+    cfg = tiny(tmp_path, colour_root, recipe={"schedule": "onecycle"},
+               trainer={"max_epochs": 2, "limit_train_batches": limit})
+    run = train(cfg, out=tmp_path / "run", progress=False)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2 * per_epoch
+    assert ckpt["lr_schedulers"][0]["total_steps"] == 2 * per_epoch
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 2 * per_epoch
 
 
 def test_test_tta_averages_the_end_of_training_test(tmp_path, colour_root) -> None:
