@@ -32,8 +32,9 @@ run() {  # run NAME CONFIG overrides...
 # The acceptance runs: fast.yaml on 8 classes, on BLA/LYT/NGS, and BLA/LYT/NGS + OTHER.
 run fast8 configs/fast.yaml "$C8"
 run fast3 configs/fast.yaml "data.classes=[BLA,LYT,NGS]"
-# (The table's fast3_other row was made with the earlier fast.yaml, timm/resnet18 at 96 px:
-#  its run folder's config.yaml; shortened to 64 px and 12 epochs.)
+# (Section 4's fast3_other row was made with the earlier fast.yaml, timm/resnet18 at 96 px,
+#  shortened to 64 px and 12 epochs; the OTHER section's second table is this row as it
+#  stands, run into /work/runs10.)
 run fast3_other configs/fast.yaml "data.classes=[BLA,LYT,NGS]" imbalance.other=true
 
 # Ablation on the same 8-class split (seed 0): timm/resnet18 at 64 px for 8 epochs, batch 64,
