@@ -36,6 +36,9 @@ run fast3 configs/fast.yaml "data.classes=[BLA,LYT,NGS]"
 #  shortened to 64 px and 12 epochs; the OTHER section's second table is this row as it
 #  stands, run into /work/runs10.)
 run fast3_other configs/fast.yaml "data.classes=[BLA,LYT,NGS]" imbalance.other=true
+# The same with the class-balanced sampler (OTHER holds 59% of the images).
+run fast3_other_bal configs/fast.yaml "data.classes=[BLA,LYT,NGS]" imbalance.other=true \
+    imbalance.sampler=balanced
 
 # Ablation on the same 8-class split (seed 0): timm/resnet18 at 64 px for 8 epochs, batch 64,
 # without the stain jitter, crops and TTA that fast.yaml now has, pinned here so the rows do
