@@ -240,12 +240,17 @@ def _format_error(err: ValidationError, source: str) -> str:
     return f"{source}: config key {key}: {first['msg']}{got_text}"
 
 
-def _valid(tree: dict[str, Any], overrides: list[str]) -> bool:
+def _with_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``tree`` with the dotted ``key=value`` overrides applied in order."""
     tree = copy.deepcopy(tree)
     for text in overrides:
         _set_dotted(tree, *parse_override(text))
+    return tree
+
+
+def _valid(tree: dict[str, Any], overrides: list[str]) -> bool:
     try:
-        Config.model_validate(tree)
+        Config.model_validate(_with_overrides(tree, overrides))
     except ValidationError:
         return False
     return True
@@ -254,9 +259,7 @@ def _valid(tree: dict[str, Any], overrides: list[str]) -> bool:
 def _blame(err: ValidationError, tree: dict[str, Any], overrides: list[str],
            source: str) -> str:
     """Who wrote the bad value: the file (valid without the overrides) or which override."""
-    try:
-        Config.model_validate(tree)
-    except ValidationError:
+    if not _valid(tree, []):
         return source
     loc = ".".join(str(p) for p in err.errors()[0]["loc"])
     keys = [(text, parse_override(text)[0]) for text in overrides]
@@ -279,10 +282,7 @@ def build_config(tree: dict[str, Any], overrides: list[str] | None = None,
     that caused it, or ``source`` when the file itself is wrong; otherwise it names ``source``.
     """
     base = copy.deepcopy(dict(tree or {}))
-    tree = copy.deepcopy(base)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+    tree = _with_overrides(base, list(overrides or []))
     try:
         return Config.model_validate(tree)
     except ValidationError as err:

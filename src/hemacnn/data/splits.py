@@ -98,8 +98,9 @@ def _round_half_up(n: int, fraction: float) -> int:
     return math.floor(n * Fraction(str(fraction)) + Fraction(1, 2))
 
 
-def _class_rng(seed: int, code: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(code.encode())])
+def _class_rng(seed: int, code: str, *stream: int) -> np.random.Generator:
+    """A class's own generator; ``stream`` words give further independent draws of it."""
+    return np.random.default_rng([seed, zlib.crc32(code.encode()), *stream])
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -274,8 +275,7 @@ def _train_share(train: list[Item], classes: list[str], fraction: float, seed: i
     for code in classes:
         members = sorted(x for x in train if x[1] == code)
         k = min(len(members), max(m, _round_half_up(len(members), fraction)))
-        order = np.random.default_rng([seed, zlib.crc32(code.encode()), 1]).permutation(
-            len(members))
+        order = _class_rng(seed, code, 1).permutation(len(members))
         keep.update(members[i] for i in order[:k])
     extra["train_fraction"] = float(fraction)
     extra["train_unused"] = len(train) - len(keep)
