@@ -108,7 +108,10 @@ def _ci(ci: list[float] | None) -> str:
 
 def main(runs: list[str]) -> None:
     with_json = "--no-json" not in runs
-    rows = [row(Path(r)) for r in runs if r != "--no-json"]
+    try:
+        rows = [row(Path(r)) for r in runs if r != "--no-json"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"error: not a finished hemacnn run folder: {exc}") from None
     print("| run | model | px | recipe (vs the paper's) | epochs | val macro-F1 | "
           "test macro-F1 [95% CI] | train min | wall min | CPU min | load avg |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

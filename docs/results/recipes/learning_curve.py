@@ -29,8 +29,13 @@ from collect import _val_macro_f1  # noqa: E402
 
 
 def point(run: Path) -> dict:
-    splits = json.loads((run / "splits" / "splits.json").read_text())
-    test = json.loads((run / "test_metrics.json").read_text())
+    try:
+        splits = json.loads((run / "splits" / "splits.json").read_text())
+        test = json.loads((run / "test_metrics.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {run} is not a finished hemacnn run folder ({exc}); give the "
+                         "run folders of one config at several data.train_fraction values"
+                         ) from None
     return {"run": run.name, "train_images": sum(splits["counts"]["train"].values()),
             "all_images": sum(sum(c.values()) for c in splits["counts"].values()),
             # rounded as collect.py rounds, so both tables print the same figures
@@ -46,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", type=float, default=0.80)
     args = ap.parse_args(argv)
     pts = sorted((point(r) for r in args.runs), key=lambda p: p["train_images"])
+    if len({p["train_images"] for p in pts}) < 2:
+        raise SystemExit("error: a learning curve needs runs with at least two different "
+                         "numbers of training images (data.train_fraction)")
     print("| run | training images | val macro-F1 | test macro-F1 [95% CI] |")
     print("|---|---|---|---|")
     for p in pts:
