@@ -15,3 +15,16 @@ class Interrupted(HemacnnError):
     """The user stopped a long job (Ctrl-C); the message says how to continue it."""
 
     exit_code = 130
+
+
+class UnreadableImage(HemacnnError):
+    """One image file that cannot be classified: ``reason`` says why in a few words.
+
+    Callers that handle many files (predict, serve, explain) turn it into a per-file result
+    instead of stopping; the message alone is the one-line error for a single file.
+    """
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"cannot read image {path}: {reason}; check the file or run "
+                         "`hemacnn scan` on its folder")

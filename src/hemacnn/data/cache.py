@@ -40,7 +40,7 @@ from hemacnn.data.images import to_rgb
 from hemacnn.data.manifest import Entry, manifest_hash
 from hemacnn.data.parallel import default_workers, file_lock, run_chunks
 from hemacnn.data.paths import dataset_cache_dir
-from hemacnn.errors import HemacnnError
+from hemacnn.errors import HemacnnError, UnreadableImage
 
 FORMAT_VERSION = 1
 """Bump when the cache layout or the preprocessing changes: it is part of the cache key."""
@@ -81,9 +81,10 @@ def preprocess_image(path: str | os.PathLike, size: int, method: str = "nearest"
             if rgb.size != (size, size):
                 rgb = rgb.resize((size, size), RESIZE_METHODS[method])
             arr = np.asarray(rgb, dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise UnreadableImage(path, "too large to decode safely") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise HemacnnError(f"cannot read image {path}: {exc}; check the file or run "
-                           "`hemacnn scan` on its folder") from None
+        raise UnreadableImage(path, str(exc)) from None
     return arr
 
 
