@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from hemacnn.data.cache import preprocess_image
-from hemacnn.export import OnnxClassifier, export_model
+from hemacnn.export import export_model
 from hemacnn.inference import prepare_model
+from hemacnn.loading import OnnxClassifier, load_checkpoint, predict_arrays
 from hemacnn.models import build_model
-from hemacnn.predict import load_checkpoint, predict_arrays
 
 
 def _images(sample: Path, size: int, limit: int) -> np.ndarray:

@@ -16,8 +16,8 @@ from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
 from hemacnn.errors import HemacnnError
 from hemacnn.explain import class_activation, target_layer
+from hemacnn.loading import load_checkpoint
 from hemacnn.models import build_model, list_models, min_input_size
-from hemacnn.predict import load_checkpoint
 
 
 def _tiny_checkpoint(name: str, path: Path) -> Path:

@@ -11,8 +11,7 @@ import pytest
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
 from hemacnn.errors import HemacnnError
-from hemacnn.export import OnnxClassifier
-from hemacnn.predict import load_checkpoint, predict_arrays
+from hemacnn.loading import OnnxClassifier, load_checkpoint, predict_arrays
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,14 @@ def test_vgg16_is_torchvision_vgg16_at_full_width() -> None:
     assert count_parameters(ours) == 134_276_932  # 138,357,544 - 4096*996 - 996
 
 
+def test_vgg16_table_is_torchvision_cfg_d() -> None:
+    from torchvision.models.vgg import cfgs
+
+    from hemacnn.models.vgg import VGG16_CFG
+
+    assert VGG16_CFG == cfgs["D"]
+
+
 def _tiny(name: str) -> tuple[nn.Module, int]:
     """A CPU-sized variant at the smallest input the architecture accepts."""
     size = min_input_size(name)

@@ -16,13 +16,9 @@ from hemacnn.cli import main
 from hemacnn.data.augment import dihedral
 from hemacnn.data.splits import Splits, save_splits
 from hemacnn.errors import HemacnnError
+from hemacnn.loading import load_checkpoint, predict_arrays
 from hemacnn.models import build_model
-from hemacnn.predict import (
-    format_predictions,
-    load_checkpoint,
-    predict_arrays,
-    predict_files,
-)
+from hemacnn.predict import format_predictions, predict_files
 
 SIZE = 48  # small but above MV3's minimum input (42 px)
 COLOURS = {"BLA": (200, 40, 40), "LYT": (40, 200, 40), "NGS": (40, 40, 200)}

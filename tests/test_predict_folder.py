@@ -13,7 +13,7 @@ import pytest
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
 from hemacnn.differential import RESEARCH_NOTE, WHO_NOTE, differential
-from hemacnn.predict import load_checkpoint, predict_arrays
+from hemacnn.loading import load_checkpoint, predict_arrays
 
 CLASSES = ("BLA", "LYT", "NGS")
 

@@ -292,7 +292,7 @@ def test_gradient_clipping_bounds_each_step(tmp_path, colour_root) -> None:
 
 
 def test_ema_weights_are_validated_saved_and_predict(tmp_path, colour_root) -> None:
-    from hemacnn.predict import load_checkpoint
+    from hemacnn.loading import load_checkpoint
 
     cfg = tiny(tmp_path, colour_root, recipe={"ema_decay": 0.5}, trainer={"max_epochs": 2})
     run = train(cfg, out=tmp_path / "run", progress=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import hemacnn.predict as predict_module
+import hemacnn.loading as loading_module
 from hemacnn.cli import main
 from hemacnn.predict import predict_files
 from hemacnn.serve.app import create_app
@@ -82,8 +82,8 @@ def test_limits_give_413(client, cells):
 
 def test_concurrent_requests_share_one_model(trained_run, cells, monkeypatch):
     loads = []
-    real = predict_module.load_checkpoint
-    monkeypatch.setattr(predict_module, "load_checkpoint",
+    real = loading_module.load_checkpoint
+    monkeypatch.setattr(loading_module, "load_checkpoint",
                         lambda *a, **k: loads.append(a) or real(*a, **k))
     client = TestClient(create_app(trained_run))
     answers: list = [None] * 4

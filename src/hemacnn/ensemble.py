@@ -2,10 +2,11 @@
 
 ``hemacnn ensemble RUN ... --out DIR`` writes a folder that every command taking a run accepts
 (evaluate, report, compare, predict, export): ``ensemble.json`` names the member runs and their
-weights, ``model_card.json`` describes the whole as one model, and :func:`load_ensemble` turns it
-into one ``torch.nn.Module`` whose output is the log of the weighted mean of the members' softmax
-probabilities. Because ``softmax(log p) = p`` when ``p`` sums to one, code that applies a softmax
-to a model's output gets the averaged probabilities without knowing it holds an ensemble.
+weights, ``model_card.json`` describes the whole as one model, and
+:func:`hemacnn.loading.load_ensemble` turns it into one ``torch.nn.Module`` whose output is the
+log of the weighted mean of the members' softmax probabilities. Because ``softmax(log p) = p``
+when ``p`` sums to one, code that applies a softmax to a model's output gets the averaged
+probabilities without knowing it holds an ensemble.
 
 Members must share the class set (in any order) and the input preprocessing (size and resize
 method): one preprocessed image then feeds every member, exactly as each was trained.
@@ -27,93 +28,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from hemacnn import __version__
 from hemacnn.atomic import ensure_writable_dir, write_json
+from hemacnn.classes import class_names
+from hemacnn.data.splits import Splits, load_splits, save_splits
 from hemacnn.errors import HemacnnError
-
-ENSEMBLE_FILE = "ensemble.json"
-ENSEMBLE_FORMAT = "hemacnn-ensemble/1"
-
-
-class EnsembleModel(nn.Module):
-    """Weighted mean of member probabilities, returned as log-probabilities (see module doc)."""
-
-    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float],
-                 orders: Sequence[Sequence[int]]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32))
-        for i, order in enumerate(orders):  # member i's column for each ensemble class
-            self.register_buffer(f"order{i}", torch.tensor(list(order), dtype=torch.long))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = None
-        for i, member in enumerate(self.members):
-            p = torch.softmax(member(x).float(), dim=1)[:, getattr(self, f"order{i}")]
-            p = p * self.weights[i]
-            total = p if total is None else total + p
-        return torch.log(total.clamp_min(1e-12))
-
-
-def is_ensemble(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an ensemble folder or its ``ensemble.json``."""
-    path = Path(path)
-    return (path / ENSEMBLE_FILE).is_file() if path.is_dir() else path.name == ENSEMBLE_FILE
-
-
-def read_ensemble(path: str | os.PathLike) -> dict[str, Any]:
-    """The ensemble description with member run folders resolved to paths."""
-    path = Path(path)
-    spec_path = path / ENSEMBLE_FILE if path.is_dir() else path
-    try:
-        spec = json.loads(spec_path.read_text(encoding="utf-8"))
-        members = spec["members"]
-        for m in members:
-            run = Path(m["run"])
-            m["path"] = run if run.is_absolute() else (spec_path.parent / run)
-            m["weight"] = float(m["weight"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HemacnnError(f"{spec_path} is not a valid ensemble file ({exc}); write it again "
-                           "with `hemacnn ensemble`") from None
-    if spec.get("format") != ENSEMBLE_FORMAT or not members:
-        raise HemacnnError(f"{spec_path} is not a hemacnn ensemble file; write it again with "
-                           "`hemacnn ensemble`")
-    return spec
-
-
-def load_ensemble(path: str | os.PathLike, device: str | torch.device | None = None,
-                  **load_kw: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """Load every member (as :func:`hemacnn.predict.load_checkpoint` does) into one module."""
-    from hemacnn.evaluate import read_card
-    from hemacnn.predict import load_checkpoint
-
-    spec = read_ensemble(path)
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    card = read_card(folder)
-    members, orders = [], []
-    for m in spec["members"]:
-        if not Path(m["path"]).is_dir():
-            raise HemacnnError(f"member run {m['path']} of ensemble {folder} not found; the "
-                               "ensemble folder refers to its members, keep them beside it")
-        model, mcard = load_checkpoint(m["path"], device, **load_kw)
-        if sorted(mcard["classes"]) != sorted(card["classes"]):
-            raise HemacnnError(f"member {m['path']} has classes {', '.join(mcard['classes'])}, "
-                               f"the ensemble {', '.join(card['classes'])}")
-        members.append(model)
-        orders.append([mcard["classes"].index(c) for c in card["classes"]])
-    model = EnsembleModel(members, [m["weight"] for m in spec["members"]], orders)
-    model.hemacnn_arch = card["arch"]
-    dev = next(members[0].parameters()).device
-    return model.to(dev).eval(), card
+from hemacnn.evaluate import evaluate_run
+from hemacnn.loading import (
+    ENSEMBLE_FORMAT,
+    RunDir,
+    build_card,
+    find_checkpoint,
+    load_checkpoint,
+    predict_arrays,
+    read_card,
+)
+from hemacnn.metrics import compute_metrics
+from hemacnn.predict import load_images
+from hemacnn.runinfo import environment_info
 
 
 def _member_cards(runs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
-    from hemacnn.evaluate import read_card
-    from hemacnn.predict import find_checkpoint
-
     if len(runs) < 2:
         raise HemacnnError("an ensemble needs at least two runs")
     cards = []
@@ -148,8 +83,6 @@ def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
 
 def _common_splits(runs: Sequence[str | os.PathLike], classes: list[str]):
     """Test = images every member held out of training and validation (None when empty)."""
-    from hemacnn.data.splits import Splits, load_splits
-
     try:
         all_splits = [load_splits(Path(r) / "splits") for r in runs]
     except HemacnnError:
@@ -178,14 +111,10 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
     averages the 8 dihedral views for the ensemble and every member alike; ``None``: as the
     members' own tests were scored (``recipe.test_tta``), when they all agree.
     """
-    from hemacnn.classes import class_names
-    from hemacnn.data.splits import save_splits
-    from hemacnn.runinfo import environment_info
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        what = ("a run or an ensemble" if (out / "model_card.json").exists()
-                or (out / ENSEMBLE_FILE).exists() else "files")
+        what = ("a run or an ensemble" if RunDir(out).card.exists()
+                or RunDir(out).ensemble.exists() else "files")
         raise HemacnnError(f"{out} already holds {what}; choose another --out (a new or "
                            "empty folder)")
     cards = _member_cards(runs)
@@ -194,24 +123,15 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
     classes = list(first["classes"])
     roots = {c.get("data_root") for c in cards}
     hashes = {c.get("manifest_hash") for c in cards}
-    card = {
-        "format": first.get("format", "hemacnn-card/1"),
-        "classes": classes,
-        "class_names": first.get("class_names") or class_names(classes),
-        "input_size": first["input_size"],
-        "resize_method": first.get("resize_method", "nearest"),
-        "value_range": first.get("value_range", [0, 1]),
-        "channels": first.get("channels", "RGB"),
-        "arch": {"name": "ensemble", "num_classes": len(classes),
-                 "input_size": first["input_size"],
-                 "options": {k: v for k, v in (first["arch"].get("options") or {}).items()
-                             if k == "in_channels"},
-                 "members": [c["arch"] for c in cards], "weights": w},
-        "hemacnn_version": __version__,
-        "data_root": roots.pop() if len(roots) == 1 else None,
-        "manifest_hash": hashes.pop() if len(hashes) == 1 else None,
-        "seed": None,
-    }
+    card = build_card(
+        classes=classes, class_names=first.get("class_names") or class_names(classes),
+        input_size=first["input_size"], resize_method=first.get("resize_method", "nearest"),
+        arch={"name": "ensemble", "num_classes": len(classes), "input_size": first["input_size"],
+              "options": {k: v for k, v in (first["arch"].get("options") or {}).items()
+                          if k == "in_channels"},
+              "members": [c["arch"] for c in cards], "weights": w},
+        data_root=roots.pop() if len(roots) == 1 else None,
+        manifest_hash=hashes.pop() if len(hashes) == 1 else None, seed=None)
     splits = _common_splits(runs, classes) if card["data_root"] else None
     members = [{"run": os.path.relpath(Path(r).resolve(), out.resolve()), "weight": wi}
                for r, wi in zip(runs, w, strict=True)]
@@ -221,11 +141,11 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's private 0700 is not what the user expects
-        write_json(tmp / "model_card.json", card)
-        write_json(tmp / "env.json", environment_info(seed=0) | {"seed": None})
+        write_json(tmp / RunDir.CARD, card)
+        write_json(tmp / RunDir.ENV, environment_info(seed=0) | {"seed": None})
         if splits is not None:
             save_splits(splits, tmp / "splits")
-        write_json(tmp / ENSEMBLE_FILE, {"format": ENSEMBLE_FORMAT, "members": members})
+        write_json(tmp / RunDir.ENSEMBLE, {"format": ENSEMBLE_FORMAT, "members": members})
         if out.is_dir():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -239,7 +159,7 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
 
 def _tested_with_tta(run: str | os.PathLike) -> bool:
     try:
-        return bool(json.loads((Path(run) / "test_metrics.json").read_text()).get("tta"))
+        return bool(json.loads(RunDir(run).test_metrics.read_text()).get("tta"))
     except (OSError, ValueError):
         return False
 
@@ -247,11 +167,8 @@ def _tested_with_tta(run: str | os.PathLike) -> bool:
 def _evaluate_members(out: Path, runs: Sequence[str | os.PathLike], w: list[float],
                       tta: bool = False) -> dict[str, Any]:
     """Test the ensemble; record every member's figures on the same images beside it."""
-    from hemacnn.evaluate import evaluate_run
-    from hemacnn.metrics import compute_metrics
-
     result = evaluate_run(out, tta=tta)
-    with np.load(out / f"predictions_{result['name']}.npz") as z:
+    with np.load(RunDir(out).predictions(result["name"])) as z:
         paths = [str(p) for p in z["paths"]]
         y_true = z["y_true"]
     rows = []
@@ -275,9 +192,6 @@ HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 def _member_probs(run: str | os.PathLike, out: Path, paths: list[str], classes: list[str],
                   tta: bool = False) -> np.ndarray:
     """A member's probabilities for the ensemble's test files, in the ensemble's class order."""
-    from hemacnn.evaluate import read_card
-    from hemacnn.predict import load_checkpoint, load_images, predict_arrays
-
     root = Path(read_card(out)["data_root"])
     model, card = load_checkpoint(run)
     images, ok, _ = load_images([root / p for p in paths], card)

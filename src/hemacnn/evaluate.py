@@ -8,7 +8,6 @@ figures under ``plots/``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -19,7 +18,9 @@ import numpy as np
 
 from hemacnn.atomic import atomic_open, ensure_writable_dir, write_json
 from hemacnn.errors import HemacnnError
+from hemacnn.loading import RunDir, find_checkpoint, load_checkpoint, predict_arrays, read_card
 from hemacnn.metrics import compute_metrics
+from hemacnn.predict import load_images
 
 SPLITS = ("train", "val", "test")
 
@@ -33,8 +34,8 @@ def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray
     plots = out_dir / "plots"
     cm = result["confusion_matrix"]["counts"]
     outputs = {
-        "evaluation": out_dir / f"evaluation_{name}.json",
-        "predictions": out_dir / f"predictions_{name}.npz",
+        "evaluation": RunDir(out_dir).evaluation(name),
+        "predictions": RunDir(out_dir).predictions(name),
         "confusion": plot_confusion(cm, classes, plots / f"confusion_{name}.png", split=name),
         "confusion_normalised": plot_confusion(cm, classes,
                                                plots / f"confusion_{name}_normalised.png",
@@ -61,29 +62,13 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, classes: Sequenc
     return _write_outputs(result, y_true, probs, classes, Path(out_dir), name, paths)
 
 
-def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The model card of a run folder, or a one-line error when it is not a run folder."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise HemacnnError(f"run folder {run_dir} not found; give the folder `hemacnn train` "
-                           "wrote")
-    card_path = run_dir / "model_card.json"
-    if not card_path.is_file():
-        raise HemacnnError(f"{run_dir} is not a hemacnn run folder (no model_card.json); give "
-                           "the folder `hemacnn train` wrote")
-    try:
-        return json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise HemacnnError(f"cannot read {card_path}: {exc}") from None
-
-
 def read_split(run_dir: Path, split: str) -> list[tuple[str, str]]:
     """(path, class) rows of the run's saved ``split``, paths relative to the card's data_root."""
     from hemacnn.data.splits import load_splits
 
     if split not in SPLITS:
         raise HemacnnError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    return load_splits(Path(run_dir) / "splits").split(split)
+    return load_splits(RunDir(run_dir).splits).split(split)
 
 
 def _split_items(run_dir: Path, card: dict, split: str
@@ -182,8 +167,6 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
                  split: str = "test", tta: bool = False,
                  out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate a run's best checkpoint on its split (or on folder ``data``); save and return."""
-    from hemacnn.predict import find_checkpoint, load_checkpoint, load_images, predict_arrays
-
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     ckpt = find_checkpoint(run_dir)

@@ -73,7 +73,7 @@ def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLik
     """Original beside overlay as one image, with the explained class and its probability."""
     from hemacnn.data.cache import preprocess_image
     from hemacnn.data.images import load_rgb
-    from hemacnn.predict import predict_arrays
+    from hemacnn.loading import predict_arrays
 
     classes = list(card["classes"])
     if target is not None and target not in classes:
@@ -100,7 +100,7 @@ def explain_files(model_path: str | os.PathLike, paths: Sequence[str | os.PathLi
                   target: str | None = None) -> list[str]:
     """Write ``OUT/<stem>.<method>.png`` (original | overlay) per image; one line per file."""
     from hemacnn.atomic import ensure_writable_dir, write_bytes
-    from hemacnn.predict import load_checkpoint
+    from hemacnn.loading import load_checkpoint
 
     if Path(model_path).suffix.lower() == ".onnx":
         raise HemacnnError("heat maps need the PyTorch model (gradients); give the run folder "

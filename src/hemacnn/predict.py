@@ -1,9 +1,7 @@
-"""Inference from a checkpoint or an exported ONNX file alone (the file describes its model).
+"""Classify image files with any model :func:`hemacnn.loading.load_classifier` accepts.
 
-The Lightning checkpoint carries the model card under ``hyper_parameters.card``; its ``arch``
-entry is all :func:`hemacnn.models.build_model` needs, and its input size and resize method
-select the same deterministic preprocessing as training (:func:`preprocess_image`). An ONNX
-file carries the same card in its metadata (and ``model_card.json`` beside it).
+The model's card (carried by the checkpoint, the ONNX file or the ensemble folder) selects the
+same deterministic preprocessing as training (:func:`hemacnn.data.cache.preprocess_image`).
 
 :func:`predict_files` classifies files, folders (recursively) and globs in batches: one row per
 file with the class, the probability of every class, a review flag and a status, so a file that
@@ -20,112 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from hemacnn.checkpoint import read_checkpoint
 from hemacnn.errors import HemacnnError
-from hemacnn.inference import array_batches, predict_batches, prepare_model
+from hemacnn.loading import load_classifier
 
-__all__ = ["find_checkpoint", "load_checkpoint", "load_classifier", "predict_arrays",
-           "predict_batches", "predict_files", "load_images", "format_predictions"]
-
-CARD_FORMAT = "hemacnn-card/1"
-ONNX_SUFFIX = ".onnx"
-
-
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint file for ``path``: the file itself, or a run's best (else last) one."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / "ensemble.json").is_file():  # an ensemble folder (hemacnn.ensemble)
-            return path / "ensemble.json"
-        for name in ("best.ckpt", "last.ckpt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise HemacnnError(f"{path} has no checkpoints/best.ckpt or checkpoints/last.ckpt; "
-                           "give a finished run folder or a .ckpt file")
-    if not path.is_file():
-        raise HemacnnError(f"checkpoint {path} not found; give a .ckpt file or a run folder")
-    return path
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def check_card(card: Any, where: str | os.PathLike) -> dict[str, Any]:
-    """``card`` when it is a hemacnn model card, else a one-line error naming ``where``."""
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "arch" not in card:
-        raise HemacnnError(f"{where} is not a hemacnn model (no model card); train one with "
-                           "`hemacnn train`")
-    return card
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None,
-                    prepare: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a checkpoint's model (file or run folder) in eval mode; return it and its card.
-
-    With ``prepare`` (the default) the model is made ready for fast inference
-    (:func:`hemacnn.inference.prepare_model`); ``prepare=False`` keeps the trained module as
-    it is (for export and heat maps, which need the original layers).
-    """
-    from hemacnn.models import build_model
-
-    ckpt_path = find_checkpoint(path)
-    if ckpt_path.name == "ensemble.json":
-        from hemacnn.ensemble import load_ensemble
-
-        return load_ensemble(ckpt_path, device, prepare=prepare)
-    ckpt = read_checkpoint(ckpt_path)
-    card = check_card((ckpt.get("hyper_parameters") or {}).get("card"), ckpt_path)
-    arch = card["arch"]
-    model = build_model(arch["name"], arch["num_classes"], arch["input_size"],
-                        options=arch.get("options") or {})
-    # A run trained with recipe.ema_decay keeps the averaged weights beside the raw ones; the
-    # averaged ones are what validation selected, so they are what predicts.
-    weights = ckpt.get("state_dict") or {}
-    prefix = "ema.module." if any(k.startswith("ema.module.") for k in weights) else "model."
-    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise HemacnnError(f"weights in {ckpt_path} do not fit the model its card describes "
-                           f"({first})") from None
-    dev = torch.device(device) if device else default_device()
-    model = model.to(dev).eval()
-    if prepare:
-        model = prepare_model(model, int(card["input_size"]))
-    return model, card
-
-
-def predict_arrays(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
-                   tta: bool = False, precision: str = "auto") -> np.ndarray:
-    """Softmax probabilities (N, C) for uint8 images (N, H, W, 3) scaled to [0, 1]."""
-    return predict_batches(model, array_batches(images, batch_size), tta=tta,
-                           precision=precision)
-
-
-class TorchClassifier:
-    """A checkpoint's model on the fast path: ``probs(images)`` for uint8 NHWC arrays."""
-
-    def __init__(self, path: str | os.PathLike, precision: str = "auto"):
-        self.model, self.card = load_checkpoint(path)
-        self.source, self.precision = str(find_checkpoint(path)), precision
-
-    def probs(self, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
-        """Softmax probabilities (N, C)."""
-        return predict_arrays(self.model, images, batch_size, tta=tta, precision=self.precision)
-
-
-def load_classifier(path: str | os.PathLike, precision: str = "auto"):
-    """A classifier for a run folder, a ``.ckpt`` or an exported ``.onnx`` file."""
-    if Path(path).suffix.lower() == ONNX_SUFFIX:
-        from hemacnn.export import OnnxClassifier
-
-        return OnnxClassifier(path)
-    return TorchClassifier(path, precision=precision)
+__all__ = ["predict_files", "load_images", "format_predictions", "run_predict"]
 
 
 def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]

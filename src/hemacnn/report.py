@@ -21,7 +21,8 @@ from hemacnn.atomic import write_text
 from hemacnn.classes import is_matek_set
 from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
-from hemacnn.evaluate import SPLITS, read_card
+from hemacnn.evaluate import SPLITS
+from hemacnn.loading import read_card
 from hemacnn.metrics import compute_metrics
 from hemacnn.published import comparability, published_for, published_macro_f1
 
@@ -151,7 +152,7 @@ def _run_blocks(r: RunInfo, figs: dict[str, Path]) -> list[Block]:
 
 def _members_text(run: Path) -> list[str]:
     """For an ensemble folder: its members and weights (ensemble_members.json's figures)."""
-    from hemacnn.ensemble import is_ensemble, read_ensemble
+    from hemacnn.loading import is_ensemble, read_ensemble
 
     if not is_ensemble(run):
         return []

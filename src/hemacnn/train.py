@@ -33,11 +33,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torchmetrics.classification import MulticlassAccuracy, MulticlassPrecision, MulticlassRecall
 
-from hemacnn import __version__
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
 from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
 from hemacnn.errors import HemacnnError, Interrupted
+from hemacnn.inference import predict_batches
+from hemacnn.loading import RunDir, build_card, load_checkpoint, write_card
 from hemacnn.models import build_model, l2_penalty
 from hemacnn.recipe import (
     RecipeHooks,
@@ -306,34 +307,22 @@ class EpochMetricsCSV(Callback):
 
 
 def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: str) -> dict:
-    """The model card (MONAI-style metadata.json): all a checkpoint needs to be used alone."""
-    return {
-        "format": "hemacnn-card/1",
-        "classes": list(classes),
-        "class_names": class_names(classes),
-        "input_size": cfg.data.image_size,
-        "resize_method": cfg.data.resize,
-        "value_range": [0, 1],
-        "channels": "RGB",
-        "arch": {
-            "name": cfg.model.name,
-            "num_classes": len(classes),
-            "input_size": cfg.data.image_size,
-            "options": {"width": cfg.model.width, "noise_std": cfg.model.noise_std},
-        },
-        "hemacnn_version": __version__,
-        "data_root": data_root,
-        "manifest_hash": manifest_hash,
-        "seed": cfg.seed,
-        **({"init_weights": cfg.model.weights} if cfg.model.weights else {}),
-    }
+    """The model card of a training run (:func:`hemacnn.loading.build_card`)."""
+    return build_card(
+        classes=classes, class_names=class_names(classes), input_size=cfg.data.image_size,
+        resize_method=cfg.data.resize,
+        arch={"name": cfg.model.name, "num_classes": len(classes),
+              "input_size": cfg.data.image_size,
+              "options": {"width": cfg.model.width, "noise_std": cfg.model.noise_std}},
+        data_root=data_root, manifest_hash=manifest_hash, seed=cfg.seed,
+        init_weights=cfg.model.weights)
 
 
 def _new_run_dir(cfg: Config, out: str | os.PathLike | None) -> Path:
     if rank_zero_only.rank != 0 and os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])  # a DDP worker: rank 0 already made the folder
     run_dir = Path(out) if out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (run_dir / "config.yaml").exists():
+    if RunDir(run_dir).config.exists():
         raise HemacnnError(f"{run_dir} already holds a run; continue it with "
                            f"`hemacnn train --resume {run_dir}` or choose another --out")
     return run_dir
@@ -382,12 +371,13 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     """Train from a YAML config (or resume a run folder) and return the run folder."""
     if resume:
         run_dir = Path(resume)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if not (run_dir / "config.yaml").is_file():
-            raise HemacnnError(f"{run_dir} is not a hemacnn run folder (no config.yaml)")
-        cfg = load_config(run_dir / "config.yaml", overrides)
+        run = RunDir(run_dir)
+        last = run.last
+        if not run.config.is_file():
+            raise HemacnnError(f"{run_dir} is not a hemacnn run folder (no {RunDir.CONFIG})")
+        cfg = load_config(run.config, overrides)
         if overrides:
-            _check_resume_overrides(load_config(run_dir / "config.yaml"), cfg, run_dir)
+            _check_resume_overrides(load_config(run.config), cfg, run_dir)
         # Stopped before the first checkpoint: nothing trained is lost, so start it over here,
         # with its saved config and splits (never a loop between "resume" and "new run").
         ckpt_path: str | None = str(last) if last.is_file() else None
@@ -401,7 +391,8 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     # Everything that can reject the input (data, classes, model, trainer settings) runs before
     # the first file is written, so a bad config leaves no half-made run folder behind.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    splits_dir = run_dir / "splits"
+    run = RunDir(run_dir)
+    splits_dir = run.splits
     dm = _datamodule(cfg, splits_dir if resume else None, progress and is_zero)
     dm.prepare_data()
     dm.setup("fit")
@@ -419,10 +410,10 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
 
         ensure_writable_dir(run_dir)
         save_splits(dm.splits, splits_dir)
-        write_json(run_dir / "model_card.json", card)
-        write_json(run_dir / "env.json", environment_info(cfg.seed))
+        write_card(run.card, card)
+        write_json(run.env, environment_info(cfg.seed))
         # Last: config.yaml marks a folder --resume can continue, so it comes when all is there.
-        write_text(run_dir / "config.yaml", dump_config(cfg))
+        write_text(run.config, dump_config(cfg))
     # DDP workers re-run this command; the variable (inherited) tells them which folder is theirs.
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     resume_hint = f"continue it with `hemacnn train --resume {run_dir}`"
@@ -439,23 +430,22 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     if trainer.interrupted or stopper.signum is not None:  # a signal during the last validation
         raise Interrupted(f"training interrupted; {resume_hint}")
     if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints" /
-                                                                  "last.ckpt")
+        best = trainer.checkpoint_callback.best_model_path or str(run.last)
         finish_run(run_dir, best, dm, tta=cfg.recipe.test_tta)
     return run_dir
 
 
 def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> L.Trainer:
-    t = cfg.trainer
+    t, run = cfg.trainer, RunDir(run_dir)
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss",
+        ModelCheckpoint(dirpath=run.checkpoints, filename=run.best.stem, monitor="val_loss",
                         mode="min", save_top_k=1, enable_version_counter=False),
         # last.ckpt after every epoch. (save_last=True above would not do: since Lightning 2.6
         # it writes last.ckpt only when the best one is written, so after an epoch that did
         # not improve, a resume would start from the best epoch and replay the rest.)
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None,
+        ModelCheckpoint(dirpath=run.checkpoints, filename=run.last.stem, monitor=None,
                         save_top_k=1, every_n_epochs=1, enable_version_counter=False),
-        EpochMetricsCSV(run_dir / "metrics.csv", classes),
+        EpochMetricsCSV(run.metrics, classes),
         *recipe_callbacks(cfg),
     ]
     if progress:
@@ -463,19 +453,19 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
     if t.log_step_loss:
         from hemacnn.steploss import StepLossCSV
 
-        callbacks.append(StepLossCSV(run_dir / "step_loss.csv"))
+        callbacks.append(StepLossCSV(run.step_loss))
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))
     if t.checkpoint_minutes:  # mid-epoch saves of last.ckpt; the loader resumes mid-epoch too
         callbacks.append(ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True,
+            dirpath=run.checkpoints, save_top_k=0, save_last=True,
             train_time_interval=timedelta(minutes=t.checkpoint_minutes),
             enable_version_counter=False))
-    callbacks.append(EpochLog(run_dir / "metrics.csv",
+    callbacks.append(EpochLog(run.metrics,
                               per_epoch=not progress or not sys.stdout.isatty()))
     # Last of the non-checkpoint callbacks: the batch's other end-of-batch hooks (EMA, step
     # losses) have run when it saves.
-    callbacks.append(StopOnSignal(run_dir / "checkpoints" / "last.ckpt"))
+    callbacks.append(StopOnSignal(run.last))
     loggers = [KeepingCSVLogger(run_dir, name="logs", version="csv"),
                TensorBoardLogger(run_dir, name="logs", version="tensorboard")]
     if t.precision == "16" and not torch.cuda.is_available():
@@ -520,7 +510,6 @@ def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False) -> dict:
     """
     from hemacnn.evaluate import evaluate_predictions
     from hemacnn.plots import plot_pr_curves, plot_training_curves
-    from hemacnn.predict import load_checkpoint, predict_batches
 
     model, card = load_checkpoint(checkpoint)
     labels: list[torch.Tensor] = []
@@ -534,8 +523,8 @@ def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False) -> dict:
     y = torch.cat(labels).numpy()
     metrics = evaluate_predictions(y, probs, card["classes"], run_dir, name="test")
     metrics.update(split="test", data=card["data_root"], checkpoint=str(checkpoint), tta=tta)
-    write_json(run_dir / "test_metrics.json", metrics)
-    plots = run_dir / "plots"
-    plot_training_curves(run_dir / "metrics.csv", plots / "training_curves.png")
-    plot_pr_curves(run_dir / "metrics.csv", plots / "per_class_pr.png")
+    run = RunDir(run_dir)
+    write_json(run.test_metrics, metrics)
+    plot_training_curves(run.metrics, run.plots / "training_curves.png")
+    plot_pr_curves(run.metrics, run.plots / "per_class_pr.png")
     return metrics

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hemacnn.predict import load_checkpoint, load_images, predict_arrays
+from hemacnn.loading import load_checkpoint, predict_arrays
+from hemacnn.predict import load_images
 
 
 def _other_test_items(run: Path) -> list[str]:

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models.vgg import VGG, cfgs, make_layers
 
 from hemacnn.models.builder import scaled
 
-VGG16_CFG = cfgs["D"]  # [64, 64, "M", 128, 128, "M", 256 x3, "M", 512 x3, "M", 512 x3, "M"]
+# torchvision's cfgs["D"] (a test checks they agree). Written out because importing torchvision
+# imports torch._dynamo: 1.5-2 s of every command's start-up, measured with -X importtime, paid
+# by predict/evaluate/serve even for models that are not VGG.
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+             512, 512, 512, "M"]
 VGG16_MIN_INPUT = 2 ** VGG16_CFG.count("M")  # padded 3x3 convs keep the size; pools halve it
 VGG16_PAPER_INPUT = 128  # the paper trains VGG16 on the same 128 px images as MV3 (V)
 _HIDDEN = 4096
@@ -44,8 +47,10 @@ def build_vgg16(
     width: float = 1.0,
     in_channels: int = 3,
     dropout: float | None = None,
-) -> VGG:
+) -> nn.Module:
     """torchvision VGG16 (no weights) with the class count, width and input channels adapted."""
+    from torchvision.models.vgg import VGG, make_layers  # see VGG16_CFG for why not at the top
+
     target = torch.get_default_device()  # "meta" when counting parameters cheaply
     cfg = [v if v == "M" else scaled(int(v), width) for v in VGG16_CFG]
     last = cfg[-2]  # channels of the last convolution

@@ -46,7 +46,7 @@ class Models:
     """The classifier loaded once, and (lazily) the plain PyTorch model for heat maps."""
 
     def __init__(self, model_path: str | os.PathLike, precision: str = "auto"):
-        from hemacnn.predict import load_classifier
+        from hemacnn.loading import load_classifier
 
         self.path = str(model_path)
         self.classifier = load_classifier(model_path, precision=precision)
@@ -60,7 +60,7 @@ class Models:
             raise UploadError(409, "heat maps need the PyTorch model; this server runs an "
                               "ONNX export (start it with the run folder or .ckpt)")
         if self._plain is None:
-            from hemacnn.predict import load_checkpoint
+            from hemacnn.loading import load_checkpoint
 
             self._plain, _ = load_checkpoint(self.path, device="cpu", prepare=False)
         return self._plain

@@ -100,9 +100,10 @@ def run_cv(config: str | os.PathLike, folds: int, out: str | os.PathLike | None 
         echo(f"wrote {path}")
     echo("\n".join(format_cv(cv_summary(out))[:14]))
     if ensemble:
-        from hemacnn.ensemble import ENSEMBLE_FILE, format_ensemble, make_ensemble
+        from hemacnn.ensemble import format_ensemble, make_ensemble
+        from hemacnn.loading import RunDir
 
-        if (out / "ensemble" / ENSEMBLE_FILE).is_file():
+        if RunDir(out / "ensemble").is_ensemble:
             echo(f"ensemble of the folds already in {out / 'ensemble'}")
         else:
             runs = [run_dir_of(out, p.name) for p in points]

@@ -1,0 +1,390 @@
+"""The bottom of inference: the model card, the run folder, and one classifier for any MODEL.
+
+Everything that uses a trained model goes through here: ``predict``, ``evaluate``, ``export``,
+``ensemble``, ``explain`` and ``serve`` import this module, and it imports none of them (an
+import-linter contract in ``.importlinter`` holds the layers; a test runs it).
+
+* **Model card** (MONAI-bundle style): :func:`build_card` is the one place a card is made (a
+  training run's and an ensemble's), :func:`parse_card` the one place one is checked, wherever it
+  was stored (``model_card.json``, a checkpoint's ``hyper_parameters.card``, ONNX metadata).
+* **Run folder**: :class:`RunDir` names every file a run folder holds, once.
+* **Classifier**: :func:`load_classifier` turns a MODEL argument (run folder, ``.ckpt``,
+  ``.onnx``, ensemble folder) into an object with ``card`` and ``probs(images)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from hemacnn import __version__
+from hemacnn.atomic import write_json
+from hemacnn.checkpoint import read_checkpoint
+from hemacnn.errors import HemacnnError
+from hemacnn.inference import array_batches, predict_batches, prepare_model
+from hemacnn.models import build_model
+
+__all__ = ["CARD_FORMAT", "Classifier", "EnsembleModel", "OnnxClassifier", "RunDir",
+           "TorchClassifier", "build_card", "default_device", "find_checkpoint",
+           "is_ensemble", "load_checkpoint", "load_classifier", "load_ensemble", "parse_card",
+           "read_card", "read_ensemble", "write_card"]
+
+CARD_FORMAT = "hemacnn-card/1"
+ENSEMBLE_FORMAT = "hemacnn-ensemble/1"
+ONNX_SUFFIX = ".onnx"
+ONNX_CARD_KEY = "hemacnn_card"  # the ONNX metadata entry that holds the card
+EMA_PREFIX, MODEL_PREFIX = "ema.module.", "model."  # state-dict prefixes of the LightningModule
+
+
+# --------------------------------------------------------------------------- the run folder
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of a run folder (``hemacnn train``) or an ensemble folder: named here only."""
+
+    path: Path
+
+    CONFIG = "config.yaml"
+    CARD = "model_card.json"
+    ENV = "env.json"
+    METRICS = "metrics.csv"
+    STEP_LOSS = "step_loss.csv"
+    TEST_METRICS = "test_metrics.json"
+    ENSEMBLE = "ensemble.json"
+    BEST, LAST = "best.ckpt", "last.ckpt"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    config = property(lambda self: self.path / self.CONFIG)
+    card = property(lambda self: self.path / self.CARD)
+    env = property(lambda self: self.path / self.ENV)
+    metrics = property(lambda self: self.path / self.METRICS)
+    step_loss = property(lambda self: self.path / self.STEP_LOSS)
+    test_metrics = property(lambda self: self.path / self.TEST_METRICS)
+    ensemble = property(lambda self: self.path / self.ENSEMBLE)
+    splits = property(lambda self: self.path / "splits")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    plots = property(lambda self: self.path / "plots")
+    logs = property(lambda self: self.path / "logs")
+    best = property(lambda self: self.checkpoints / self.BEST)
+    last = property(lambda self: self.checkpoints / self.LAST)
+
+    def evaluation(self, name: str) -> Path:
+        """``evaluation_<name>.json``: what ``hemacnn evaluate`` wrote for split/data ``name``."""
+        return self.path / f"evaluation_{name}.json"
+
+    def predictions(self, name: str) -> Path:
+        """``predictions_<name>.npz``: labels and probabilities behind ``evaluation(name)``."""
+        return self.path / f"predictions_{name}.npz"
+
+    @property
+    def finished(self) -> bool:
+        """A training run is finished when it wrote its test metrics (its last step)."""
+        return self.test_metrics.is_file()
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether this folder is an ensemble (``hemacnn ensemble``) rather than a run."""
+        return self.ensemble.is_file()
+
+    def checkpoint(self) -> Path:
+        """The checkpoint that predicts: best (lowest validation loss), else last."""
+        for ckpt in (self.best, self.last):
+            if ckpt.is_file():
+                return ckpt
+        raise HemacnnError(f"{self.path} has no checkpoints/{self.BEST} or "
+                           f"checkpoints/{self.LAST}; give a finished run folder or a .ckpt file")
+
+
+# --------------------------------------------------------------------------- the model card
+
+
+def build_card(*, classes: Sequence[str], class_names: Sequence[str], input_size: int,
+               resize_method: str, arch: dict[str, Any], data_root: str | None,
+               manifest_hash: str | None, seed: int | None, **extra: Any) -> dict[str, Any]:
+    """The model card: all a checkpoint (or ONNX file, or ensemble) needs to be used alone.
+
+    ``extra`` entries (e.g. ``init_weights``) are added as they are; ``None`` ones are left out.
+    """
+    card = {
+        "format": CARD_FORMAT,
+        "classes": list(classes),
+        "class_names": list(class_names),
+        "input_size": int(input_size),
+        "resize_method": resize_method,
+        "value_range": [0, 1],
+        "channels": "RGB",
+        "arch": arch,
+        "hemacnn_version": __version__,
+        "data_root": data_root,
+        "manifest_hash": manifest_hash,
+        "seed": seed,
+    }
+    card.update({k: v for k, v in extra.items() if v is not None})
+    return card
+
+
+def parse_card(card: Any, where: str | os.PathLike) -> dict[str, Any]:
+    """``card`` when it is a hemacnn model card, else a one-line error naming ``where``."""
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "arch" not in card:
+        raise HemacnnError(f"{where} is not a hemacnn model (no model card); train one with "
+                           "`hemacnn train`")
+    return card
+
+
+def write_card(path: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Write ``card`` as JSON to ``path`` (atomically)."""
+    return write_json(Path(path), parse_card(card, path))
+
+
+def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The model card of a run (or ensemble) folder, or a one-line error when it is not one."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise HemacnnError(f"run folder {run.path} not found; give the folder `hemacnn train` "
+                           "wrote")
+    if not run.card.is_file():
+        raise HemacnnError(f"{run.path} is not a hemacnn run folder (no {RunDir.CARD}); give "
+                           "the folder `hemacnn train` wrote")
+    try:
+        card = json.loads(run.card.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HemacnnError(f"cannot read {run.card}: {exc}") from None
+    return parse_card(card, run.card)
+
+
+# --------------------------------------------------------------------------- torch models
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file for ``path``: the file itself, a run's best (else last) one, or an
+    ensemble folder's ``ensemble.json``."""
+    path = Path(path)
+    if path.is_dir():
+        run = RunDir(path)
+        return run.ensemble if run.is_ensemble else run.checkpoint()
+    if not path.is_file():
+        raise HemacnnError(f"checkpoint {path} not found; give a .ckpt file or a run folder")
+    return path
+
+
+def model_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's weights in a training checkpoint's state dict.
+
+    A run trained with ``recipe.ema_decay`` keeps the averaged weights beside the raw ones; the
+    averaged ones are what validation selected, so they are what predicts.
+    """
+    prefix = EMA_PREFIX if any(k.startswith(EMA_PREFIX) for k in state_dict) else MODEL_PREFIX
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None,
+                    prepare: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a checkpoint's model (file, run folder or ensemble) in eval mode, with its card.
+
+    With ``prepare`` (the default) the model is made ready for fast inference
+    (:func:`hemacnn.inference.prepare_model`); ``prepare=False`` keeps the trained module as
+    it is (for export and heat maps, which need the original layers).
+    """
+    ckpt_path = find_checkpoint(path)
+    if ckpt_path.name == RunDir.ENSEMBLE:
+        return load_ensemble(ckpt_path, device, prepare=prepare)
+    ckpt = read_checkpoint(ckpt_path)
+    card = parse_card((ckpt.get("hyper_parameters") or {}).get("card"), ckpt_path)
+    arch = card["arch"]
+    model = build_model(arch["name"], arch["num_classes"], arch["input_size"],
+                        options=arch.get("options") or {})
+    try:
+        model.load_state_dict(model_weights(ckpt.get("state_dict") or {}))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise HemacnnError(f"weights in {ckpt_path} do not fit the model its card describes "
+                           f"({first})") from None
+    dev = torch.device(device) if device else default_device()
+    model = model.to(dev).eval()
+    if prepare:
+        model = prepare_model(model, int(card["input_size"]))
+    return model, card
+
+
+# --------------------------------------------------------------------------- ensembles
+
+
+class EnsembleModel(nn.Module):
+    """Weighted mean of member probabilities, returned as log-probabilities.
+
+    Log-probabilities, so that softmax (what every inference path applies to a model's output)
+    gives back exactly the weighted mean, and the module exports and explains like any model.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float],
+                 orders: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.register_buffer("weights", torch.tensor(list(weights), dtype=torch.float32))
+        for i, order in enumerate(orders):  # member i's column for each ensemble class
+            self.register_buffer(f"order{i}", torch.tensor(list(order), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for i, member in enumerate(self.members):
+            p = torch.softmax(member(x).float(), dim=1)[:, getattr(self, f"order{i}")]
+            p = p * self.weights[i]
+            total = p if total is None else total + p
+        return torch.log(total.clamp_min(1e-12))
+
+
+def is_ensemble(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an ensemble folder or its ``ensemble.json``."""
+    path = Path(path)
+    return RunDir(path).is_ensemble if path.is_dir() else path.name == RunDir.ENSEMBLE
+
+
+def read_ensemble(path: str | os.PathLike) -> dict[str, Any]:
+    """The ensemble description with member run folders resolved to paths."""
+    path = Path(path)
+    spec_path = RunDir(path).ensemble if path.is_dir() else path
+    try:
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        members = spec["members"]
+        for m in members:
+            run = Path(m["run"])
+            m["path"] = run if run.is_absolute() else (spec_path.parent / run)
+            m["weight"] = float(m["weight"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HemacnnError(f"{spec_path} is not a valid ensemble file ({exc}); write it again "
+                           "with `hemacnn ensemble`") from None
+    if spec.get("format") != ENSEMBLE_FORMAT or not members:
+        raise HemacnnError(f"{spec_path} is not a hemacnn ensemble file; write it again with "
+                           "`hemacnn ensemble`")
+    return spec
+
+
+def load_ensemble(path: str | os.PathLike, device: str | torch.device | None = None,
+                  **load_kw: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Load every member (as :func:`load_checkpoint` does) into one :class:`EnsembleModel`."""
+    spec = read_ensemble(path)
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    card = read_card(folder)
+    members, orders = [], []
+    for m in spec["members"]:
+        if not Path(m["path"]).is_dir():
+            raise HemacnnError(f"member run {m['path']} of ensemble {folder} not found; the "
+                               "ensemble folder refers to its members, keep them beside it")
+        model, mcard = load_checkpoint(m["path"], device, **load_kw)
+        if sorted(mcard["classes"]) != sorted(card["classes"]):
+            raise HemacnnError(f"member {m['path']} has classes {', '.join(mcard['classes'])}, "
+                               f"the ensemble {', '.join(card['classes'])}")
+        members.append(model)
+        orders.append([mcard["classes"].index(c) for c in card["classes"]])
+    model = EnsembleModel(members, [m["weight"] for m in spec["members"]], orders)
+    model.hemacnn_arch = card["arch"]
+    dev = next(members[0].parameters()).device
+    return model.to(dev).eval(), card
+
+
+# --------------------------------------------------------------------------- classifiers
+
+
+class Classifier(Protocol):
+    """What every inference path needs of a model: its card and class probabilities."""
+
+    card: dict[str, Any]
+    source: str
+
+    def probs(self, images: np.ndarray, batch_size: int = 64,
+              tta: bool = False) -> np.ndarray:
+        """Softmax probabilities (N, C) for uint8 RGB images (N, H, W, 3)."""
+        ...
+
+
+def predict_arrays(model: nn.Module, images: np.ndarray, batch_size: int = 64,
+                   tta: bool = False, precision: str = "auto") -> np.ndarray:
+    """Softmax probabilities (N, C) for uint8 images (N, H, W, 3) scaled to [0, 1]."""
+    return predict_batches(model, array_batches(images, batch_size), tta=tta,
+                           precision=precision)
+
+
+class TorchClassifier:
+    """A checkpoint's (or ensemble's) model on the fast path (:mod:`hemacnn.inference`)."""
+
+    def __init__(self, path: str | os.PathLike, precision: str = "auto"):
+        self.model, self.card = load_checkpoint(path)
+        self.source, self.precision = str(find_checkpoint(path)), precision
+
+    def probs(self, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
+        """Softmax probabilities (N, C)."""
+        return predict_arrays(self.model, images, batch_size, tta=tta, precision=self.precision)
+
+
+def onnx_card(path: Path, session: Any) -> dict[str, Any]:
+    """The model card stored in an ONNX file's metadata, else ``model_card.json`` beside it."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if ONNX_CARD_KEY in meta:
+        return parse_card(json.loads(meta[ONNX_CARD_KEY]), path)
+    beside = path.parent / RunDir.CARD
+    if beside.is_file():
+        return parse_card(json.loads(beside.read_text(encoding="utf-8")), path)
+    raise HemacnnError(f"{path} carries no hemacnn model card (no metadata and no "
+                       f"{RunDir.CARD} beside it); export it with `hemacnn export`")
+
+
+class OnnxClassifier:
+    """An exported model run by ONNX Runtime: ``probs(images)`` for uint8 NHWC arrays."""
+
+    def __init__(self, path: str | os.PathLike):
+        import onnxruntime as ort  # only ONNX models need it (0.3 s to import)
+
+        path = Path(path)
+        if not path.is_file():
+            raise HemacnnError(f"ONNX model {path} not found; export one with "
+                               "`hemacnn export RUN --format onnx`")
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise HemacnnError(f"cannot load ONNX model {path}: {first[:200]}") from None
+        self.card, self.source = onnx_card(path, self.session), str(path)
+        self.input = self.session.get_inputs()[0].name
+
+    def probs(self, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
+        """Softmax probabilities (N, C), fp32, optionally averaged over the 8 dihedral views."""
+        ks = range(8) if tta else [0]
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].astype(np.float32).transpose(0, 3, 1, 2) / 255
+            total = 0.0
+            for k in ks:
+                xk = np.rot90(x, k % 4, axes=(2, 3))
+                xk = np.ascontiguousarray(xk[..., ::-1] if k >= 4 else xk)
+                logits = self.session.run(None, {self.input: xk})[0].astype(np.float64)
+                e = np.exp(logits - logits.max(axis=1, keepdims=True))
+                total = total + e / e.sum(axis=1, keepdims=True)
+            out.append((total / len(ks)).astype(np.float32))
+        if not out:
+            return np.zeros((0, len(self.card["classes"])), dtype=np.float32)
+        return np.concatenate(out)
+
+
+def load_classifier(path: str | os.PathLike, precision: str = "auto") -> Classifier:
+    """A classifier for a run folder, a ``.ckpt``, an ensemble folder or an exported ``.onnx``."""
+    if Path(path).suffix.lower() == ONNX_SUFFIX:
+        return OnnxClassifier(path)
+    return TorchClassifier(path, precision=precision)
