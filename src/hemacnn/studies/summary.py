@@ -40,9 +40,8 @@ from hemacnn.atomic import write_text
 from hemacnn.studies.verdicts import (
     RULE,
     ClaimResult,
-    ClaimSpec,
     RunHealth,
-    evaluate_claim,
+    claim_results,
     interval,
     majority_baseline,
     run_health,
@@ -214,37 +213,6 @@ def summary_rows(out: Path, record: dict,
         rows.append(row)
     _change_pct(rows, record.get("summary", {}))
     return rows
-
-
-def point_values(seeds: list[dict[str, Any]], metric: str) -> dict[str, dict[int, float]]:
-    """point -> seed index -> the metric's value (what a claim's verdict is computed from)."""
-    values: dict[str, dict[int, float]] = {}
-    for r in seeds:
-        v = r.get(metric)
-        if isinstance(v, int | float) and math.isfinite(v):
-            values.setdefault(r["point"], {})[r["seed_index"]] = float(v)
-    return values
-
-
-def point_health(seeds: list[dict[str, Any]]) -> dict[str, RunHealth]:
-    """point -> degenerate when any of its seeds is (with the first such seed's reasons)."""
-    health: dict[str, RunHealth] = {}
-    for r in seeds:
-        h = health.setdefault(r["point"], RunHealth(False))
-        if r["degenerate"] and not h.degenerate:
-            health[r["point"]] = RunHealth(True, [f"seed {r['seed_index']}: "
-                                                  f"{r['degenerate_why']}"])
-    return health
-
-
-def claim_results(record: dict, seeds: list[dict[str, Any]]) -> list[ClaimResult]:
-    """The verdict on every claim of the study record, from the per-seed rows."""
-    health = point_health(seeds)
-    out = []
-    for raw in record.get("claims", []):
-        claim = ClaimSpec.model_validate(raw)
-        out.append(evaluate_claim(claim, point_values(seeds, claim.metric), health))
-    return out
 
 
 def _cell(v: Any, digits: int = 4) -> str:
