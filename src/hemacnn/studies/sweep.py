@@ -92,12 +92,12 @@ def run_study(study_file: str | os.PathLike, out: str | os.PathLike | None = Non
     points = expand_points(spec, profile, overrides, seeds)  # all checked before any run
     if any(p.config.data.root is None for p in points):
         raise HemacnnError("data.root is not set; pass data.root=/path/to/BM_cytomorphology_data")
-    check_classes(spec, profile, points)
     out = Path(out) if out else Path("studies") / f"{spec.study}-{profile}"
     record = study_record(spec, profile, points, overrides or [])
     record["command"] = command
     check_creatable(out)
     _check_folder(out, record, points)
+    check_classes(spec, profile, points)  # scans the data root: after the cheap checks
     ensure_writable_dir(out / "runs")
     write_json(out / STUDY_JSON, record)
     t0 = time.monotonic()
