@@ -12,7 +12,7 @@ import hemacnn.evaluate as evaluate_module
 from hemacnn.data.cache import build_cache
 from hemacnn.data.scan import load_or_scan
 from hemacnn.evaluate import evaluate_run
-from tests.test_predict import SIZE, make_run, write_images
+from test_predict import SIZE, make_run, write_images
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hemacnn.studies import expand_points, load_study
-from hemacnn.studies.spec import FIGURE_KINDS
+from hemacnn.studies.spec import FIGURE_KINDS, claims_of
 
 STUDIES = Path(__file__).resolve().parents[1] / "configs" / "studies"
 USABLE = {"ART", "BLA", "EOS", "LYT", "MON", "NGS", "NIF", "PMO"}  # >= 170 sample images
@@ -33,10 +33,20 @@ def test_every_study_file_is_listed() -> None:
 @pytest.mark.parametrize("study", sorted(EXPECTED))
 def test_study_expands_and_validates(study: str, profile: str) -> None:
     spec = load_study(STUDIES / f"{study}.yaml")
-    points = expand_points(spec, profile, ["data.root=/data"])  # raises on any invalid point
+    runs = expand_points(spec, profile, ["data.root=/data"])  # raises on any invalid point
+    points = [p for p in runs if p.seed == 0]
     want = EXPECTED[study]
     assert [p.name for p in points] == (want[profile] if isinstance(want, dict) else want)
     assert {p.config.seed for p in points} == {0}  # one split and the same initial weights
+    seeds = 3 if profile == "cpu" else 1  # the cpu profiles' verdicts need an interval
+    assert len(runs) == seeds * len(points)
+    assert {p.config.data.split_seed for p in runs if p.seed} <= {0}  # and the same split
+    claims = claims_of(spec, profile)
+    assert claims and all(set(c.points()) <= {p.name for p in points} for c in claims)
+    metrics = {c.metric for c in claims}
+    if profile == "cpu":  # a claim's metric is one this profile's classes produce
+        codes = set(points[0].config.data.classes)
+        assert all(m.removeprefix("f1_") in codes for m in metrics if m.startswith("f1_"))
     assert all(p.config.data.root == "/data" for p in points)
     assert all(f["kind"] in FIGURE_KINDS for f in spec.figures) and spec.figures
     if profile == "cpu":  # sized for the shared sample on a 2-core CPU
@@ -46,6 +56,13 @@ def test_study_expands_and_validates(study: str, profile: str) -> None:
             assert p.config.data.image_size <= 134, p.name
     else:
         assert all("NGB" in p.config.data.classes for p in points)
+
+
+def test_the_papers_claims_are_stated() -> None:
+    """At least nine claims of sections IV-C, IV-E, IV-F and V, each a distinct id."""
+    claims = [c for s in EXPECTED for c in load_study(STUDIES / f"{s}.yaml").claims]
+    assert len(claims) >= 9 and len({c.id for c in claims}) == len(claims)
+    assert {c.section for c in claims} == {"IV-C", "IV-E", "IV-F", "V"}
 
 
 def test_optimizer_points_follow_iv_f() -> None:

@@ -27,7 +27,11 @@ from hemacnn.cli import main
 @pytest.fixture(scope="module")
 def two_class_root(tmp_path_factory) -> Path:
     """Two classes of 48 px JPEGs: reddish and bluish noise (enough for mechanics)."""
-    root = tmp_path_factory.mktemp("sweepdata")
+    return make_two_class_root(tmp_path_factory.mktemp("sweepdata"))
+
+
+def make_two_class_root(root: Path) -> Path:
+    """Write the two-class folder of :func:`two_class_root` into ``root``."""
     rng = np.random.default_rng(1)
     for code, mean in (("BLA", (170, 70, 70)), ("LYT", (70, 70, 170))):
         (root / code).mkdir()

@@ -22,7 +22,12 @@ for study in "$@"; do
     if [ "$rc" -ne 0 ]; then echo "$study failed (rc $rc): see $WORK/$study.log"; continue; fi
     rm -rf "$dest/figures" "$dest/report_files"
     mkdir -p "$dest"
-    cp "$out/summary.md" "$out/summary.csv" "$dest/"
+    cp "$out/summary.md" "$out/summary.csv" "$out/summary_seeds.csv" "$dest/"
+    [ -f "$out/claims.csv" ] && cp "$out/claims.csv" "$dest/"
+    # The runs' small raw files and study.json: `hemacnn sweep --report $dest` re-derives
+    # summary.md, the tables and the figures from the repository alone.
+    python -c 'import sys; from hemacnn.studies.summary import copy_raw_files as c; c(*sys.argv[1:])' \
+        "$out" "$dest"
     cp -r "$out/figures" "$dest/"
     [ -f "$out/report.md" ] && cp "$out/report.md" "$dest/" && cp -r "$out/report_files" "$dest/" 2>/dev/null
     cat > "$dest/RUN.md" <<MD
@@ -35,8 +40,10 @@ ${sys} s system. Run on the project's 2-core machine with one thread
 (OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}) while one other study lane used the other core.
 Start ${start}; end ${end} (1-, 5-, 15-minute load averages).
 
-summary.md, summary.csv and figures/ are the files \`hemacnn sweep\` wrote, copied unchanged
-by \`docs/results/run_studies.sh\`.
+summary.md, summary.csv, summary_seeds.csv, claims.csv and figures/ are the files \`hemacnn
+sweep\` wrote, copied unchanged by \`docs/results/run_studies.sh\` with study.json and each run's
+raw files (runs/<run>/: config.yaml, metrics.csv, step_loss.csv, test_metrics.json, env.json);
+\`hemacnn sweep --report docs/results/<study>\` re-derives the summary and figures from them.
 MD
     echo "$study: rc $rc, ${wall} s"
 done

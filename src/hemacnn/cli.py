@@ -145,6 +145,9 @@ def _engine_args(p: argparse.ArgumentParser, unit: str, out_default: str) -> Non
                    help=f"{unit}s trained at once on this machine (default 1)")
     p.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by several "
                    "machines (default: sqlite file DIR/study.db)")
+    p.add_argument("--grace", type=int, default=120, metavar="S",
+                   help=f"seconds without a heartbeat after which another worker takes over a "
+                   f"dead worker's {unit} (default 120; workers on one storage should agree)")
     p.add_argument("--report", metavar="DIR", help="only (re)write DIR's summary and figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
@@ -163,7 +166,7 @@ def _cmd_cv(args: argparse.Namespace) -> int:
                            "--folds 5 data.root=DIR), or --report DIR")
     run_cv(args.config, args.folds, out=args.out, overrides=args.overrides,
            workers=args.workers, storage=args.storage, progress=not args.no_progress,
-           ensemble=args.ensemble)
+           ensemble=args.ensemble, grace_s=args.grace, command=args.command_line)
     return 0
 
 
@@ -207,7 +210,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise HemacnnError("give a study file (e.g. configs/studies/optimizers.yaml) "
                            "or --report DIR")
     run_study(args.study, out=args.out, profile=args.profile, overrides=args.overrides,
-              workers=args.workers, storage=args.storage, progress=not args.no_progress)
+              workers=args.workers, storage=args.storage, progress=not args.no_progress,
+              seeds=args.seeds, grace_s=args.grace, command=args.command_line)
     return 0
 
 
@@ -221,6 +225,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     _engine_args(w, "point", "studies/<study>-<profile>")
     w.add_argument("--profile", default="paper",
                    help="a profile of the study file (default: paper, full scale; cpu: small)")
+    w.add_argument("--seeds", type=int, metavar="N",
+                   help="train every point under N seeds (other initial weights and batch "
+                   "order, the same split); default: the study file's `seeds`, else 1")
     w.set_defaults(func=_cmd_sweep)
 
 
@@ -380,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hemacnn`` console script."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    # The command as typed, recorded in study and cv folders (the library never reads argv).
+    args.command_line = "hemacnn " + " ".join(sys.argv[1:] if argv is None else argv)
     # argparse cannot take positionals after options (`train C.yaml --out R key=value`):
     # collect such key=value overrides here instead of rejecting them.
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]

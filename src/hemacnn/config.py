@@ -51,6 +51,9 @@ class DataConfig(_Section):
     # "holdout" keeps one test split (test_fraction) for every fold and makes fold i the
     # validation set, so fold models can be compared and ensembled on images none of them saw.
     fold_test: Literal["rotate", "holdout"] = "rotate"
+    # The split's own seed (default: the run's seed). A study over seeds keeps one split and
+    # varies only the initial weights and the batch order.
+    split_seed: int | None = None
     offline_rotate: list[str] = Field(default_factory=list)
     augment: bool = False
     batch_size: int = Field(32, ge=1)

@@ -340,7 +340,7 @@ def _datamodule(cfg: Config, splits_dir: Path | None, progress: bool):
         seed=cfg.seed, folds=d.folds, fold=d.fold, offline_rotate=tuple(d.offline_rotate),
         augment=d.augment, num_workers=d.num_workers, splits_dir=splits_dir, progress=progress,
         min_per_split=d.min_per_split, rare_classes=d.rare_classes, fold_test=d.fold_test,
-        train_fraction=d.train_fraction, **recipe_data_options(cfg),
+        train_fraction=d.train_fraction, split_seed=d.split_seed, **recipe_data_options(cfg),
     )
 
 

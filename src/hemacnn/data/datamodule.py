@@ -169,7 +169,7 @@ class HemaDataModule(L.LightningDataModule):
                  balanced: int | bool | None = None, stain_jitter: float = 0.0,
                  crop_scale: float | None = None, min_per_split: int = 1,
                  rare_classes: str = "keep", fold_test: str = "rotate",
-                 train_fraction: float = 1.0) -> None:
+                 train_fraction: float = 1.0, split_seed: int | None = None) -> None:
         super().__init__()
         self.root = Path(root)
         # None or "all": every class folder with usable images (known after setup).
@@ -184,6 +184,8 @@ class HemaDataModule(L.LightningDataModule):
         self.test_fraction = test_fraction
         self.val_fraction = val_fraction
         self.seed = int(seed)
+        # The split may have its own seed, so runs that differ only in seed share one split.
+        self.split_seed = self.seed if split_seed is None else int(split_seed)
         self.folds = folds
         self.fold = int(fold)
         self.offline_rotate = list(offline_rotate)
@@ -243,7 +245,7 @@ class HemaDataModule(L.LightningDataModule):
                 split_entries, classes = pool_other(entries, self.classes, self.other)
                 usable = {e.path: e for e in split_entries if e.usable}
             splits = make_splits(split_entries, classes, self.test_fraction, self.val_fraction,
-                                 self.seed, self.folds, self.fold, root=str(self.root),
+                                 self.split_seed, self.folds, self.fold, root=str(self.root),
                                  min_per_split=self.min_per_split,
                                  rare_classes=self.rare_classes, fold_test=self.fold_test,
                                  train_fraction=self.train_fraction)

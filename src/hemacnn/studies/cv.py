@@ -19,7 +19,6 @@ import csv
 import io
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,25 +74,26 @@ def _check_folder(out: Path, record: dict, points: list, configs: list) -> None:
 def run_cv(config: str | os.PathLike, folds: int, out: str | os.PathLike | None = None,
            overrides: list[str] | None = None, workers: int = 1, storage: str | None = None,
            progress: bool = True, echo: Callable[[str], None] = print,
-           ensemble: bool = False) -> Path:
+           ensemble: bool = False, grace_s: int | None = None, command: str = "") -> Path:
     """Train every missing fold of a K-fold cross-validation and write the summary.
 
     With ``ensemble`` the fold models are also averaged into ``DIR/ensemble`` (once).
+    ``command`` is the command line to record (the caller's; the library never reads argv).
     """
-    from hemacnn.studies.runner import all_finished, run_dir_of, run_points
+    from hemacnn.studies.runner import GRACE_S, all_finished, run_dir_of, run_points
 
     overrides = list(overrides or [])
     points, configs = fold_points(config, folds, overrides)
     out = Path(out) if out else Path("cv") / f"{configs[0].name}-{folds}fold"
     record = {"format": "hemacnn-cv/1", "config": str(config), "folds": folds,
               "overrides": overrides, "fold_test": configs[0].data.fold_test,
-              "command": "hemacnn " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["cv"] else ""}
+              "command": command}
     check_creatable(out)
     _check_folder(out, record, points, configs)
     ensure_writable_dir(out / "runs")
     write_json(out / CV_JSON, record)
     result = run_points(points, out, f"cv-{folds}fold", workers=workers, storage=storage,
-                        progress=progress, echo=echo)
+                        progress=progress, grace_s=grace_s or GRACE_S, echo=echo)
     if not all_finished(result, points, out, "fold", "hemacnn cv --report", echo):
         return out
     for path in write_cv_summary(out):

@@ -12,9 +12,10 @@ trial (an atomic state change in the storage) and, before training, checks that 
 for the same point is RUNNING or COMPLETE; if one is, it prunes its own. Since every worker pops
 before it checks, two workers can never both pass the check for one point, so each point trains
 exactly once however many workers race (at worst both step back, and the point is queued again).
-Dead workers: Optuna's heartbeat fails their trials after a grace period; a trial whose worker
-ran on this machine and whose process is gone is failed at once, so a re-run resumes it straight
-away from the run folder's last checkpoint.
+Dead workers: Optuna's heartbeat fails their trials after a grace period (``--grace``); a trial
+whose worker ran on this machine and whose process is gone is failed at once, so a re-run resumes
+it straight away from the run folder's last checkpoint. A worker with nothing left to claim waits
+while other workers still run points, so a point whose worker dies is finished by a live one.
 
 Deleted run folders: a COMPLETE trial counts only while its run folder is finished, when the
 folder is one this worker can see. Each study folder holds a random ``.out_id`` that every trial
@@ -40,7 +41,7 @@ from typing import Any
 
 from hemacnn.errors import HemacnnError, Interrupted
 
-HEARTBEAT_S = 20  # a live worker writes a heartbeat this often
+HEARTBEAT_S = 20  # a live worker writes a heartbeat this often (less with a short grace)
 GRACE_S = 120  # a RUNNING trial without a heartbeat for this long is failed (dead worker)
 HOST = socket.gethostname()
 
@@ -95,7 +96,12 @@ def storage_url(out: Path, url: str | None) -> str:
     return url or f"sqlite:///{(Path(out) / 'study.db').resolve()}"
 
 
-def open_storage(url: str):
+def heartbeat_of(grace_s: int) -> int:
+    """The heartbeat interval for a grace period: several beats fit in one grace."""
+    return max(1, min(HEARTBEAT_S, grace_s // 4))
+
+
+def open_storage(url: str, grace_s: int = GRACE_S):
     """An Optuna RDB storage with heartbeats; SQLite serialises writers (BEGIN IMMEDIATE)."""
     import optuna
     import sqlalchemy
@@ -105,11 +111,13 @@ def open_storage(url: str):
     for attempt in range(20):  # up to about a minute: a loaded machine creates tables slowly
         try:
             storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_of(grace_s),
+                grace_period=grace_s)
             break
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-            # Two workers creating one new database race on its tables; the loser finds
-            # them made a moment later.
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.ProgrammingError):
+            # Two workers creating one new database race on its tables (PostgreSQL says
+            # "already exists" or a unique violation); the loser finds them made a moment later.
             if attempt == 19:
                 raise HemacnnError(f"cannot open study storage {url}: it stays locked or "
                                    "inconsistent; is another program writing it?") from None
@@ -154,13 +162,13 @@ def _point_of(trial: Any) -> str | None:
     return trial.params.get("point") or trial.system_attrs.get("fixed_params", {}).get("point")
 
 
-def open_study(url: str, study_name: str, names: Sequence[str]):
+def open_study(url: str, study_name: str, names: Sequence[str], grace_s: int = GRACE_S):
     """Create or load the Optuna study (a grid over the point names)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = open_storage(url)
+    storage = open_storage(url, grace_s)
     sampler = optuna.samplers.GridSampler({"point": list(names)}, seed=0)
     return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
                                load_if_exists=True, direction="minimize")
@@ -172,15 +180,23 @@ def reap_dead(study: Any) -> int:
     from optuna.trial import TrialState
 
     n = 0
-    for t in study._storage.get_all_trials(study._study_id, states=(TrialState.RUNNING,)):
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = t.user_attrs
         if attrs.get("host") == HOST and not _alive(attrs.get("pid"), attrs.get("pid_start")):
             try:
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                study.tell(t.number, state=TrialState.FAIL)
                 n += 1
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
+            except (optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError):
+                pass  # finished meanwhile (its worker told it, or another worker failed it)
     return n
+
+
+def fail_stale(study: Any) -> None:
+    """Fail RUNNING trials whose heartbeat is older than the grace period (dead workers on
+    any machine), so their points can be claimed again."""
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
 
 
 def _deleted(trial: Any, out: Path, oid: str) -> bool:
@@ -199,7 +215,7 @@ def study_state(study: Any, out: Path, oid: str) -> dict[str, set[str]]:
                                   "deleted": set()}
     key = {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running",
            TrialState.WAITING: "waiting"}
-    for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+    for t in study.get_trials(deepcopy=False):
         name = _point_of(t)
         if t.state not in key or not name:
             continue
@@ -241,18 +257,21 @@ class _Job:
     url: str
     study_name: str
     progress: bool
+    grace_s: int = GRACE_S
     env: dict[str, str] = field(default_factory=dict)
 
 
 def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
-    """One worker: claim unfinished points from the study storage and train them until none
-    is left to claim (points that other live workers are training are left to them)."""
+    """One worker: claim unfinished points from the study storage and train them until every
+    point is complete. While the only unfinished points are RUNNING in other workers it waits:
+    a worker that dies (on any machine) stops its heartbeat, and after the grace period its
+    point is failed here and claimed by this worker."""
     import optuna
 
     os.environ.update(job.env)
     out = Path(job.out)
     by_name = {p.name: p for p in job.points}
-    study = open_study(job.url, job.study_name, list(by_name))
+    study = open_study(job.url, job.study_name, list(by_name), job.grace_s)
     oid = out_id(out)
     result = Outcome()
     tried: set[str] = set()
@@ -263,8 +282,8 @@ def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
         for key, value in (("host", HOST), ("pid", os.getpid()),
                            ("pid_start", _process_start(os.getpid())), ("out_id", oid)):
             trial.set_user_attr(key, value)
-        others = [t for t in study._storage.get_all_trials(
-            study._study_id, deepcopy=False,
+        others = [t for t in study.get_trials(
+            deepcopy=False,
             states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE))
             if t.number != trial.number and _point_of(t) == name
             and not (t.state == optuna.trial.TrialState.COMPLETE and _deleted(t, out, oid))]
@@ -285,14 +304,29 @@ def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
         echo(f"point {name}: done in {time.monotonic() - t0:.0f} s")
         return _best_val_loss(run_dir)
 
+    waiting_for: set[str] = set()
     while True:
         reap_dead(study)
+        fail_stale(study)
         state = study_state(study, out, oid)
         todo = [n for n in by_name if n not in state["complete"] and n not in tried]
         free = [n for n in todo if n not in state["running"]]
         if not free:
-            result.unfinished = [n for n in by_name if n not in state["complete"]]
-            return result
+            busy = set(todo) & state["running"]
+            if not busy:
+                result.unfinished = [n for n in by_name if n not in state["complete"]]
+                return result
+            if busy != waiting_for:
+                echo(f"waiting for {len(busy)} point(s) running in other workers: "
+                     f"{', '.join(sorted(busy))} (a dead worker's point is taken over after "
+                     f"{job.grace_s} s without its heartbeat)")
+                waiting_for = busy
+            try:
+                time.sleep(heartbeat_of(job.grace_s))
+            except KeyboardInterrupt:
+                raise Interrupted("sweep interrupted; run the same command again to "
+                                  "resume") from None
+            continue
         for name in free:
             if name not in state["waiting"]:
                 study.enqueue_trial({"point": name}, skip_if_exists=False)
@@ -330,16 +364,19 @@ def _worker_envs(n: int) -> list[dict[str, str]]:
 
 def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: str, *,
                workers: int = 1, storage: str | None = None, progress: bool = True,
-               echo: Callable[[str], None] = print) -> Outcome:
+               grace_s: int = GRACE_S, echo: Callable[[str], None] = print) -> Outcome:
     """Run every point once as ``OUT/runs/<name>/`` through an Optuna storage (the reusable core:
     skip finished points, resume killed ones, share the work with other processes)."""
     if workers < 1:
         raise HemacnnError(f"--workers must be at least 1 (got {workers})")
+    if grace_s < 2:
+        raise HemacnnError(f"--grace must be at least 2 seconds (got {grace_s})")
     out = Path(out)
     url = storage_url(out, storage)
-    study = open_study(url, study_name, [p.name for p in points])
+    study = open_study(url, study_name, [p.name for p in points], grace_s)
     oid = out_id(out)
     reap_dead(study)
+    fail_stale(study)
     state = study_state(study, out, oid)
     todo = [p.name for p in points if p.name not in state["complete"]
             and not is_finished(run_dir_of(out, p.name))]
@@ -351,7 +388,7 @@ def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: s
     extra += [f"{len(gone)} trained before, run folder deleted"] if gone else []
     echo(f"{len(todo)} of {len(points)} points to run" + (f" ({'; '.join(extra)})"
                                                           if extra else ""))
-    job = _Job(list(points), str(out), url, study_name, progress and workers == 1)
+    job = _Job(list(points), str(out), url, study_name, progress and workers == 1, grace_s)
     if workers == 1 or len(todo) <= 1:
         return work(job, echo)
     ctx = multiprocessing.get_context("spawn")

@@ -17,12 +17,20 @@ A study file (``configs/studies/*.yaml``)::
     figures: [{kind: step_loss, panel_by: optimizer}]
     paper: [{column: mean_val_loss, source: Table 5, values: {point-name: 0.60}}]
     notes: [the paper's claims, in words]
+    claims: [{id: ..., kind: lower, metric: mean_val_loss, a: ..., b: ...}]  # see verdicts
+    seeds: 3                             # every point under 3 seeds (default 1)
+    split_per_seed: false                # true: each seed draws its own split too
     profiles:
       paper: {}                          # the default: the paper's full scale
       cpu: {note: ..., set: {...}, grid: ..., points: ..., summary: {...}}
 
 Everything is checked before anything runs: unknown keys, empty grids, duplicate point names and
 every point's resolved config (the same validation ``hemacnn train`` applies).
+
+Seeds: seed k of a point (k = 0 .. seeds-1) is its config with ``seed`` + k, which changes the
+initial weights and the batch order; ``data.split_seed`` stays the point's own seed, so every
+seed trains on the same split (unless ``split_per_seed``). Seed 0 is the point itself, in run
+folder ``runs/<point>``; seed k > 0 is ``runs/<point>-seed<k>``.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hemacnn.config import Config, build_config, parse_override, read_yaml_mapping
 from hemacnn.errors import HemacnnError
+from hemacnn.studies.verdicts import ClaimSpec
 
 DEFAULT_PROFILE = "paper"
 FIGURE_KINDS = ("step_loss", "curves", "train_val", "bars")  # hemacnn.studies.figures.KINDS
@@ -66,6 +75,8 @@ class ProfileSpec(_Strict):
     points: list[PointSpec] | None = None
     point_set: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-point overrides
     summary: dict[str, Any] = Field(default_factory=dict)
+    seeds: int | None = Field(None, ge=1)
+    claims: list[ClaimSpec] | None = None  # replaces the study's claims under this profile
 
 
 class StudySpec(_Strict):
@@ -82,18 +93,32 @@ class StudySpec(_Strict):
     figures: list[dict[str, Any]] = Field(default_factory=list)
     paper: list[dict[str, Any]] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    claims: list[ClaimSpec] = Field(default_factory=list)
+    seeds: int = Field(1, ge=1)
+    split_per_seed: bool = False
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
     path: str = Field("", exclude=True)  # set by load_study: where the file was read
 
 
 @dataclass
 class Point:
-    """One run of a study: its name, varying values, full override list and validated config."""
+    """One run of a study: its run name, varying values, full override list and validated
+    config; ``point`` is the study point it is seed ``seed`` (0-based) of."""
 
     name: str
     values: dict[str, Any]
     overrides: list[str]
     config: Config = field(repr=False)
+    point: str = ""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.point = self.point or self.name
+
+
+def seed_run_name(point: str, k: int) -> str:
+    """The run folder name of seed ``k`` of ``point`` (seed 0 is the point itself)."""
+    return point if k == 0 else f"{point}-seed{k}"
 
 
 def _override_text(key: str, value: Any) -> str:
@@ -157,10 +182,27 @@ def _grid_points(grid: dict[str, Any] | list[dict[str, Any]], source: str) -> li
     return points
 
 
+def seeds_of(spec: StudySpec, profile: str, seeds: int | None = None) -> int:
+    """How many seeds each point runs: ``seeds``, else the profile's, else the study's."""
+    prof = spec.profiles.get(profile, ProfileSpec())
+    n = seeds if seeds is not None else prof.seeds if prof.seeds is not None else spec.seeds
+    if n < 1:
+        raise HemacnnError(f"--seeds must be at least 1 (got {n})")
+    return n
+
+
+def claims_of(spec: StudySpec, profile: str) -> list[ClaimSpec]:
+    """The claims tested under ``profile`` (its own list, else the study's)."""
+    prof = spec.profiles.get(profile, ProfileSpec())
+    return list(prof.claims if prof.claims is not None else spec.claims)
+
+
 def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
-                  overrides: list[str] | None = None) -> list[Point]:
-    """The study's points under ``profile`` with ``overrides`` for all, each config validated."""
+                  overrides: list[str] | None = None, seeds: int | None = None) -> list[Point]:
+    """The study's runs under ``profile`` with ``overrides`` for all, each config validated:
+    every point, then (with several seeds) its other seeds right after it."""
     source = spec.path or spec.study
+    n_seeds = seeds_of(spec, profile, seeds)
     if profile not in spec.profiles and profile != DEFAULT_PROFILE:
         known = ", ".join(sorted({DEFAULT_PROFILE, *spec.profiles}))
         raise HemacnnError(f"{source}: no profile {profile!r}; profiles: {known}")
@@ -200,7 +242,24 @@ def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
         cfg = build_config(copy.deepcopy(base), texts, source=f"{source} point {p.name}")
         _check_model(cfg, f"{source} point {p.name}")
         points.append(Point(p.name, dict(p.set), texts, cfg))
+        for k in range(1, n_seeds):
+            extra = [_override_text("seed", cfg.seed + k)]
+            if not spec.split_per_seed and cfg.data.split_seed is None:
+                extra.append(_override_text("data.split_seed", cfg.seed))
+            seeded = build_config(copy.deepcopy(base), texts + extra,
+                                  source=f"{source} point {p.name} seed {k}")
+            points.append(Point(seed_run_name(p.name, k), dict(p.set), texts + extra, seeded,
+                                point=p.name, seed=k))
+    _check_claims(claims_of(spec, profile), [p.name for p in specs], source)
     return points
+
+
+def _check_claims(claims: list[ClaimSpec], names: list[str], source: str) -> None:
+    for c in claims:
+        unknown = [n for n in c.points() if n not in names]
+        if unknown:
+            raise HemacnnError(f"{source}: claim {c.id} names point {unknown[0]!r}, which is "
+                               f"not a point here; points: {', '.join(names)}")
 
 
 def _check_model(cfg: Config, source: str) -> None:

@@ -14,6 +14,15 @@ Per-point metrics (all read from files a run folder holds):
   over the last ``gap_epochs`` epochs (default 3).
 - ``adam_bound``: the paper's bound on Adam's step, lr (1 - beta1) / sqrt(1 - beta2) (IV-F).
 - ``test_accuracy``, ``test_macro_f1`` and ``f1_<CLASS>`` from test_metrics.json.
+- ``baseline_accuracy``, ``baseline_macro_f1``: what always predicting the test split's most
+  frequent class scores; ``prior_loss``: the cross-entropy of predicting the test split's class
+  shares (the loss a model that learnt only the class prior reaches).
+
+With several seeds per point, ``summary_seeds.csv`` has one row per run (point, seed, every
+metric, whether it is degenerate and why) and ``summary.csv`` one row per point: the mean of
+every metric over seeds, ``<metric>_sd`` (sample standard deviation) and ``<metric>_ci95`` (the
+half-width of the 95 % t-interval of the mean), ``seeds`` and ``degenerate_seeds``. The study's
+claims get their verdicts (:mod:`hemacnn.studies.verdicts`) in ``claims.csv`` and summary.md.
 """
 
 from __future__ import annotations
@@ -28,6 +37,15 @@ from typing import Any
 import yaml
 
 from hemacnn.atomic import write_text
+from hemacnn.studies.verdicts import (
+    RULE,
+    ClaimResult,
+    RunHealth,
+    claim_results,
+    interval,
+    majority_baseline,
+    run_health,
+)
 
 DEFAULT_METRICS = ["epochs", "final_train_loss", "final_val_loss", "best_val_loss", "best_epoch",
                    "best_val_acc", "test_macro_f1"]
@@ -39,6 +57,20 @@ def _get(tree: dict, dotted: str) -> Any:
             return None
         tree = tree[part]
     return tree
+
+
+# The optimizer settings each optimizer reads: a column of another one's setting stays empty
+# (an Adadelta row has no beta1, an Adam row no rho).
+OPTIMIZER_KEYS = {"adam": {"beta1", "beta2", "eps"}, "adamw": {"beta1", "beta2", "eps"},
+                  "adadelta": {"rho", "eps"}, "sgd": {"momentum", "nesterov"}}
+
+
+def _applies(cfg: dict, dotted: str) -> bool:
+    section, _, key = dotted.partition(".")
+    if section != "optimizer" or key in ("name", "lr", "weight_decay"):
+        return True
+    used = OPTIMIZER_KEYS.get(_get(cfg, "optimizer.name"))
+    return used is None or key in used
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -94,28 +126,92 @@ def run_metrics(run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
         m["test_accuracy"], m["test_macro_f1"] = t.get("accuracy"), t.get("macro_f1")
         for code, pc in t.get("per_class", {}).items():
             m[f"f1_{code}"] = pc.get("f1")
+        m.update(majority_baseline({c: v.get("support", 0)
+                                    for c, v in t.get("per_class", {}).items()}))
     return m
 
 
-def summary_rows(out: Path, record: dict) -> list[dict[str, Any]]:
-    """One row per finished point: point, the study's columns, every metric."""
+def health_of(run_dir: Path) -> RunHealth:
+    """Whether a run folder's model is degenerate (:func:`verdicts.run_health`): its test
+    metrics and its last epoch's per-class validation recall."""
+    test = run_dir / "test_metrics.json"
+    t = json.loads(test.read_text(encoding="utf-8")) if test.is_file() else None
+    rows = _epoch_rows(run_dir)
+    recall = {k.removeprefix("val_recall_"): v for k, v in (rows[-1] if rows else {}).items()
+              if k.startswith("val_recall_") and math.isfinite(v)}
+    return run_health(t, recall or None)
+
+
+def runs_of(point: dict) -> list[dict]:
+    """A study.json point's runs (one per seed; a point of an older record is its only run)."""
+    return point.get("runs") or [{"name": point["name"], "seed": None}]
+
+
+def seed_rows(out: Path, record: dict) -> list[dict[str, Any]]:
+    """One row per finished run: point, seed, the study's columns, every metric, health."""
     params = record.get("summary", {})
     rows = []
     for p in record["points"]:
-        run_dir = out / "runs" / p["name"]
-        if not (run_dir / "test_metrics.json").is_file():
-            continue
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        row: dict[str, Any] = {"point": p["name"]}
-        for col, dotted in record.get("columns", {}).items():
-            row[col] = _get(cfg, dotted)
-        row.update(run_metrics(run_dir, params))
-        rows.append(row)
+        for k, run in enumerate(runs_of(p)):
+            run_dir = out / "runs" / run["name"]
+            if not (run_dir / "test_metrics.json").is_file():
+                continue
+            cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+            row: dict[str, Any] = {"point": p["name"], "run": run["name"], "seed_index": k,
+                                   "seed": cfg.get("seed")}
+            for col, dotted in record.get("columns", {}).items():
+                row[col] = _get(cfg, dotted) if _applies(cfg, dotted) else None
+            row.update(run_metrics(run_dir, params))
+            health = health_of(run_dir)
+            row["degenerate"] = int(health.degenerate)
+            row["degenerate_why"] = "; ".join(health.reasons)
+            rows.append(row)
+    return rows
+
+
+def _change_pct(rows: list[dict[str, Any]], params: dict[str, Any]) -> None:
+    """% change of the ``change_of`` metric (its mean over seeds) against the first point."""
     of = params.get("change_of")
     if of and rows and rows[0].get(of):
         for row in rows:
             if row.get(of) is not None:
                 row["change_pct"] = 100.0 * (row[of] / rows[0][of] - 1.0)
+
+
+_NOT_METRICS = {"point", "run", "seed_index", "seed", "degenerate", "degenerate_why"}
+
+
+def summary_rows(out: Path, record: dict,
+                 seeds: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per point with a finished run: point, the study's columns, ``seeds``, every
+    metric's mean over seeds (with ``_sd`` and ``_ci95`` when some point has several seeds)
+    and ``degenerate_seeds``. ``seeds``: the :func:`seed_rows` (read when not given)."""
+    seeds = seed_rows(out, record) if seeds is None else seeds
+    spread = any(len(runs_of(p)) > 1 for p in record["points"])
+    columns = list(record.get("columns", {}))
+    rows = []
+    for p in record["points"]:
+        mine = [r for r in seeds if r["point"] == p["name"]]
+        if not mine:
+            continue
+        row: dict[str, Any] = {"point": p["name"], **{c: mine[0].get(c) for c in columns},
+                               "seeds": len(mine)}
+        keys: list[str] = []
+        for r in mine:
+            keys += [k for k in r if k not in keys and k not in _NOT_METRICS
+                     and k not in columns]
+        for key in keys:
+            xs = [r[key] for r in mine if isinstance(r.get(key), int | float)
+                  and math.isfinite(r[key])]
+            if not xs:
+                continue
+            mean, sd, half = interval(xs)
+            row[key] = xs[0] if len(xs) == 1 else mean
+            if spread:
+                row[f"{key}_sd"], row[f"{key}_ci95"] = sd, half
+        row["degenerate_seeds"] = sum(r["degenerate"] for r in mine)
+        rows.append(row)
+    _change_pct(rows, record.get("summary", {}))
     return rows
 
 
@@ -157,30 +253,76 @@ def _with_paper(record: dict, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     return out
 
 
+# What a study's summary and figures are derived from: each run's small raw files (kilobytes,
+# no checkpoints), kept in the repository under docs/results/<study>/runs/ beside study.json.
+RAW_FILES = ("config.yaml", "metrics.csv", "step_loss.csv", "test_metrics.json", "env.json")
+
+
+def copy_raw_files(out: str | Path, dest: str | Path) -> list[Path]:
+    """Copy study.json and every run's :data:`RAW_FILES` from study folder ``out`` into
+    ``dest`` (its runs/ replaced), so ``hemacnn sweep --report DEST`` re-derives the summary."""
+    import shutil
+
+    out, dest = Path(out), Path(dest)
+    record = json.loads((out / "study.json").read_text(encoding="utf-8"))
+    shutil.rmtree(dest / "runs", ignore_errors=True)
+    copied = [Path(shutil.copy2(out / "study.json", _mkdir(dest) / "study.json"))]
+    for p in record["points"]:
+        for run in runs_of(p):
+            src = out / "runs" / run["name"]
+            for name in RAW_FILES:
+                if (src / name).is_file():
+                    target = _mkdir(dest / "runs" / run["name"]) / name
+                    copied.append(Path(shutil.copy2(src / name, target)))
+    return copied
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_summary(out: str | Path) -> list[Path]:
     """Write OUT/summary.csv, OUT/summary.md and the study's figures; returns the paths."""
     from hemacnn.studies.figures import draw_figures
 
     out = Path(out)
     record = json.loads((out / "study.json").read_text(encoding="utf-8"))
-    rows = summary_rows(out, record)
+    seeds = seed_rows(out, record)
+    rows = summary_rows(out, record, seeds)
+    claims = claim_results(record, seeds)
+    write_text(out / "summary.csv", _csv(rows, ["point"]))
+    write_text(out / "summary_seeds.csv", _csv(seeds, ["point", "run"]))
+    written = [out / "summary.csv", out / "summary_seeds.csv"]
+    if claims:
+        write_text(out / "claims.csv", _csv([
+            {"id": c.claim.id, "section": c.claim.section, "claim": c.claim.text,
+             "verdict": c.verdict.value, "detail": c.detail, "seeds": c.seeds} for c in claims],
+            ["id"]))
+        written.append(out / "claims.csv")
+    figures = draw_figures(out, record, rows, seeds)
+    write_text(out / "summary.md", render_markdown(out, record, rows, figures, seeds, claims))
+    extra: list[Path] = []
+    runs = [out / "runs" / r["run"] for r in seeds]
+    # The report needs each run's model card and predictions: not in a folder of raw files.
+    if record.get("summary", {}).get("report") and runs and all(
+            (r / "model_card.json").is_file() for r in runs):
+        from hemacnn.report import write_report  # every run beside the published tables
+
+        extra = write_report(runs, out=out / "report.md")
+    return [*written, out / "summary.md", *figures, *extra]
+
+
+def _csv(rows: list[dict[str, Any]], first: list[str]) -> str:
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys or ["point"], lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=keys or first, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    write_text(out / "summary.csv", buf.getvalue())
-    figures = draw_figures(out, record, rows)
-    write_text(out / "summary.md", render_markdown(out, record, rows, figures))
-    extra: list[Path] = []
-    if record.get("summary", {}).get("report") and rows:
-        from hemacnn.report import write_report  # every run beside the published tables
-
-        extra = write_report([out / "runs" / r["point"] for r in rows], out=out / "report.md")
-    return [out / "summary.csv", out / "summary.md", *figures, *extra]
+    return buf.getvalue()
 
 
 def _best_lines(record: dict, rows: list[dict[str, Any]]) -> list[str]:
@@ -200,10 +342,46 @@ def _best_lines(record: dict, rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _mean_cell(row: dict[str, Any], col: str) -> str:
+    half = row.get(f"{col}_ci95")
+    if isinstance(half, float) and math.isfinite(half):
+        mean = row.get(col)
+        if isinstance(mean, float) and half < 1e-9 * max(1.0, abs(mean)):
+            half = 0.0  # seeds that agree exactly, up to rounding
+        return f"{_cell(mean)} ± {_cell(half, 2)}"
+    return _cell(row.get(col))
+
+
+def _claim_lines(claims: list[ClaimResult]) -> list[str]:
+    if not claims:
+        return []
+    lines = ["## The paper's claims", "", f"Rule: {RULE}.", "",
+             "| claim | section | the paper | metric | ours | verdict |",
+             "|---|---|---|---|---|---|"]
+    for c in claims:
+        lines.append(f"| {c.claim.id} | {c.claim.section} | {c.claim.text} | {c.claim.metric} "
+                     f"| {c.detail} | **{c.verdict.value}** |")
+    return [*lines, ""]
+
+
+def _degenerate_lines(seeds: list[dict[str, Any]]) -> list[str]:
+    bad = [r for r in seeds if r["degenerate"]]
+    if not bad:
+        return ["No run is degenerate (each predicts more than one class on validation and "
+                "test and beats the majority-class predictor's test macro-F1).", ""] if seeds \
+            else []
+    lines = [f"{len(bad)} of {len(seeds)} runs are degenerate (claims that need them are not "
+             "tested):", ""]
+    return [*lines, *[f"- {r['run']}: {r['degenerate_why']}" for r in bad], ""]
+
+
 def render_markdown(out: Path, record: dict, rows: list[dict[str, Any]],
-                    figures: list[Path]) -> str:
-    """summary.md: what was run, the table (paper's figures beside ours), best points, figures."""
+                    figures: list[Path], seeds: list[dict[str, Any]] | None = None,
+                    claims: list[ClaimResult] | None = None) -> str:
+    """summary.md: what was run, the table (paper's figures beside ours; mean ± 95 % interval
+    over seeds), degenerate runs, the claims' verdicts, best points, figures."""
     params = record.get("summary", {})
+    seeds = seeds or []
     lines = [f"# Study {record['study']} (profile {record['profile']})", ""]
     if record.get("title"):
         lines += [record["title"], ""]
@@ -214,6 +392,11 @@ def render_markdown(out: Path, record: dict, rows: list[dict[str, Any]],
     missing = [p["name"] for p in record["points"] if p["name"] not in {r["point"] for r in rows}]
     lines.append(f"{len(rows)} of {len(record['points'])} points finished"
                  + (f"; not finished: {', '.join(missing)}" if missing else "") + ".")
+    n_seeds = sorted({r["seeds"] for r in rows})
+    if n_seeds and n_seeds != [1]:
+        lines.append(f"Seeds per point: {', '.join(map(str, n_seeds))} (the same split, other "
+                     "initial weights and batch order); a cell is the mean ± the half-width of "
+                     "its 95% t-interval over seeds; every run is in summary_seeds.csv.")
     if params.get("window"):
         lines.append(f"mean_val_loss averages the validation loss over epochs "
                      f"{params['window'][0]}-{params['window'][1]}.")
@@ -226,8 +409,10 @@ def render_markdown(out: Path, record: dict, rows: list[dict[str, Any]],
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for row in table:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in cols) + " |")
+        lines.append("| " + " | ".join(_mean_cell(row, c) for c in cols) + " |")
     lines.append("")
+    lines += _degenerate_lines(seeds)
+    lines += _claim_lines(claims or [])
     best = _best_lines(record, rows)
     if best:
         lines += best + [""]

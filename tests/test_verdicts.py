@@ -1,0 +1,232 @@
+"""Claims' verdicts on made-up numbers, the degenerate-run detector, and the summary built from a
+made-up study folder of raw files only (what docs/results/<study>/runs/ holds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hemacnn.cli import main
+from hemacnn.studies.summary import RAW_FILES, copy_raw_files
+from hemacnn.studies.verdicts import (
+    ClaimSpec,
+    RunHealth,
+    Verdict,
+    evaluate_claim,
+    interval,
+    majority_baseline,
+    run_health,
+)
+
+
+def claim(**kw) -> ClaimSpec:
+    return ClaimSpec.model_validate({"id": "c", "text": "t", "metric": "loss", **kw})
+
+
+LOWER = {"kind": "lower", "a": "A", "b": "B"}
+
+
+def by_seed(*xs: float) -> dict[int, float]:
+    return dict(enumerate(xs))
+
+
+@pytest.mark.parametrize(("a", "b", "verdict"), [
+    # A lower than B by 0.10 in every seed, with little spread: the interval excludes 0.
+    ((1.00, 1.01, 0.99), (1.10, 1.11, 1.09), Verdict.AGREES),
+    # A higher than B in every seed: decided the other way.
+    ((1.20, 1.21, 1.19), (1.10, 1.11, 1.09), Verdict.DISAGREES),
+    # Means differ by 0.01 but the paired differences swing +-0.2: the interval holds 0.
+    ((1.00, 1.30, 0.75), (1.10, 1.10, 1.10), Verdict.INCONCLUSIVE),
+    # One seed: no interval, whatever the difference.
+    ((1.0,), (2.0,), Verdict.INCONCLUSIVE),
+])
+def test_lower_claim_verdicts(a, b, verdict):
+    result = evaluate_claim(claim(**LOWER), {"A": by_seed(*a), "B": by_seed(*b)})
+    assert result.verdict == verdict, result.detail
+    assert result.detail.startswith("A - B: ")
+
+
+def test_interval_is_the_t_interval():
+    mean, sd, half = interval([1.0, 2.0, 3.0])
+    assert (mean, sd) == (2.0, 1.0)
+    assert half == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)  # t(0.975, 2) sd / sqrt(3)
+    assert interval([5.0]) == (5.0, None, None)
+
+
+def test_higher_claim_is_the_mirror_of_lower():
+    values = {"A": by_seed(0.8, 0.82, 0.81), "B": by_seed(0.5, 0.52, 0.49)}
+    assert evaluate_claim(claim(kind="higher", a="A", b="B"), values).verdict == Verdict.AGREES
+    assert evaluate_claim(claim(kind="lower", a="A", b="B"), values).verdict == \
+        Verdict.DISAGREES
+
+
+def test_pairs_by_seed_not_by_pooled_spread():
+    # Seeds move both points together (large spread across seeds), A is always 0.05 lower:
+    # paired differences are constant, so the claim is decided.
+    a, b = by_seed(1.0, 1.5, 2.0), by_seed(1.05, 1.55, 2.05)
+    assert evaluate_claim(claim(**LOWER), {"A": a, "B": b}).verdict == Verdict.AGREES
+
+
+def test_lowest_among():
+    spec = claim(kind="lowest", among=["X", "Y", "Z"], expect="Y")
+    good = {"X": by_seed(1.2, 1.21, 1.19), "Y": by_seed(1.0, 1.01, 0.99),
+            "Z": by_seed(1.1, 1.12, 1.09)}
+    assert evaluate_claim(spec, good).verdict == Verdict.AGREES
+    beaten = {**good, "Z": by_seed(0.9, 0.91, 0.89)}  # Z decidedly lower than Y
+    result = evaluate_claim(spec, beaten)
+    assert result.verdict == Verdict.DISAGREES and "vs Z: +0.1" in result.detail
+    tie = {**good, "Z": by_seed(1.05, 0.95, 1.0)}  # Y vs Z undecided, Y beats X
+    assert evaluate_claim(spec, tie).verdict == Verdict.INCONCLUSIVE
+
+
+def test_a_degenerate_point_leaves_the_claim_not_tested():
+    values = {"A": by_seed(1.0, 1.01, 0.99), "B": by_seed(1.1, 1.11, 1.09)}
+    sick = {"B": RunHealth(True, ["seed 1: predicts one class on test (NGS)"])}
+    result = evaluate_claim(claim(**LOWER), values, sick)
+    assert result.verdict == Verdict.NOT_TESTED and result.degenerate == ["B"]
+    assert "B: seed 1: predicts one class on test (NGS)" in result.detail
+    # A healthy entry changes nothing.
+    assert evaluate_claim(claim(**LOWER), values, {"B": RunHealth(False)}).verdict == \
+        Verdict.AGREES
+
+
+def test_claim_spec_is_checked():
+    with pytest.raises(ValueError, match="needs points a and b"):
+        claim(kind="lower", a="A")
+    with pytest.raises(ValueError, match="is not among"):
+        claim(kind="lowest", among=["A", "B"], expect="C")
+    with pytest.raises(ValueError, match="extra"):
+        claim(**LOWER, oops=1)
+
+
+def test_majority_baseline():
+    base = majority_baseline({"A": 60, "B": 30, "C": 10, "D": 0})  # D absent: left out
+    assert base["baseline_accuracy"] == pytest.approx(0.6)
+    assert base["baseline_macro_f1"] == pytest.approx((2 * 0.6 / 1.6) / 3)
+    assert base["prior_loss"] == pytest.approx(-(0.6 * -0.5108256 + 0.3 * -1.2039728
+                                                 + 0.1 * -2.3025851), rel=1e-6)
+
+
+def per_class(predicted: dict[str, int], f1: dict[str, float], support: int = 10) -> dict:
+    return {c: {"predicted": predicted[c], "support": support, "f1": f1[c]} for c in predicted}
+
+
+def test_degenerate_detector():
+    learnt = {"macro_f1": 0.7,
+              "per_class": per_class({"A": 9, "B": 11, "C": 10}, {"A": .7, "B": .7, "C": .7})}
+    assert run_health(learnt, {"A": 0.5, "B": 0.6, "C": 0.4}) == RunHealth(False, [])
+    one = {"macro_f1": 0.1666,
+           "per_class": per_class({"A": 30, "B": 0, "C": 0}, {"A": .5, "B": 0, "C": 0})}
+    health = run_health(one)
+    assert health.degenerate
+    assert health.reasons[0] == "predicts one class on test (A)"
+    assert "not above the majority class's 0.167" in health.reasons[1]
+    # Two classes predicted, but no better than always saying the majority class.
+    weak = {"macro_f1": 0.15,
+            "per_class": per_class({"A": 25, "B": 5, "C": 0}, {"A": .4, "B": .05, "C": 0})}
+    assert run_health(weak).reasons == ["test macro-F1 0.150 not above the majority class's "
+                                        "0.167"]
+    # Healthy on test, one class on validation.
+    assert run_health(learnt, {"A": 1.0, "B": 0.0, "C": 0.0}).reasons == [
+        "predicts one class on validation (A)"]
+
+
+# --- a made-up study folder: summary, verdicts and --report from raw files alone ---
+
+def fake_run(run: Path, seed: int, lr: float, losses: list[float], f1: float,
+             one_class: bool = False) -> None:
+    """The raw files of one run folder (what a study folder keeps under docs/results)."""
+    run.mkdir(parents=True)
+    cfg = {"name": run.name, "seed": seed, "optimizer": {"name": "adam", "lr": lr, "beta1": 0.9,
+                                                          "beta2": 0.999, "rho": 0.95}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    head = "epoch,train_loss,train_acc,val_loss,val_acc,val_recall_A,val_recall_B,time_s\n"
+    rows = [f"{i},{v + 0.1},0.5,{v},0.6,{0 if one_class else 0.5},0.5,1.5"
+            for i, v in enumerate(losses)]
+    (run / "metrics.csv").write_text(head + "\n".join(rows) + "\n")
+    steps = "step,epoch,loss\n" + "".join(f"{i},{i // 2},{losses[i // 2] + 0.2}\n"
+                                          for i in range(2 * len(losses)))
+    (run / "step_loss.csv").write_text(steps)
+    pred = {"A": 0, "B": 20} if one_class else {"A": 10, "B": 10}
+    (run / "test_metrics.json").write_text(json.dumps({
+        "accuracy": f1, "macro_f1": 0.333 if one_class else f1,
+        "per_class": {c: {"f1": f1, "support": 10, "predicted": pred[c]} for c in "AB"}}))
+    (run / "env.json").write_text("{}")
+
+
+def fake_study(out: Path, sick: bool = False) -> None:
+    """Two points x three seeds; point `low` has the lower validation loss in every seed."""
+    points = []
+    for name, lr, shift in (("low", 0.001, 0.0), ("high", 0.01, 0.3)):
+        runs = []
+        for k in range(3):
+            run = name if k == 0 else f"{name}-seed{k}"
+            fake_run(out / "runs" / run, k, lr, [1.0 + shift + 0.01 * k, 0.8 + shift + 0.02 * k],
+                     0.8 - shift, one_class=sick and name == "high" and k == 2)
+            runs.append({"name": run, "seed": k})
+        points.append({"name": name, "values": {"optimizer.lr": lr}, "runs": runs})
+    record = {"format": "hemacnn-study/1", "study": "made-up", "title": "A made-up study",
+              "profile": "cpu", "profile_note": "", "overrides": [], "command": "",
+              "points": points, "columns": {"optimizer": "optimizer.name", "lr": "optimizer.lr",
+                                            "rho": "optimizer.rho"},
+              "summary": {"metrics": ["final_val_loss", "test_macro_f1"]},
+              "figures": [{"kind": "curves"}, {"kind": "bars", "metrics": ["test_macro_f1"]},
+                          {"kind": "step_loss"}, {"kind": "train_val"}],
+              "paper": [{"column": "test_macro_f1", "source": "Table X",
+                         "values": {"low": 0.9}}],
+              "claims": [{"id": "low-wins", "section": "IV-E", "text": "low beats high",
+                          "kind": "lower", "metric": "final_val_loss", "a": "low",
+                          "b": "high"}]}
+    (out / "study.json").write_text(json.dumps(record))
+
+
+def test_summary_of_seeds_claims_and_report_from_raw_files(tmp_path, capsys):
+    out = tmp_path / "study"
+    fake_study(out)
+    assert main(["sweep", "--report", str(out)]) == 0
+    summary = (out / "summary.csv").read_text().splitlines()
+    head = summary[0].split(",")
+    assert {"seeds", "final_val_loss", "final_val_loss_sd", "final_val_loss_ci95",
+            "degenerate_seeds"} <= set(head)
+    low = dict(zip(head, summary[1].split(","), strict=True))
+    assert low["point"] == "low" and low["seeds"] == "3"
+    assert float(low["final_val_loss"]) == pytest.approx(0.82)  # mean of 0.80, 0.82, 0.84
+    assert float(low["final_val_loss_sd"]) == pytest.approx(0.02)
+    assert low["rho"] == ""  # an Adam row shows no rho
+    seeds = (out / "summary_seeds.csv").read_text().splitlines()
+    assert len(seeds) == 1 + 6
+    claims = (out / "claims.csv").read_text()
+    assert "low-wins" in claims and ",agrees," in claims
+    md = (out / "summary.md").read_text()
+    assert "| low-wins | IV-E | low beats high | final_val_loss | low - high: -0.3 ± " in md
+    assert "**agrees**" in md and "No run is degenerate" in md
+    assert "| 0.82 ± 0.05" in md  # mean ± 95% half-width (t(2) 0.02/sqrt 3 = 0.0497)
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert len(pngs) == 4
+
+    # The same raw files elsewhere (a fresh clone's docs/results/<study>): identical summary.
+    copy = tmp_path / "clone" / "made-up"
+    (out / "runs" / "low" / "checkpoints").mkdir()  # what is not a raw file stays behind
+    (out / "runs" / "low" / "checkpoints" / "last.ckpt").write_bytes(b"x" * 1000)
+    copied = copy_raw_files(out, copy)
+    assert len(copied) == 1 + 6 * len(RAW_FILES)
+    assert not (copy / "runs" / "low" / "checkpoints").exists()
+    assert main(["sweep", "--report", str(copy)]) == 0
+    assert (copy / "summary.md").read_text() == md
+    assert (copy / "summary.csv").read_text() == (out / "summary.csv").read_text()
+
+
+def test_a_degenerate_seed_makes_its_claims_not_tested(tmp_path):
+    out = tmp_path / "study"
+    fake_study(out, sick=True)
+    assert main(["sweep", "--report", str(out)]) == 0
+    md = (out / "summary.md").read_text()
+    assert "1 of 6 runs are degenerate" in md
+    assert "- high-seed2: predicts one class on test (B)" in md
+    assert "**not tested**" in md and "high: seed 2: predicts one class on test (B)" in md
+    row = (out / "summary.csv").read_text().splitlines()
+    head = row[0].split(",")
+    assert dict(zip(head, row[2].split(","), strict=True))["degenerate_seeds"] == "1"
