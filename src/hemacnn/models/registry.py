@@ -195,9 +195,11 @@ def build_model(
     model = entry.build(num_classes, input_size, built)
     if opts["input_mean"] is not None:
         model = NormalizedNet(model, opts["input_mean"], opts["input_std"])
-    # Plain data (JSON-safe), so a checkpoint can rebuild the model from this alone.
+    # Plain data (JSON-safe), so a checkpoint can rebuild the model from this alone; without
+    # a normalisation, the options are what they were before it existed.
+    recorded = built if opts["input_mean"] is None else opts
     model.hemacnn_arch = {"name": entry.name, "num_classes": num_classes,
-                          "input_size": input_size, "options": dict(opts)}
+                          "input_size": input_size, "options": dict(recorded)}
     return model
 
 
