@@ -27,7 +27,7 @@ from hemacnn.models.batchnorm import (
     has_folded_batchnorm,
     reestimate_batchnorm,
 )
-from hemacnn.models.zoo import load_pretrained
+from hemacnn.models.zoo import load_pretrained, zero_head
 from hemacnn.recipe import make_optimizer, make_scheduler, param_groups
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +73,11 @@ def test_our_head_stays_random_and_is_reported(shared_weights):
     assert torch.equal(core_model(model).conv_stem.weight,
                        _state(shared_weights / TIMM_FILE)["conv_stem.weight"])
     assert "shape differs (kept random): classifier.weight, classifier.bias" in report.summary()
+    stem = core_model(model).conv_stem.weight.clone()
+    assert zero_head(model) == 2  # model.head_init: zero
+    assert not core_model(model).classifier.weight.any()
+    assert not core_model(model).classifier.bias.any()
+    assert torch.equal(core_model(model).conv_stem.weight, stem)
 
 
 def test_a_file_that_matches_no_tensor_is_one_line_error(shared_weights, tmp_path, capsys):
@@ -226,6 +231,8 @@ def test_a_short_finetune_on_real_cells_lowers_the_loss(finetuned):
     with (run / "metrics.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3
+    # The zero head starts at ln 3 = 1.10 (timm's own init of a 3-class head: near 10).
+    assert float(rows[0]["train_loss"]) < 1.5
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.05
     assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
 

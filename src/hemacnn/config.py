@@ -93,6 +93,10 @@ class ModelConfig(_Section):
     bn_reestimate: Literal["auto", True, False] = "auto"
     bn_reestimate_batches: int = Field(20, ge=1)
     freeze_bn: bool = False
+    # The new classifier's start: the library's initialisation, or zero (as BiT fine-tunes).
+    # timm draws a small head wide (uniform +-1/sqrt(classes)): 8 classes on MobileNetV2's
+    # features gave logits of std 9 and a first loss near 10.
+    head_init: Literal["default", "zero"] = "default"
 
     @model_validator(mode="after")
     def _check_normalization(self) -> ModelConfig:

@@ -237,6 +237,13 @@ class RecipeHooks:
         self.sync_ema()
         return report
 
+    def zero_head(self) -> None:
+        """``model.head_init: zero``: the classifier starts at zero (the EMA too)."""
+        from hemacnn.models.zoo import zero_head
+
+        zero_head(self.model)
+        self.sync_ema()
+
     def sync_ema(self) -> None:
         """Restart the EMA from the current weights (after they were set, not trained)."""
         if self.ema is not None:

@@ -442,6 +442,8 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
         module.hparams.card = card  # the checkpoint's card says what was loaded too
         if is_zero:
             print(report.summary(), flush=True)
+    if cfg.model.head_init == "zero" and ckpt_path is None:
+        module.zero_head()
     trainer = _trainer(cfg, run_dir, dm.class_codes, progress)
     if is_zero and not resume:
         from hemacnn.data.splits import save_splits

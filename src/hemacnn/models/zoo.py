@@ -99,6 +99,16 @@ def classifier_head(model: nn.Module) -> nn.Module:
     return linears[-1]
 
 
+def zero_head(model: nn.Module) -> int:
+    """Set the classifier's weight and bias to zero (a fine-tune's start: every class equally
+    likely, the backbone's features untouched by a random projection); returns the count."""
+    params = list(classifier_head(model).parameters())
+    with torch.no_grad():
+        for p in params:
+            p.zero_()
+    return len(params)
+
+
 def set_backbone_trainable(model: nn.Module, trainable: bool) -> int:
     """Freeze (or unfreeze) every parameter outside the head; returns how many were changed."""
     head = {id(p) for p in classifier_head(model).parameters()}
