@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HEMACNN_SHARED_DATA", REPO.parent / "shared" / "data"))
 SAMPLE_ROOT = SHARED_DATA / "bm_sample" / "BM_cytomorphology_data"
 CORRUPT_ROOT = SHARED_DATA / "bm_corrupt"
+SHARED_WEIGHTS = Path(os.environ.get("HEMACNN_SHARED_WEIGHTS",
+                                     REPO.parent / "shared" / "weights"))
 
 
 def _require(path: Path) -> Path:
@@ -32,6 +34,17 @@ def sample_root() -> Path:
 def corrupt_root() -> Path:
     """Four real Matek files with visible corruption that no decoder reports."""
     return _require(CORRUPT_ROOT)
+
+
+@pytest.fixture(scope="session")
+def shared_weights() -> Path:
+    """Real ImageNet MobileNetV2 state dicts (timm and torchvision; BatchNorm folded)."""
+    if not (SHARED_WEIGHTS / "mobilenet_v2_imagenet_timm.pth").is_file():
+        pytest.skip(
+            f"real ImageNet weights not found at {SHARED_WEIGHTS} (they live in ../shared/weights "
+            "beside the repository; set HEMACNN_SHARED_WEIGHTS to point elsewhere)"
+        )
+    return SHARED_WEIGHTS
 
 
 @pytest.fixture(autouse=True)

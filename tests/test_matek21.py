@@ -66,6 +66,7 @@ MATEK21_PARAMS = {
     "matek21-mv3.yaml": 3_914_180 + 17 * 65,         # Table 4 MV3, Dense 64 -> 21
     "matek21-resnext50.yaml": 22_979_904 + 21 * 2049,  # torchvision resnext50_32x4d body
     "matek21-fast.yaml": 11_176_512 + 21 * 513,        # timm resnet18 body
+    "matek21-finetune.yaml": 2_223_872 + 21 * 1281,    # timm mobilenetv2_100 body
 }
 
 

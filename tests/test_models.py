@@ -275,7 +275,8 @@ def test_arch_rebuilds_the_model() -> None:
 
 def test_unknown_model_lists_known_names() -> None:
     with pytest.raises(HemacnnError, match=r"unknown model 'resnet99'; known models: "
-                                           r"mv1, mv2, mv2mod, mv3, resnet18, .*vgg16, or timm/"):
+                                           r"mobilenet_v2, mv1, mv2, mv2mod, mv3, resnet18, "
+                                           r".*vgg16, or timm/"):
         build_model("resnet99", 4, 128)
     with pytest.raises(HemacnnError, match=r"'timm/no_such_net'; timm knows no model"):
         build_model("timm/no_such_net", 4, 128)
@@ -283,7 +284,8 @@ def test_unknown_model_lists_known_names() -> None:
 
 def test_unknown_option_names_it_and_the_valid_ones() -> None:
     with pytest.raises(HemacnnError, match=r"unknown option 'depth' for model mv3; valid "
-                                           r"options: dropout, in_channels, noise_std, width"):
+                                           r"options: dropout, in_channels, input_mean, "
+                                           r"input_std, noise_std, width"):
         build_model("mv3", 4, 128, depth=3)
     with pytest.raises(HemacnnError, match="unknown option 'widht'"):
         min_input_size("mv2", widht=0.5)

@@ -105,7 +105,7 @@ def test_sgd_momentum_and_nesterov() -> None:
 def _lrs(r: dict, steps: int = 100, epochs: int = 10, lr: float = 1.0) -> list[float]:
     p = _one_param()
     opt = torch.optim.SGD([p], lr=lr)
-    sched = make_scheduler(opt, r, lr, steps, epochs)["scheduler"]
+    sched = make_scheduler(opt, r, steps, epochs)["scheduler"]
     out = []
     for _ in range(steps):
         out.append(opt.param_groups[0]["lr"])
@@ -133,7 +133,7 @@ def test_reduce_on_plateau_halves_after_patience() -> None:
     p = _one_param()
     opt = torch.optim.SGD([p], lr=1.0)
     entry = make_scheduler(opt, {"schedule": "plateau", "plateau_factor": 0.5,
-                                 "plateau_patience": 1, "min_lr_ratio": 0.0}, 1.0, 10, 10)
+                                 "plateau_patience": 1, "min_lr_ratio": 0.0}, 10, 10)
     assert entry["monitor"] == "val_loss" and entry["interval"] == "epoch"
     for loss in (1.0, 1.0, 1.0):
         entry["scheduler"].step(loss)

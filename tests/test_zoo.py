@@ -51,8 +51,9 @@ def test_load_pretrained_keeps_a_mismatched_head_random(tmp_path) -> None:
     torch.save(source.state_dict(), path)
     target = build_model("resnet18", 3, 32)
     head_before = target.fc.weight.clone()
-    counts = load_pretrained(target, path)
-    assert counts["kept_random"] == 2 and counts["unused"] == 2  # fc.weight, fc.bias
+    report = load_pretrained(target, path)
+    assert report.kept_random == 2 and report.unused == 2  # fc.weight, fc.bias
+    assert report.shape_mismatch == ("fc.weight", "fc.bias")
     assert torch.equal(target.conv1.weight, source.conv1.weight)
     assert torch.equal(target.fc.weight, head_before)
 

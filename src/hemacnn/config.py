@@ -86,6 +86,34 @@ class ModelConfig(_Section):
     noise_std: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
     weights: str | None = None  # local state-dict file to start from (zoo models; issue 8)
+    # Input normalisation the weights expect, applied inside the network (so checkpoints, ONNX
+    # exports, explain and serve carry it): one number per channel, or null for [0, 1] pixels.
+    input_mean: list[float] | None = None
+    input_std: list[float] | None = None
+    # Fine-tuning BatchNorm: re-estimate its statistics on training images before the first
+    # step, keeping the eval-mode function ("auto": when the weights' BatchNorm is folded, as
+    # in TFLite conversions); or keep every BatchNorm in eval mode while training.
+    bn_reestimate: Literal["auto", True, False] = "auto"
+    bn_reestimate_batches: int = Field(20, ge=1)
+    freeze_bn: bool = False
+    # The new classifier's start: the library's initialisation, or zero (as BiT fine-tunes).
+    # timm draws a small head wide (uniform +-1/sqrt(classes)): 8 classes on MobileNetV2's
+    # features gave logits of std 9 and a first loss near 10.
+    head_init: Literal["default", "zero"] = "default"
+
+    @model_validator(mode="after")
+    def _check_normalization(self) -> ModelConfig:
+        mean, std = self.input_mean, self.input_std
+        if (mean is None) != (std is None):
+            raise ValueError("model.input_mean and model.input_std go together: set both "
+                             "(three numbers each) or neither")
+        if mean is not None:
+            if len(mean) != 3 or len(std) != 3:
+                raise ValueError("model.input_mean and model.input_std need one number per "
+                                 "RGB channel, e.g. [0.5, 0.5, 0.5]")
+            if min(std) <= 0:
+                raise ValueError("model.input_std must be > 0 for every channel")
+        return self
 
 
 class OptimizerConfig(_Section):
@@ -104,6 +132,8 @@ class OptimizerConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
+    # Fine-tuning: the backbone learns at lr * backbone_lr_mult, the classifier at lr.
+    backbone_lr_mult: float = Field(1.0, gt=0)
 
 
 class TrainerConfig(_Section):
@@ -240,7 +270,7 @@ def _format_error(err: ValidationError, source: str) -> str:
         return f"{source}: {first['msg'].removeprefix('Value error, ')}"
     got = first.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"{source}: config key {key}: {first['msg']}{got_text}"
+    return f"{source}: config key {key}: {first['msg'].removeprefix('Value error, ')}{got_text}"
 
 
 def _with_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -17,8 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def make_optimizer(params: Iterable[nn.Parameter], o: dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam / Adadelta (the paper's), AdamW (decoupled weight decay) or SGD with momentum."""
+def make_optimizer(params: Iterable[nn.Parameter] | list[dict[str, Any]], o: dict[str, Any]
+                   ) -> torch.optim.Optimizer:
+    """Adam / Adadelta (the paper's), AdamW (decoupled weight decay) or SGD with momentum.
+
+    ``params`` may be parameter groups with their own ``lr`` (see :func:`param_groups`)."""
     wd = o.get("weight_decay", 0.0)
     if o["name"] == "adadelta":
         return torch.optim.Adadelta(params, lr=o["lr"], rho=o["rho"], eps=o["eps"],
@@ -33,6 +36,21 @@ def make_optimizer(params: Iterable[nn.Parameter], o: dict[str, Any]) -> torch.o
                             weight_decay=wd)
 
 
+def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0
+                 ) -> Iterable[nn.Parameter] | list[dict[str, Any]]:
+    """All parameters at ``lr``, or (fine-tuning) the classifier at ``lr`` and the backbone at
+    ``lr * backbone_lr_mult``: the new head must learn from scratch, the pretrained features
+    only adapt. The head's group is first, so ``param_groups[0]`` is the configured rate."""
+    if backbone_lr_mult == 1.0:
+        return model.parameters()
+    from hemacnn.models.zoo import classifier_head
+
+    head = list(classifier_head(model).parameters())
+    ids = {id(p) for p in head}
+    backbone = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": head, "lr": lr}, {"params": backbone, "lr": lr * backbone_lr_mult}]
+
+
 def warmup_cosine(warmup_steps: int, total_steps: int, floor: float):
     """LR multiplier per step: linear rise over ``warmup_steps``, then cosine down to ``floor``."""
     def factor(step: int) -> float:
@@ -43,19 +61,22 @@ def warmup_cosine(warmup_steps: int, total_steps: int, floor: float):
     return factor
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, r: dict[str, Any], lr: float,
+def make_scheduler(optimizer: torch.optim.Optimizer, r: dict[str, Any],
                    total_steps: int, max_epochs: int) -> dict[str, Any] | None:
-    """Lightning's lr_scheduler entry for ``recipe.schedule`` (None for a constant rate)."""
+    """Lightning's lr_scheduler entry for ``recipe.schedule`` (None for a constant rate).
+
+    Each parameter group follows the schedule from its own configured rate."""
     kind = r.get("schedule", "none")
     if kind == "none":
         return None
+    lrs = [g["lr"] for g in optimizer.param_groups]
     steps_per_epoch = max(1, total_steps // max(1, max_epochs))
     warmup = int(round(r.get("warmup_epochs", 0.0) * steps_per_epoch))
     if kind == "onecycle":
         # Rise over warmup_epochs (default: torch's 30% of the run), then cosine annealing.
         pct = min(0.9, warmup / total_steps) if warmup else 0.3
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=max(2, total_steps), pct_start=pct,
+            optimizer, max_lr=lrs, total_steps=max(2, total_steps), pct_start=pct,
             cycle_momentum=False)  # keep the configured betas/momentum fixed
         return {"scheduler": sched, "interval": "step"}
     if kind == "cosine":
@@ -64,7 +85,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, r: dict[str, Any], lr: floa
         return {"scheduler": sched, "interval": "step"}
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=r["plateau_factor"], patience=r["plateau_patience"],
-        min_lr=lr * r.get("min_lr_ratio", 0.0))
+        min_lr=[lr * r.get("min_lr_ratio", 0.0) for lr in lrs])
     return {"scheduler": sched, "interval": "epoch", "monitor": "val_loss"}
 
 
@@ -148,6 +169,7 @@ def recipe_options(cfg) -> dict[str, Any]:
     if r.get("progressive") is not None:
         r["progressive"] = list(r["progressive"])  # plain YAML/JSON types in hparams
     r["focal_gamma"] = cfg.imbalance.focal_gamma
+    r["freeze_bn"] = cfg.model.freeze_bn
     return r
 
 
@@ -205,14 +227,38 @@ class RecipeHooks:
         decay = self.recipe.get("ema_decay")
         self.ema = make_ema(self.model, decay) if decay else None
 
-    def load_initial_weights(self, path: str) -> dict[str, int]:
-        """Start from a local state-dict file (``model.weights``); the EMA starts there too."""
+    def load_initial_weights(self, path: str):
+        """Start from a local state-dict file (``model.weights``); the EMA starts there too.
+
+        Returns the :class:`hemacnn.models.zoo.WeightsReport`."""
         from hemacnn.models.zoo import load_pretrained
 
-        counts = load_pretrained(self.model, path)
+        report = load_pretrained(self.model, path)
+        self.sync_ema()
+        return report
+
+    def zero_head(self) -> None:
+        """``model.head_init: zero``: the classifier starts at zero (the EMA too)."""
+        from hemacnn.models.zoo import zero_head
+
+        zero_head(self.model)
+        self.sync_ema()
+
+    def sync_ema(self) -> None:
+        """Restart the EMA from the current weights (after they were set, not trained)."""
         if self.ema is not None:
             self.ema.module.load_state_dict(self.model.state_dict())
-        return counts
+
+    def train(self, mode: bool = True):
+        """``nn.Module.train``, except that with ``model.freeze_bn`` BatchNorm stays in eval
+        mode (its statistics frozen at the pretrained ones; weight and bias still learn)."""
+        super().train(mode)
+        if mode and getattr(self, "recipe", {}).get("freeze_bn"):
+            from hemacnn.models.batchnorm import batchnorm_layers
+
+            for bn in batchnorm_layers(self.model):
+                bn.eval()
+        return self
 
     def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for validation: the averaged weights when EMA is on (they are what is saved
@@ -266,10 +312,11 @@ class RecipeHooks:
 
     def configure_optimizers(self) -> Any:
         o = self.hparams.optimizer
-        optimizer = make_optimizer(self.model.parameters(), o)
+        params = param_groups(self.model, o["lr"], o.get("backbone_lr_mult", 1.0))
+        optimizer = make_optimizer(params, o)
         if self.recipe.get("schedule", "none") == "none":
             return optimizer
-        sched = make_scheduler(optimizer, self.recipe, o["lr"], self._total_steps(),
+        sched = make_scheduler(optimizer, self.recipe, self._total_steps(),
                                self.trainer.max_epochs)
         return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}
 

@@ -37,8 +37,9 @@ from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, wri
 from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
 from hemacnn.errors import HemacnnError, Interrupted
+from hemacnn.finetune import finetune_callbacks
 from hemacnn.inference import predict_batches
-from hemacnn.loading import RunDir, build_card, load_checkpoint, write_card
+from hemacnn.loading import RunDir, build_card, load_checkpoint, read_card, write_card
 from hemacnn.models import build_model, l2_penalty
 from hemacnn.recipe import (
     RecipeHooks,
@@ -313,9 +314,31 @@ def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: st
         resize_method=cfg.data.resize,
         arch={"name": cfg.model.name, "num_classes": len(classes),
               "input_size": cfg.data.image_size,
-              "options": {"width": cfg.model.width, "noise_std": cfg.model.noise_std}},
+              "options": {"width": cfg.model.width, "noise_std": cfg.model.noise_std,
+                          **normalize_options(cfg)}},
         data_root=data_root, manifest_hash=manifest_hash, seed=cfg.seed,
-        init_weights=cfg.model.weights)
+        init_weights=cfg.model.weights,
+        # What the network does to its [0, 1] input first (inside the model; absent: nothing).
+        normalize=({"mean": cfg.model.input_mean, "std": cfg.model.input_std}
+                   if cfg.model.input_mean is not None else None))
+
+
+def normalize_options(cfg: Config) -> dict[str, list[float]]:
+    """The arch options of ``model.input_mean``/``input_std`` (none when they are unset, so
+    cards of models without normalisation stay as they were)."""
+    if cfg.model.input_mean is None:
+        return {}
+    return {"input_mean": list(cfg.model.input_mean), "input_std": list(cfg.model.input_std)}
+
+
+def _saved_load_report(run_dir: Path) -> dict[str, Any]:
+    """The ``init_weights_report`` entry of a run folder's saved card (empty when none)."""
+    try:
+        saved = read_card(run_dir)
+    except HemacnnError:
+        return {}
+    report = saved.get("init_weights_report")
+    return {"init_weights_report": report} if report else {}
 
 
 def _new_run_dir(cfg: Config, out: str | os.PathLike | None) -> Path:
@@ -397,13 +420,20 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     dm.prepare_data()
     dm.setup("fit")
     card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()))
+    if ckpt_path is not None:  # keep what the run's start loaded in the cards saved from now on
+        card.update(_saved_load_report(run_dir))
     module = CellClassifier(card, cfg.optimizer.model_dump(), l2=cfg.model.l2,
                             recipe=recipe_options(cfg), class_weights=class_weights(cfg, dm))
-    if cfg.model.weights and not resume:  # on resume the checkpoint's weights win
-        counts = module.load_initial_weights(cfg.model.weights)
-        if progress and is_zero:
-            print(f"model.weights: {counts['loaded']} tensors loaded from {cfg.model.weights}, "
-                  f"{counts['kept_random']} kept random (e.g. the classifier)")
+    # A resume's checkpoint holds the weights; a resume that found none starts over, so from
+    # the configured weights too.
+    if cfg.model.weights and ckpt_path is None:
+        report = module.load_initial_weights(cfg.model.weights)
+        card["init_weights_report"] = report.as_dict()
+        module.hparams.card = card  # the checkpoint's card says what was loaded too
+        if is_zero:
+            print(report.summary(), flush=True)
+    if cfg.model.head_init == "zero" and ckpt_path is None:
+        module.zero_head()
     trainer = _trainer(cfg, run_dir, dm.class_codes, progress)
     if is_zero and not resume:
         from hemacnn.data.splits import save_splits
@@ -447,6 +477,7 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
                         save_top_k=1, every_n_epochs=1, enable_version_counter=False),
         EpochMetricsCSV(run.metrics, classes),
         *recipe_callbacks(cfg),
+        *finetune_callbacks(cfg),
     ]
     if progress:
         callbacks.append(_ProgressBar())

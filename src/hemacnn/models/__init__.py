@@ -5,6 +5,7 @@
 """
 
 from hemacnn.models.builder import GaussianNoise, PaperNet
+from hemacnn.models.normalize import InputNormalization, NormalizedNet, core_model
 from hemacnn.models.penalty import kernel_weights, l2_penalty
 from hemacnn.models.registry import (
     build_model,
@@ -16,8 +17,11 @@ from hemacnn.models.registry import (
 
 __all__ = [
     "GaussianNoise",
+    "InputNormalization",
+    "NormalizedNet",
     "PaperNet",
     "build_model",
+    "core_model",
     "count_parameters",
     "kernel_weights",
     "l2_penalty",

@@ -12,6 +12,7 @@ from torch import nn
 
 from hemacnn.errors import HemacnnError
 from hemacnn.models.builder import build_table, table_min_input
+from hemacnn.models.normalize import NormalizedNet
 from hemacnn.models.tables import PAPER_TABLES, PaperTable
 from hemacnn.models.vgg import VGG16_MIN_INPUT, VGG16_PAPER_INPUT, build_vgg16
 from hemacnn.models.zoo import (
@@ -31,7 +32,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "noise_std": 0.0,  # Gaussian noise std at the table's ("noise",) rows; 0 = no noise layers
     "in_channels": 3,
     "dropout": None,  # None = the paper's rate for each dropout row
+    # Per-channel input normalisation inside the network (models/normalize.py); None = the
+    # [0, 1] pixels as they come. Pretrained weights name the values they were trained with.
+    "input_mean": None,
+    "input_std": None,
 }
+NORMALIZE_OPTIONS = ("input_mean", "input_std")
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,25 @@ def _resolve_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         opts["dropout"] = _number("dropout", opts["dropout"])
         if not 0.0 <= opts["dropout"] < 1.0:
             raise HemacnnError(f"model option dropout must be in [0, 1) (got {opts['dropout']})")
+    _check_normalization(opts)
     return opts
+
+
+def _check_normalization(opts: dict[str, Any]) -> None:
+    mean, std = opts["input_mean"], opts["input_std"]
+    if (mean is None) != (std is None):
+        raise HemacnnError("model options input_mean and input_std go together: set both "
+                           "(one value per input channel) or neither")
+    if mean is None:
+        return
+    for key in NORMALIZE_OPTIONS:
+        values = opts[key]
+        if not isinstance(values, (list, tuple)) or len(values) != opts["in_channels"]:
+            raise HemacnnError(f"model option {key} must list one number per input channel "
+                               f"({opts['in_channels']}), e.g. [0.5, 0.5, 0.5] (got {values!r})")
+        opts[key] = [_number(key, v) for v in values]
+    if min(opts["input_std"]) <= 0:
+        raise HemacnnError(f"model option input_std must be > 0 (got {opts['input_std']})")
 
 
 def min_input_size(name: str, **options: Any) -> int:
@@ -150,8 +174,10 @@ def build_model(
     Options (as keywords, or as an ``options`` mapping so that
     ``build_model(**model.hemacnn_arch)`` rebuilds a model): ``width`` (float, default 1.0),
     ``noise_std`` (float, default 0.0: Gaussian noise layers only where the table has
-    them, active in training only), ``in_channels`` (int, default 3) and ``dropout``
-    (float, default None = the paper's rates). The result carries ``hemacnn_arch``.
+    them, active in training only), ``in_channels`` (int, default 3), ``dropout``
+    (float, default None = the paper's rates) and ``input_mean``/``input_std`` (one number
+    per channel, default None: when set, the model normalises its [0, 1] input itself, see
+    :mod:`hemacnn.models.normalize`). The result carries ``hemacnn_arch``.
     """
     entry = _entry(name)
     both = set(options or {}) & set(kwoptions)
@@ -165,10 +191,15 @@ def build_model(
     if input_size < entry.min_input:
         raise HemacnnError(f"model {entry.name} needs input_size >= {entry.min_input} "
                            f"(got {input_size})")
-    model = entry.build(num_classes, input_size, opts)
-    # Plain data (JSON-safe), so a checkpoint can rebuild the model from this alone.
+    built = {k: v for k, v in opts.items() if k not in NORMALIZE_OPTIONS}
+    model = entry.build(num_classes, input_size, built)
+    if opts["input_mean"] is not None:
+        model = NormalizedNet(model, opts["input_mean"], opts["input_std"])
+    # Plain data (JSON-safe), so a checkpoint can rebuild the model from this alone; without
+    # a normalisation, the options are what they were before it existed.
+    recorded = built if opts["input_mean"] is None else opts
     model.hemacnn_arch = {"name": entry.name, "num_classes": num_classes,
-                          "input_size": input_size, "options": dict(opts)}
+                          "input_size": input_size, "options": dict(recorded)}
     return model
 
 
@@ -195,7 +226,8 @@ def models_table(num_classes: int = 4) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"{n}: {_REGISTRY[n].note}" for n in list_models() if _REGISTRY[n].note]
     lines.append("Models return logits; width/noise_std/in_channels/dropout are build options "
-                 "(the zoo models take in_channels and, for timm, dropout).")
+                 "(the zoo models take in_channels and, for timm, dropout); input_mean/"
+                 "input_std put an input normalisation inside any model.")
     lines.append("Any timm model works by name: model.name=timm/<name> (from scratch; "
                  "model.weights=PATH loads local pretrained weights).")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Models beyond the paper's tables: torchvision's ResNets/ResNeXt and any timm model by name.
+"""Models beyond the paper's tables: torchvision's ResNets/ResNeXt/MobileNetV2, any timm model.
 
 All are built from scratch (random initialisation, nothing is downloaded); ``model.weights``
 in a config loads a local state-dict file afterwards (:func:`load_pretrained`). The entries
@@ -10,6 +10,7 @@ predict and report handle them unchanged: a checkpoint's card names the model (`
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from hemacnn.errors import HemacnnError
+from hemacnn.models.normalize import core_model
 
 ZOO_MIN_INPUT = 32  # five stride-2 stages: 32 px -> a 1x1 feature map
 IMAGENET_INPUT = 224  # the input these ImageNet designs were drawn for (listing only)
@@ -27,6 +29,7 @@ TORCHVISION_MODELS: dict[str, tuple[str, str]] = {
     "resnet18": ("resnet18", "He et al. 2016, torchvision"),
     "resnet50": ("resnet50", "He et al. 2016, torchvision"),
     "resnext50": ("resnext50_32x4d", "Matek et al. 2021's model, torchvision 32x4d"),
+    "mobilenet_v2": ("mobilenet_v2", "Sandler et al. 2018, torchvision"),
 }
 
 TIMM_LISTED = ("timm/resnet18", "timm/efficientnet_b0", "timm/convnext_nano",
@@ -46,14 +49,22 @@ def _plain_options(name: str, opts: dict[str, Any], dropout_ok: bool) -> None:
 
 
 def build_torchvision(name: str, num_classes: int, opts: dict[str, Any]) -> nn.Module:
-    """A torchvision ResNet/ResNeXt with ``num_classes`` outputs and random weights."""
+    """A torchvision ResNet/ResNeXt/MobileNetV2 with ``num_classes`` outputs, random weights."""
     import torchvision.models as tvm
 
-    _plain_options(name, opts, dropout_ok=False)
-    model = getattr(tvm, TORCHVISION_MODELS[name][0])(weights=None, num_classes=num_classes)
+    mobilenet = name == "mobilenet_v2"
+    _plain_options(name, opts, dropout_ok=mobilenet)  # MobileNetV2's classifier has a dropout
+    extra = {"dropout": opts["dropout"]} if mobilenet and opts["dropout"] is not None else {}
+    model = getattr(tvm, TORCHVISION_MODELS[name][0])(weights=None, num_classes=num_classes,
+                                                      **extra)
     if opts["in_channels"] != 3:  # torchvision hard-codes RGB input
-        model.conv1 = nn.Conv2d(opts["in_channels"], 64, kernel_size=7, stride=2, padding=3,
-                                bias=False)
+        if mobilenet:
+            first = model.features[0][0]
+            model.features[0][0] = nn.Conv2d(opts["in_channels"], first.out_channels, 3,
+                                             stride=2, padding=1, bias=False)
+        else:
+            model.conv1 = nn.Conv2d(opts["in_channels"], 64, kernel_size=7, stride=2,
+                                    padding=3, bias=False)
     return model
 
 
@@ -77,6 +88,7 @@ def build_timm(name: str, num_classes: int, opts: dict[str, Any]) -> nn.Module:
 
 def classifier_head(model: nn.Module) -> nn.Module:
     """The final classification layer: timm's ``get_classifier()``, else the last Linear."""
+    model = core_model(model)
     if hasattr(model, "get_classifier"):
         head = model.get_classifier()
         if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
@@ -85,6 +97,16 @@ def classifier_head(model: nn.Module) -> nn.Module:
     if not linears:
         raise HemacnnError("cannot find the model's classification layer (no Linear layer)")
     return linears[-1]
+
+
+def zero_head(model: nn.Module) -> int:
+    """Set the classifier's weight and bias to zero (a fine-tune's start: every class equally
+    likely, the backbone's features untouched by a random projection); returns the count."""
+    params = list(classifier_head(model).parameters())
+    with torch.no_grad():
+        for p in params:
+            p.zero_()
+    return len(params)
 
 
 def set_backbone_trainable(model: nn.Module, trainable: bool) -> int:
@@ -109,12 +131,41 @@ def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike) -> dict[str, int]:
+@dataclass(frozen=True)
+class WeightsReport:
+    """What :func:`load_pretrained` took from a weights file (for the run's log and card)."""
+
+    path: str
+    loaded: int  # model tensors set from the file (name and shape match)
+    kept_random: int  # model tensors the file did not set (e.g. a new classifier)
+    unused: int  # file tensors the model has no place for
+    shape_mismatch: tuple[str, ...]  # names in both, shapes differ (typically the classifier)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON types, for the model card."""
+        d = asdict(self)
+        d["shape_mismatch"] = list(self.shape_mismatch)
+        return d
+
+    def summary(self) -> str:
+        """One line for the run's log."""
+        text = (f"model.weights: {self.loaded} tensors loaded from {self.path}, "
+                f"{self.kept_random} kept random, {self.unused} in the file unused")
+        if self.shape_mismatch:
+            names = ", ".join(self.shape_mismatch[:4])
+            more = f" and {len(self.shape_mismatch) - 4} more" if len(self.shape_mismatch) > 4 \
+                else ""
+            text += f"; shape differs (kept random): {names}{more}"
+        return text
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike) -> WeightsReport:
     """Copy matching tensors from a local state-dict file into ``model``.
 
     Tensors whose name and shape match are loaded; the rest (typically the ImageNet
     classifier, whose class count differs) keep their random initialisation. Loading uses
-    ``weights_only=True``: a weights file cannot run code. Returns counts for the log.
+    ``weights_only=True``: a weights file cannot run code. The names are the network's own
+    (:func:`core_model`: without the normalisation layer), as timm and torchvision save them.
     """
     path = Path(path)
     if not path.is_file():
@@ -125,11 +176,18 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> dict[str, int]
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise HemacnnError(f"cannot read model.weights {path}: {str(exc).splitlines()[0]}"
                            ) from None
-    own = model.state_dict()
+    net = core_model(model)
+    if net is not model and all(k.startswith("net.") for k in state):
+        state = {k[len("net."):]: v for k, v in state.items()}  # saved from a normalised model
+    own = net.state_dict()
     fit = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fit:
-        raise HemacnnError(f"model.weights {path}: no tensor matches the model by name and "
-                           "shape; were they saved from the same architecture?")
-    model.load_state_dict(fit, strict=False)
-    return {"loaded": len(fit), "kept_random": len(own) - len(fit),
-            "unused": len(state) - len(fit)}
+        arch = (getattr(model, "hemacnn_arch", None) or {}).get("name", "the model")
+        raise HemacnnError(f"model.weights {path}: no tensor matches {arch} by name and shape "
+                           f"(the file has e.g. {next(iter(state), 'nothing')!r}, the model "
+                           f"{next(iter(own), 'nothing')!r}); give weights saved from the "
+                           "same architecture")
+    net.load_state_dict(fit, strict=False)
+    mismatch = tuple(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    return WeightsReport(str(path), loaded=len(fit), kept_random=len(own) - len(fit),
+                         unused=len(state) - len(fit), shape_mismatch=mismatch)

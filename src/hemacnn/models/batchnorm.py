@@ -1,0 +1,121 @@
+"""BatchNorm for fine-tuning: detect folded statistics, re-estimate them without changing the model.
+
+Weights converted from TFLite (``../shared/weights``) have their BatchNorm folded into the
+convolutions: every layer has weight 1, running mean 0, running variance 1 - eps. In eval mode
+that is the ImageNet network exactly, but in train mode BatchNorm normalises by the batch's
+statistics, which undoes the folded scales (a first step from an unrelated function). The fix
+is to measure each layer's input mean and variance on training images and rewrite the layer
+so its eval-mode function stays the same while its statistics are the measured ones:
+
+    y = (x - m) / sqrt(v + eps) * w + b          (before: m = 0, v = 1 - eps, w = 1)
+      = (x - mu) / sqrt(s2 + eps) * w' + b'      (after: the measured mu, s2)
+    with w' = w * sqrt(s2 + eps) / sqrt(v + eps),  b' = b + w * (mu - m) / sqrt(v + eps).
+
+Train mode then normalises by batch statistics close to mu, s2, so the first training step
+starts from (almost) the pretrained function. The statistics are measured with the network in
+eval mode, which is the function being kept: every layer then sees the inputs it will see.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    """Every BatchNorm layer with running statistics and an affine transform, in module order."""
+    return [m for m in model.modules()
+            if isinstance(m, _BatchNorm) and m.track_running_stats and m.affine
+            and m.running_mean is not None]
+
+
+def has_folded_batchnorm(model: nn.Module) -> bool:
+    """Whether every BatchNorm layer looks folded: weight 1, running mean 0, variance 1 - eps.
+
+    A freshly initialised layer has variance exactly 1, a trained one anything else; 1 - eps
+    on every layer is what folding a convolution's scale leaves behind.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return False
+    for bn in layers:
+        var_ok = torch.allclose(bn.running_var.float(),
+                                torch.full_like(bn.running_var.float(), 1.0 - bn.eps),
+                                rtol=0.0, atol=bn.eps / 100)
+        if not (var_ok and bool((bn.weight == 1).all()) and bool((bn.running_mean == 0).all())):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class BatchNormEstimate:
+    """What :func:`reestimate_batchnorm` did, for the run's log."""
+
+    layers: int
+    batches: int
+    images: int
+    max_change: float  # largest |eval-mode logit change| on the first batch (expect ~1e-5)
+
+    def summary(self) -> str:
+        """One line for the run's log."""
+        return (f"BatchNorm statistics re-estimated on {self.images} training images "
+                f"({self.batches} batches) for {self.layers} layers; eval-mode logits changed "
+                f"by at most {self.max_change:.1e}")
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
+                         max_batches: int) -> BatchNormEstimate:
+    """Set every BatchNorm's statistics to its eval-mode input's mean/variance over
+    ``max_batches`` batches (a cumulative average of per-batch figures), adjusting weight and
+    bias so that the eval-mode function is unchanged; per-module train/eval modes are kept."""
+    layers = batchnorm_layers(model)
+    sums: dict[_BatchNorm, list] = {}
+
+    def measure(bn: _BatchNorm, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0].double()
+        dims = [0, *range(2, x.dim())]
+        mean, var = x.mean(dims), x.var(dims, unbiased=False)  # what train mode divides by
+        acc = sums.setdefault(bn, [torch.zeros_like(mean), torch.zeros_like(var)])
+        acc[0] += mean
+        acc[1] += var
+
+    it = iter(batches)
+    first = next(it, None) if max_batches > 0 else None
+    if first is None:
+        return BatchNormEstimate(0, 0, 0, 0.0)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    before = model(first).double()  # the reference: the function to keep
+    n_batches = n_images = 0
+    hooks = [bn.register_forward_pre_hook(measure) for bn in layers]
+    try:
+        for x in itertools.chain([first], it):
+            model(x)
+            n_batches += 1
+            n_images += len(x)
+            if n_batches >= max_batches:
+                break
+    finally:
+        for h in hooks:
+            h.remove()
+    for bn in layers:
+        if bn not in sums:
+            continue
+        mu, s2 = (s / n_batches for s in sums[bn])
+        m, v = bn.running_mean.double(), bn.running_var.double()
+        w, b = bn.weight.double(), bn.bias.double()
+        old_std, new_std = (v + bn.eps).sqrt(), (s2 + bn.eps).sqrt()
+        bn.bias.copy_(b + w * (mu - m) / old_std)
+        bn.weight.copy_(w * new_std / old_std)
+        bn.running_mean.copy_(mu)
+        bn.running_var.copy_(s2)
+    change = float((model(first).double() - before).abs().max())
+    for module, training in modes.items():
+        module.training = training
+    return BatchNormEstimate(len(sums), n_batches, n_images, change)
