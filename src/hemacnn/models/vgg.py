@@ -15,14 +15,19 @@ convolutions; N(0, 0.01) for dense layers), not Keras' glorot_uniform.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
-from torchvision.models.vgg import VGG, cfgs, make_layers
 
 from hemacnn.models.builder import scaled
 
-VGG16_CFG = cfgs["D"]  # [64, 64, "M", 128, 128, "M", 256 x3, "M", 512 x3, "M", 512 x3, "M"]
-VGG16_MIN_INPUT = 2 ** VGG16_CFG.count("M")  # padded 3x3 convs keep the size; pools halve it
+if TYPE_CHECKING:
+    from torchvision.models.vgg import VGG
+
+# torchvision is imported only when a VGG16 is built: importing it pulls in torch._dynamo and
+# sympy (~150 MB resident), which serving or predicting with any other model never needs.
+VGG16_MIN_INPUT = 2 ** 5  # five 2x2 max-pools in cfg "D" (padded 3x3 convs keep the size)
 VGG16_PAPER_INPUT = 128  # the paper trains VGG16 on the same 128 px images as MV3 (V)
 _HIDDEN = 4096
 
@@ -46,8 +51,10 @@ def build_vgg16(
     dropout: float | None = None,
 ) -> VGG:
     """torchvision VGG16 (no weights) with the class count, width and input channels adapted."""
+    from torchvision.models.vgg import VGG, cfgs, make_layers
+
     target = torch.get_default_device()  # "meta" when counting parameters cheaply
-    cfg = [v if v == "M" else scaled(int(v), width) for v in VGG16_CFG]
+    cfg = [v if v == "M" else scaled(int(v), width) for v in cfgs["D"]]
     last = cfg[-2]  # channels of the last convolution
     hidden = scaled(_HIDDEN, width)
     p = 0.5 if dropout is None else dropout
