@@ -29,6 +29,9 @@ from hemacnn.inference import array_batches, predict_batches, prepare_model
 __all__ = ["find_checkpoint", "load_checkpoint", "load_classifier", "predict_arrays",
            "predict_batches", "predict_files", "load_images", "format_predictions"]
 
+DEFAULT_REVIEW_BELOW = 0.7
+"""A cell whose top probability is below this is flagged for a person's review (predict, serve)."""
+
 CARD_FORMAT = "hemacnn-card/1"
 ONNX_SUFFIX = ".onnx"
 
