@@ -284,8 +284,10 @@ async function upload(fileList) {
     await saveCells(added);
   }
   showErrors(errors);
-  const skipped = repeats ? ` ${repeats} already on the page (same content) skipped.` : "";
-  $("#status").textContent = `Classified ${ok} of ${files.length} image(s).${skipped}`;
+  const skipped = repeats ? `${repeats} already on the page (same content) skipped.` : "";
+  $("#status").textContent = files.length
+    ? `Classified ${ok} of ${files.length} image(s).${skipped ? " " + skipped : ""}`
+    : `Nothing new: ${skipped}`;
   renderDifferential();
 }
 
