@@ -249,10 +249,22 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+class _PredictDefault:
+    """Predict's review threshold, read only when ``--help`` shows it: importing
+    :mod:`hemacnn.predict` imports torch, which every other command would pay for."""
+
+    def __str__(self) -> str:
+        from hemacnn.predict import DEFAULT_REVIEW_BELOW
+
+        return f"{DEFAULT_REVIEW_BELOW:g}"
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from hemacnn.serve import serve
 
-    serve(args.model, host=args.host, port=args.port)
+    serve(args.model, host=args.host, port=args.port,
+          review_below=None if isinstance(args.review_below, _PredictDefault)
+          else args.review_below)
     return 0
 
 
@@ -284,6 +296,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--host", default="127.0.0.1",
                     help="address to bind (default localhost only)")
     sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--review-below", type=float, default=_PredictDefault(), metavar="P",
+                    help="flag a cell for review when its top probability is below P "
+                    "(default: %(default)s, the same as predict)")
     sv.set_defaults(func=_cmd_serve)
 
 

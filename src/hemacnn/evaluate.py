@@ -12,6 +12,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +129,21 @@ def _cached_images(root: Path, card: dict, files: list[Path]
     return None
 
 
-def read_labelled_csv(path: Path) -> list[tuple[str, str]]:
+@dataclass
+class LabelledList:
+    """The rows of a labelled-list CSV that carry a label, and how many carried none."""
+
+    rows: list[tuple[str, str]]
+    unreviewed: int = 0
+    """Rows of a reviewed-labels CSV whose ``reviewed_class`` is empty: nobody reviewed them."""
+
+
+def read_labelled_csv(path: Path) -> LabelledList:
     """(path, class) rows of a labelled-list CSV: a ``path`` column and a ``class`` column.
 
-    A ``reviewed_class`` column (the CSV that ``hemacnn serve`` downloads) wins over ``class``.
+    A ``reviewed_class`` column (the CSV that ``hemacnn serve`` downloads) wins over ``class``,
+    and only its non-empty rows count: an empty one is a cell no person confirmed or
+    re-assigned, whose ``class`` is the model's own call and so no ground truth.
     """
     import csv
 
@@ -143,18 +155,27 @@ def read_labelled_csv(path: Path) -> list[tuple[str, str]]:
             if "path" not in fields or label is None:
                 raise HemacnnError(f"{path} needs a header with a 'path' column and a 'class' "
                                    f"(or 'reviewed_class') column; found: {', '.join(fields)}")
-            return [(row["path"], (row[label] or "").strip()) for row in reader]
+            rows = [(row["path"], (row[label] or "").strip()) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise HemacnnError(f"cannot read labelled list {path}: {exc}") from None
+    if label != "reviewed_class":
+        return LabelledList(rows)
+    reviewed = [(p, c) for p, c in rows if c]
+    if rows and not reviewed:
+        raise HemacnnError(f"{path} has no reviewed rows: reviewed_class is empty on all "
+                           f"{len(rows)} (confirm or re-assign cells on the review page before "
+                           "downloading)")
+    return LabelledList(reviewed, unreviewed=len(rows) - len(reviewed))
 
 
 def _csv_items(data: Path, card: dict
-               ) -> tuple[list[Path], list[str], list[dict], dict[str, int]]:
+               ) -> tuple[list[Path], list[str], list[dict], dict[str, int], int]:
     from hemacnn.data.scan import check_file
 
     files, labels, skipped = [], [], []
     unknown: Counter[str] = Counter()
-    for rel, label in read_labelled_csv(data):
+    listed = read_labelled_csv(data)
+    for rel, label in listed.rows:
         path = Path(rel) if Path(rel).is_absolute() else data.parent / rel  # beside the CSV
         if label not in card["classes"]:
             unknown[label or "(empty)"] += 1
@@ -170,11 +191,12 @@ def _csv_items(data: Path, card: dict
     if not files:
         raise HemacnnError(f"no usable images of the model's classes "
                            f"({', '.join(card['classes'])}) listed in {data}")
-    return files, labels, skipped, dict(unknown)
+    return files, labels, skipped, dict(unknown), listed.unreviewed
 
 
 def _data_items(data: str | os.PathLike, card: dict
-                ) -> tuple[list[Path], list[str], list[dict], dict[str, int]]:
+                ) -> tuple[list[Path], list[str], list[dict], dict[str, int], int]:
+    """Files, labels, skipped files, skipped classes and unreviewed CSV rows of ``data``."""
     from hemacnn.data.scan import load_or_scan
 
     root = Path(data)
@@ -200,7 +222,7 @@ def _data_items(data: str | os.PathLike, card: dict
         raise HemacnnError(
             f"no usable images of the model's classes ({', '.join(card['classes'])}) in "
             f"{root}; found classes: {', '.join(sorted(unknown)) or 'none'}")
-    return files, labels, skipped, dict(unknown)
+    return files, labels, skipped, dict(unknown), 0
 
 
 def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = None,
@@ -210,11 +232,12 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     ckpt = find_checkpoint(run_dir)
+    unreviewed = 0
     if data is None:
         files, labels, skipped, unknown = _split_items(run_dir, card, split)
         name, root = split, Path(card["data_root"])
     else:
-        files, labels, skipped, unknown = _data_items(data, card)
+        files, labels, skipped, unknown, unreviewed = _data_items(data, card)
         name, root = f"data-{Path(data).resolve().name}", Path(data)
         if root.is_file():  # a labelled-list CSV: its paths are relative to its folder
             name, root = f"data-{root.resolve().stem}", root.parent
@@ -242,6 +265,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         **compute_metrics(y_true, probs, classes, names=card.get("class_names")),
         "skipped_classes": unknown,
         "skipped_files": skipped,
+        "skipped_unreviewed": unreviewed,
     }
     return _write_outputs(result, y_true, probs, classes, Path(out) if out else run_dir, name,
                           rel_paths)
@@ -311,6 +335,9 @@ def format_evaluation(result: dict[str, Any]) -> str:
     if result.get("skipped_classes"):
         sk = ", ".join(f"{c} ({n})" for c, n in sorted(result["skipped_classes"].items()))
         lines.append(f"skipped classes the model does not know: {sk}")
+    if result.get("skipped_unreviewed"):
+        lines.append(f"skipped {result['skipped_unreviewed']} rows nobody reviewed (empty "
+                     "reviewed_class): only reviewed cells are scored")
     skipped = result.get("skipped_files") or []
     if skipped:
         lines.append(f"skipped {len(skipped)} files that failed validation:")

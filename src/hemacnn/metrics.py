@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from hemacnn.classes import class_names, tolerance_groups
 from hemacnn.errors import HemacnnError
@@ -193,6 +192,10 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
     otherwise; ``{}`` makes the tolerant figures strict. ``names`` are the display names
     (default :func:`hemacnn.classes.class_names`: Matek's only for a Matek class set).
     """
+    # Imported here, not at the top: scikit-learn (with SciPy) costs ~10 s and ~200 MB, and the
+    # differential count, which serve and predict use, needs only the Wilson interval above.
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
     y_true = np.asarray(y_true).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
     classes = list(classes)

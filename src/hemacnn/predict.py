@@ -24,6 +24,9 @@ from hemacnn.loading import load_classifier
 
 __all__ = ["predict_files", "load_images", "format_predictions", "run_predict"]
 
+DEFAULT_REVIEW_BELOW = 0.7
+"""A cell whose top probability is below this is flagged for a person's review (predict, serve)."""
+
 
 def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
                 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:

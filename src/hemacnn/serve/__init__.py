@@ -16,14 +16,20 @@ from hemacnn.errors import HemacnnError
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Load the model once and serve the page and API until Ctrl-C."""
+def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
+          review_below: float | None = None) -> None:
+    """Load the model once and serve the page and API until Ctrl-C.
+
+    ``review_below``: flag cells whose top probability is below it (default: predict's).
+    """
     import uvicorn
 
     from hemacnn.serve.app import create_app
 
     if not 0 < port < 65536:
         raise HemacnnError(f"--port must lie in 1..65535 (got {port})")
+    if review_below is not None and not 0.0 <= review_below <= 1.0:
+        raise HemacnnError(f"--review-below must lie in [0, 1] (got {review_below})")
     try:  # a taken port is a one-line error, not uvicorn's log and exit
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -32,7 +38,10 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     except OSError as exc:
         raise HemacnnError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "
                            "another --port") from None
-    app = create_app(model_path)
+    from hemacnn.predict import DEFAULT_REVIEW_BELOW
+
+    app = create_app(model_path, review_below=DEFAULT_REVIEW_BELOW if review_below is None
+                     else review_below)
     if host not in LOCAL_HOSTS:
         print(f"warning: serving on {host}: the page and API are reachable from other "
               "machines and have no login; bind to 127.0.0.1 unless that is intended",

@@ -5,6 +5,10 @@ to a private temporary folder and classified by :func:`hemacnn.predict.predict_f
 the API and ``hemacnn predict`` give the same rows (class, probabilities, review, status).
 Every input error is a 4xx JSON answer naming the file; a mixed batch classifies the good files
 and returns each bad one with its error.
+
+The endpoints that classify are plain ``def`` functions: FastAPI runs those in its thread pool,
+so a long batch or heat map never blocks the event loop, and ``/healthz`` (and every other
+client) is answered while the model works.
 """
 
 from __future__ import annotations
@@ -13,20 +17,29 @@ import os
 import re
 import tempfile
 import threading
+import warnings
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 
 from hemacnn import __version__
-from hemacnn.data.images import FORMATS_BY_EXTENSION
-from hemacnn.errors import HemacnnError
+from hemacnn.data.images import DECODE_ERRORS, FORMATS_BY_EXTENSION, ImageDecodeError
+from hemacnn.errors import HemacnnError, UnreadableImage
+from hemacnn.predict import DEFAULT_REVIEW_BELOW
 
 STATIC = Path(__file__).with_name("static")
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_FILES = 200
+MAX_PIXELS = 50_000_000
+"""Largest picture decoded (width x height). A cell image is well under a megapixel; decoding
+costs about 4 bytes per pixel, so this keeps one upload under ~200 MB however small its file."""
+HEAT_MAP_METHOD = "gradcam"
 
 
 class UploadError(Exception):
@@ -37,9 +50,95 @@ class UploadError(Exception):
         self.status, self.message, self.errors = status, message, errors or []
 
 
+@dataclass
+class Upload:
+    """One file of a request: where it was saved, or the 4xx answer it gets instead."""
+
+    name: str
+    path: Path | None = None
+    status: int = 200
+    error: str = ""
+    row: dict[str, Any] | None = None  # predict's row, once it is classified
+
+    def refuse(self, status: int, error: str) -> None:
+        self.path, self.status, self.error = None, status, error
+
+    def as_error(self) -> dict[str, Any]:
+        return {"file": self.name, "error": self.error, "status": self.status}
+
+
 def _safe_name(i: int, name: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name or "upload").name)[:100] or "upload"
     return f"{i:04d}_{stem}"
+
+
+def check_pixels(path: Path, name: str, max_pixels: int) -> None:
+    """Raise :class:`UnreadableImage` for a picture too large to decode, from its header alone.
+
+    Pillow reads only the header here, so a small file that declares a huge picture (a
+    decompression bomb) is refused before any pixel is decoded.
+    """
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Image.DecompressionBombError:
+        raise UnreadableImage(name, "too large to decode safely") from None
+    except DECODE_ERRORS:
+        # Pillow's message names our temporary file, not the user's: say it in our words.
+        raise UnreadableImage(name, "not a readable image (unknown format or damaged "
+                              "header)") from None
+    if width * height > max_pixels:
+        raise UnreadableImage(name, f"{width} x {height} px is more than the "
+                              f"{max_pixels / 1e6:g}-megapixel limit of this server; send "
+                              "one cell per image")
+
+
+def _save_uploads(files: list[UploadFile], folder: Path, max_bytes: int, max_pixels: int
+                  ) -> list[Upload]:
+    """Write each upload into ``folder`` (or refuse it): one :class:`Upload` per file, in order."""
+    uploads = []
+    for i, f in enumerate(files):
+        up = Upload(f.filename or f"file {i + 1}")
+        uploads.append(up)
+        ext = Path(up.name).suffix.lower()
+        if ext not in FORMATS_BY_EXTENSION:
+            up.refuse(415, f"{up.name}: unsupported file type {ext or '(none)'}; send "
+                      f"{', '.join(FORMATS_BY_EXTENSION)}")
+            continue
+        data = f.file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            up.refuse(413, f"{up.name} is larger than the {max_bytes // (1024 * 1024)} MB "
+                      "limit per file")
+            continue
+        if not data:
+            up.refuse(400, f"{up.name} is empty")
+            continue
+        up.path = folder / _safe_name(i, up.name)
+        up.path.write_bytes(data)
+        try:
+            check_pixels(up.path, up.name, max_pixels)
+        except UnreadableImage as exc:
+            up.refuse(422, f"{up.name}: {exc.reason}")
+    return uploads
+
+
+def _decode_reason(path: Path, card: dict[str, Any]) -> str:
+    """Why ``path`` could not be classified, in the decoder's own words (typed, not parsed)."""
+    from hemacnn.data.cache import preprocess_image
+
+    try:
+        preprocess_image(path, int(card["input_size"]), card.get("resize_method", "nearest"))
+    except UnreadableImage as exc:
+        return exc.reason
+    return "could not be classified"
+
+
+def _refuse_all(uploads: list[Upload]) -> UploadError:
+    """The answer to a request none of whose files could be used: the most common 4xx."""
+    bad = [u.as_error() for u in uploads]
+    status = Counter(u.status for u in uploads).most_common(1)[0][0]
+    names = ", ".join(u.name for u in uploads)
+    return UploadError(status, f"no usable image in the request ({names})", bad)
 
 
 class Models:
@@ -54,9 +153,14 @@ class Models:
         self._plain = None
         self.lock = threading.Lock()  # CPU inference is already parallel inside a batch
 
+    @property
+    def heat_maps(self) -> bool:
+        """Whether this server can draw heat maps (they need gradients: not from ONNX)."""
+        return Path(self.path).suffix.lower() != ".onnx"
+
     def plain(self):
         """The unfolded fp32 model Grad-CAM hooks into (checkpoints only, not ONNX)."""
-        if Path(self.path).suffix.lower() == ".onnx":
+        if not self.heat_maps:
             raise UploadError(409, "heat maps need the PyTorch model; this server runs an "
                               "ONNX export (start it with the run folder or .ckpt)")
         if self._plain is None:
@@ -66,48 +170,19 @@ class Models:
         return self._plain
 
 
-async def _save_uploads(files: list[UploadFile], folder: Path, max_bytes: int
-                        ) -> tuple[list[tuple[str, Path]], list[dict]]:
-    """Write acceptable uploads into ``folder``; (name, path) pairs and per-file errors."""
-    saved, errors = [], []
-    for i, f in enumerate(files):
-        name = f.filename or f"file {i + 1}"
-        ext = Path(name).suffix.lower()
-        if ext not in FORMATS_BY_EXTENSION:
-            errors.append({"file": name, "status": 415, "error": f"{name}: unsupported file "
-                           f"type {ext or '(none)'}; send {', '.join(FORMATS_BY_EXTENSION)}"})
-            continue
-        data = await f.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            errors.append({"file": name, "status": 413, "error": f"{name} is larger than the "
-                           f"{max_bytes // (1024 * 1024)} MB limit per file"})
-        elif not data:
-            errors.append({"file": name, "status": 400, "error": f"{name} is empty"})
-        else:
-            path = folder / _safe_name(i, name)
-            path.write_bytes(data)
-            saved.append((name, path))
-    return saved, errors
-
-
-def _result(name: str, row: dict[str, Any], classes: list[str]) -> dict[str, Any]:
-    if row["status"].startswith("error"):
-        message = row["status"][len("error: "):].split("; check the file")[0]
-        message = message.replace(str(row["path"]), name).replace(Path(row["path"]).name, name)
-        return {"file": name, "error": message, "status": 422}
-    return {"file": name, "class": row["class"], "name": row["name"],
-            "probability": row["probability"],
-            "probabilities": {c: row[f"p_{c}"] for c in classes}, "review": row["review"],
-            "warning": None if row["status"] == "ok" else row["status"]}
-
-
 def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYTES,
-               max_files: int = MAX_FILES, review_below: float = 0.7,
-               precision: str = "auto") -> FastAPI:
+               max_files: int = MAX_FILES, review_below: float = DEFAULT_REVIEW_BELOW,
+               precision: str = "auto", max_pixels: int = MAX_PIXELS) -> FastAPI:
     """The app serving one model (loaded now, once) with the given upload limits."""
     from hemacnn.differential import from_predictions
     from hemacnn.predict import predict_files
 
+    if not 0.0 <= review_below <= 1.0:
+        raise HemacnnError(f"--review-below must lie in [0, 1] (got {review_below})")
+    if max_pixels <= Image.MAX_IMAGE_PIXELS:
+        # Pillow warns on opening any picture above its own limit; this server refuses those
+        # itself (check_pixels), so the warning would only be noise on the server's stderr.
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     models = Models(model_path, precision=precision)
     classes = list(models.card["classes"])
     app = FastAPI(title="hemacnn", version=__version__,
@@ -130,68 +205,103 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
         return await call_next(request)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         """Liveness: 200 with the model's source once it is loaded."""
+        # async on purpose: answered on the event loop, never queued behind busy workers
         return {"status": "ok", "model": models.classifier.source}
 
     @app.get("/api/model")
     def model_card() -> dict[str, Any]:
-        """The model card: classes, names, input size, preprocessing, architecture."""
-        return {**models.card, "review_below": review_below,
-                "limits": {"max_file_bytes": max_file_bytes, "max_files": max_files}}
+        """The model card, the review threshold, the limits and whether heat maps are on."""
+        return {**models.card, "source": models.classifier.source,
+                "review_below": review_below, "heat_maps": models.heat_maps,
+                "heat_map_method": HEAT_MAP_METHOD,
+                "limits": {"max_file_bytes": max_file_bytes, "max_files": max_files,
+                           "max_pixels": max_pixels}}
+
+    def _result(name: str, row: dict[str, Any]) -> dict[str, Any]:
+        return {"file": name, "class": row["class"], "name": row["name"],
+                "probability": row["probability"],
+                "probabilities": {c: row[f"p_{c}"] for c in classes}, "review": row["review"],
+                "warning": None if row["status"] == "ok" else row["status"]}
 
     @app.post("/api/predict")
-    async def predict(files: Annotated[list[UploadFile], File(description="one or many images")]
-                      ) -> dict[str, Any]:
+    def predict(files: Annotated[list[UploadFile] | None,
+                                 File(description="one or many images")] = None
+                ) -> dict[str, Any]:
         """Classify uploaded images: one result per file and the batch's differential."""
+        if not files:
+            raise UploadError(400, "no files in the request; send one or more images in the "
+                              "multipart field 'files'")
         if len(files) > max_files:
             raise UploadError(413, f"{len(files)} files in one request; the limit is "
                               f"{max_files}")
         with tempfile.TemporaryDirectory(prefix="hemacnn-serve-") as tmp:
-            saved, errors = await _save_uploads(files, Path(tmp), max_file_bytes)
+            uploads = _save_uploads(files, Path(tmp), max_file_bytes, max_pixels)
+            good = [u for u in uploads if u.path is not None]
             rows = []
-            if saved:
+            if good:
                 with models.lock:
-                    rows = predict_files(models.path, [p for _, p in saved],
+                    rows = predict_files(models.path, [u.path for u in good],
                                          review_below=review_below,
                                          classifier=models.classifier)
-        by_name = {p: n for n, p in saved}
-        results = [_result(by_name[Path(r["path"])], r, classes) for r in rows]
-        results += errors
-        order = {f.filename or f"file {i + 1}": i for i, f in enumerate(files)}
-        results.sort(key=lambda r: order.get(r["file"], 0))
-        bad = [r for r in results if "error" in r]
-        if len(bad) == len(results):
-            status = max(set(r["status"] for r in bad), key=[r["status"] for r in bad].count)
-            names = ", ".join(r["file"] for r in bad)
-            raise UploadError(status, f"no usable image in the request ({names})", bad)
-        return {"results": results, "differential": from_predictions(rows, classes)}
+            for up, row in zip(good, rows, strict=True):
+                if row["status"].startswith("error"):
+                    # predict's row says only that it failed; the decoder says why, typed
+                    up.refuse(422, f"{up.name}: {_decode_reason(up.path, models.card)}")
+                else:
+                    up.row = row
+        if not any(u.row for u in uploads):
+            raise _refuse_all(uploads)
+        results = [_result(u.name, u.row) if u.row else u.as_error() for u in uploads]
+        used = [u.row for u in uploads if u.row]
+        return {"results": results, "differential": from_predictions(used, classes)}
 
     @app.post("/api/explain", response_class=Response,
               responses={200: {"content": {"image/png": {}}}})
-    async def explain(file: Annotated[UploadFile, File()],
-                      target: Annotated[str | None, Form()] = None) -> Response:
-        """A Grad-CAM heat map of one image (PNG overlay), for its predicted class or target."""
+    def explain(file: Annotated[UploadFile | None, File()] = None,
+                target: Annotated[str | None, Form()] = None) -> Response:
+        """A Grad-CAM heat map of one image (PNG overlay), for its predicted class or target.
+
+        The class, its probability and the method come back in the X-Class, X-Probability
+        and X-Method headers.
+        """
         from hemacnn.explain import explain_image, png_bytes
 
+        if file is None:
+            raise UploadError(400, "no file in the request; send one image in the multipart "
+                              "field 'file'")
+        if target and target not in classes:
+            raise UploadError(422, f"target {target!r} is not a class of this model; use one "
+                              f"of {', '.join(classes)} (or leave it out for the predicted "
+                              "class)")
+        plain = models.plain()
         with tempfile.TemporaryDirectory(prefix="hemacnn-serve-") as tmp:
-            saved, errors = await _save_uploads([file], Path(tmp), max_file_bytes)
-            if errors:
-                raise UploadError(errors[0]["status"], errors[0]["error"], errors)
+            up = _save_uploads([file], Path(tmp), max_file_bytes, max_pixels)[0]
+            if up.path is None:
+                raise UploadError(up.status, up.error, [up.as_error()])
             try:
                 with models.lock:
-                    pair, code, prob = explain_image(models.plain(), models.card, saved[0][1],
+                    pair, code, prob = explain_image(plain, models.card, up.path,
+                                                     method=HEAT_MAP_METHOD,
                                                      target=target or None)
-            except HemacnnError as exc:
-                msg = str(exc).replace(str(saved[0][1]), saved[0][0])
-                raise UploadError(422, msg, [{"file": saved[0][0], "error": msg}]) from None
+            except (UnreadableImage, ImageDecodeError) as exc:
+                reason = exc.reason if isinstance(exc, UnreadableImage) else str(exc)
+                up.refuse(422, f"{up.name}: {reason}")
+                raise UploadError(422, up.error, [up.as_error()]) from None
         half = pair.crop((pair.width // 2, 0, pair.width, pair.height))
         return Response(png_bytes(half), media_type="image/png",
-                        headers={"X-Class": code, "X-Probability": f"{prob:.4f}"})
+                        headers={"X-Class": code, "X-Probability": f"{prob:.4f}",
+                                 "X-Method": HEAT_MAP_METHOD})
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        # Browsers ask for /favicon.ico on every load whatever the page links.
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
