@@ -82,6 +82,10 @@ class ModelConfig(_Section):
     width: float = Field(1.0, gt=0)
     noise_std: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
+    # BatchNorm running-statistics momentum in Keras' convention (0.99: they move 1% toward
+    # each batch; PyTorch's momentum is 1 - this), on every BatchNorm layer of the model.
+    # 0.99 is Keras' default, which the paper's models had; short runs need a faster one.
+    bn_momentum: float = Field(0.99, ge=0, lt=1)
     weights: str | None = None  # local state-dict file to start from (zoo models; issue 8)
 
 

@@ -11,7 +11,12 @@ import torch
 from torch import nn
 
 from hemacnn.errors import HemacnnError
-from hemacnn.models.builder import build_table, table_min_input
+from hemacnn.models.builder import (
+    KERAS_BN_MOMENTUM,
+    build_table,
+    set_bn_momentum,
+    table_min_input,
+)
 from hemacnn.models.tables import PAPER_TABLES, PaperTable
 from hemacnn.models.vgg import VGG16_MIN_INPUT, VGG16_PAPER_INPUT, build_vgg16
 from hemacnn.models.zoo import (
@@ -31,6 +36,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "noise_std": 0.0,  # Gaussian noise std at the table's ("noise",) rows; 0 = no noise layers
     "in_channels": 3,
     "dropout": None,  # None = the paper's rate for each dropout row
+    # Keras convention (weight of the old running value; PyTorch's momentum is 1 - this),
+    # set on every BatchNorm layer of every model after it is built.
+    "bn_momentum": KERAS_BN_MOMENTUM,
 }
 
 
@@ -128,6 +136,11 @@ def _resolve_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         opts["dropout"] = _number("dropout", opts["dropout"])
         if not 0.0 <= opts["dropout"] < 1.0:
             raise HemacnnError(f"model option dropout must be in [0, 1) (got {opts['dropout']})")
+    opts["bn_momentum"] = _number("bn_momentum", opts["bn_momentum"])
+    if not 0.0 <= opts["bn_momentum"] < 1.0:
+        raise HemacnnError("model option bn_momentum must be in [0, 1) (Keras convention: "
+                           f"0.99 moves the running statistics 1% per step; got "
+                           f"{opts['bn_momentum']})")
     return opts
 
 
@@ -151,7 +164,8 @@ def build_model(
     ``build_model(**model.hemacnn_arch)`` rebuilds a model): ``width`` (float, default 1.0),
     ``noise_std`` (float, default 0.0: Gaussian noise layers only where the table has
     them, active in training only), ``in_channels`` (int, default 3) and ``dropout``
-    (float, default None = the paper's rates). The result carries ``hemacnn_arch``.
+    (float, default None = the paper's rates) and ``bn_momentum`` (float, default 0.99,
+    Keras convention, set on every BatchNorm layer). The result carries ``hemacnn_arch``.
     """
     entry = _entry(name)
     both = set(options or {}) & set(kwoptions)
@@ -166,6 +180,9 @@ def build_model(
         raise HemacnnError(f"model {entry.name} needs input_size >= {entry.min_input} "
                            f"(got {input_size})")
     model = entry.build(num_classes, input_size, opts)
+    # Here rather than in each builder, so zoo models (their libraries' own default is
+    # PyTorch's 0.1) get it too.
+    set_bn_momentum(model, opts["bn_momentum"])
     # Plain data (JSON-safe), so a checkpoint can rebuild the model from this alone.
     model.hemacnn_arch = {"name": entry.name, "num_classes": num_classes,
                           "input_size": input_size, "options": dict(opts)}
@@ -194,8 +211,9 @@ def models_table(num_classes: int = 4) -> str:
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"{n}: {_REGISTRY[n].note}" for n in list_models() if _REGISTRY[n].note]
-    lines.append("Models return logits; width/noise_std/in_channels/dropout are build options "
-                 "(the zoo models take in_channels and, for timm, dropout).")
+    lines.append("Models return logits; width/noise_std/in_channels/dropout/bn_momentum are "
+                 "build options (the zoo models take in_channels, bn_momentum and, for timm, "
+                 "dropout).")
     lines.append("Any timm model works by name: model.name=timm/<name> (from scratch; "
                  "model.weights=PATH loads local pretrained weights).")
     return "\n".join(lines)
