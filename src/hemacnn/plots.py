@@ -34,8 +34,13 @@ def _save(fig: plt.Figure, out_png: str | os.PathLike) -> Path:
     return Path(out_png)
 
 
-def read_metrics_csv(metrics_csv: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of a run's metrics.csv as float arrays (empty cells become NaN)."""
+def read_metrics_csv(metrics_csv: str | os.PathLike, epoch_base: int = 1
+                     ) -> dict[str, np.ndarray]:
+    """Columns of a run's metrics.csv as float arrays (empty cells become NaN).
+
+    ``epoch`` comes back counted from 1. hemacnn writes it so; ``epoch_base=0`` reads a file
+    written before it did (the file itself does not say which, so the caller must).
+    """
     path = Path(metrics_csv)
     try:
         text = path.read_text(encoding="utf-8")
@@ -52,7 +57,9 @@ def read_metrics_csv(metrics_csv: str | os.PathLike) -> dict[str, np.ndarray]:
         except ValueError:
             return math.nan
 
-    return {k: np.array([num(r.get(k)) for r in rows]) for k in rows[0]}
+    columns = {k: np.array([num(r.get(k)) for r in rows]) for k in rows[0]}
+    columns["epoch"] = columns["epoch"] + (1 - epoch_base)
+    return columns
 
 
 def _series(ax: plt.Axes, x: np.ndarray, y: np.ndarray | None, **kw: Any) -> None:
@@ -68,7 +75,7 @@ def plot_training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathL
     whose checkpoint is best.ckpt) is marked on both panels.
     """
     m = read_metrics_csv(metrics_csv)
-    epochs = m["epoch"] + 1
+    epochs = m["epoch"]
     val_loss = m.get("val_loss")
     best = None
     if val_loss is not None and np.isfinite(val_loss).any():
@@ -93,7 +100,7 @@ def plot_training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathL
 def plot_pr_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     """Per-class validation precision and recall per epoch."""
     m = read_metrics_csv(metrics_csv)
-    epochs = m["epoch"] + 1
+    epochs = m["epoch"]
     codes = [k[len("val_precision_"):] for k in m if k.startswith("val_precision_")]
     fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for code in codes:

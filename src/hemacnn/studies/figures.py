@@ -63,7 +63,7 @@ def _curves(out: Path, rows: list[dict], spec: dict) -> Any:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for row in rows:
         m = read_metrics_csv(out / "runs" / row["point"] / "metrics.csv")
-        ax.plot(m["epoch"] + 1, m[metric], marker="o", markersize=3, label=row["point"])
+        ax.plot(m["epoch"], m[metric], marker="o", markersize=3, label=row["point"])
     _dress(ax, "epoch", metric)
     return fig
 
@@ -72,8 +72,8 @@ def _train_val(out: Path, rows: list[dict], spec: dict) -> Any:
     fig, axes = _panels(len(rows))
     for ax, row in zip(axes, rows, strict=True):
         m = read_metrics_csv(out / "runs" / row["point"] / "metrics.csv")
-        ax.plot(m["epoch"] + 1, m["train_loss"], marker="o", markersize=3, label="training")
-        ax.plot(m["epoch"] + 1, m["val_loss"], marker="o", markersize=3, label="validation")
+        ax.plot(m["epoch"], m["train_loss"], marker="o", markersize=3, label="training")
+        ax.plot(m["epoch"], m["val_loss"], marker="o", markersize=3, label="validation")
         _dress(ax, "epoch", "loss", row["point"])
     return fig
 
