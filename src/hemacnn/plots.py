@@ -173,8 +173,11 @@ def plot_reliability(bins: Sequence[dict[str, Any]], out_png: str | os.PathLike,
     title = "Reliability diagram" + _on(split)
     if ece is not None:
         title += f" (ECE {ece:.3f})"
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
+    # The legend sits in a strip above the bars (title above it): inside the axes it would
+    # cover a bar wherever it went (the first bin is tall when low-confidence calls are right).
+    ax.set_title(title, pad=24)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False,
+              borderaxespad=0.2, handlelength=1.5, columnspacing=1.0)
     ax_n.bar(lo, count, width=width, align="edge", color="grey")
     ax_n.set_xlabel("confidence (top-class probability)")
     ax_n.set_ylabel("images")
