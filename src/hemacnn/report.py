@@ -188,7 +188,7 @@ def _members_text(run: Path) -> list[str]:
     for m in read_ensemble(run)["members"]:
         f1 = figures.get(Path(m["path"]).resolve())
         items.append(f"{m['run']} (weight {m['weight']:.3f}"
-                     + (f", macro F1 alone {f1:.4f} on the same test images)" if f1 is not None
+                     + (f", macro F1 alone {f1:.3f} on the same test images)" if f1 is not None
                         else ")"))
     return ["ensemble of: " + "; ".join(items)]
 
