@@ -79,7 +79,7 @@ def test_ensemble_averages_members_and_works_like_a_run(tmp_path, fold_runs, cap
     assert main(["report", str(ens), str(run0)]) == 0
     report = (ens / "report.md").read_text()
     assert "ensemble 48px" in report and "ensemble of: " in report
-    assert f"(weight 0.750, macro F1 alone {members['members'][1]['macro_f1']:.4f}" in report
+    assert f"(weight 0.750, macro F1 alone {members['members'][1]['macro_f1']:.3f}" in report
     assert main(["compare", str(run0), str(run1), str(ens)]) == 0
     image = root / "platelet" / "platelet_000.jpg"
     assert main(["predict", str(ens), str(image), "--json"]) == 0

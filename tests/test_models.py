@@ -267,7 +267,7 @@ def test_arch_rebuilds_the_model() -> None:
     arch = json.loads(json.dumps(model.hemacnn_arch))  # survives a JSON model card
     assert arch == {"name": "mv3", "num_classes": 3, "input_size": 64,
                     "options": {"width": 0.25, "noise_std": 0.5, "in_channels": 3,
-                                "dropout": None}}
+                                "dropout": None, "bn_momentum": None}}
     again = build_model(**arch)
     again.load_state_dict(model.state_dict())  # same keys and shapes
     assert again.hemacnn_arch == arch
@@ -293,7 +293,7 @@ def test_unknown_option_names_it_and_the_valid_ones() -> None:
 
 @pytest.mark.parametrize("bad", [
     {"width": 0}, {"width": "big"}, {"noise_std": -1.0}, {"in_channels": 0},
-    {"in_channels": 1.5}, {"dropout": 1.0},
+    {"in_channels": 1.5}, {"dropout": 1.0}, {"bn_momentum": 1.0}, {"bn_momentum": -0.1},
 ])
 def test_bad_option_values(bad: dict) -> None:
     key = next(iter(bad))
@@ -350,3 +350,37 @@ def test_batchnorm_has_keras_defaults(name: str) -> None:
     with torch.device("meta"):
         bns = [m for m in build_model(name, 4, 128).modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and all(m.momentum == 0.01 and m.eps == 1e-3 for m in bns)
+
+
+def _batch_norms(model: nn.Module) -> list[nn.Module]:
+    kinds = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+    return [m for m in model.modules() if isinstance(m, kinds)]
+
+
+@pytest.mark.parametrize("name, own", [("mv3", 0.01), ("resnet18", 0.1),
+                                       ("timm/efficientnet_b0", 0.1)])
+def test_bn_momentum_reaches_every_batchnorm_layer(name: str, own: float) -> None:
+    # Keras convention: 0.9 keeps 90% of the old running value, which is PyTorch's 0.1.
+    with torch.device("meta"):
+        model = build_model(name, 4, 64, bn_momentum=0.9)
+        default = build_model(name, 4, 64)
+    bns = _batch_norms(model)
+    assert len(bns) >= 5  # mv3 has five, the zoo models dozens (timm's are subclasses)
+    assert [m.momentum for m in bns] == [0.1] * len(bns)
+    # Without the option each keeps its own: the paper's tables Keras' default 0.99 (PyTorch
+    # 0.01), the zoo its library's PyTorch 0.1, so existing zoo configs train as they did.
+    assert {m.momentum for m in _batch_norms(default)} == {own}
+    assert model.hemacnn_arch["options"]["bn_momentum"] == 0.9
+
+
+def test_bn_momentum_in_a_config_round_trips_into_the_card() -> None:
+    from hemacnn.config import build_config
+    from hemacnn.train import make_card
+
+    cfg = build_config({"model": {"name": "mv3", "width": 0.125, "bn_momentum": 0.95}})
+    card = json.loads(json.dumps(make_card(cfg, ["BLA", "LYT"], "hash", "/data")))  # as saved
+    assert card["arch"]["options"]["bn_momentum"] == 0.95
+    arch = card["arch"]
+    rebuilt = build_model(arch["name"], arch["num_classes"], arch["input_size"],
+                          **arch["options"])
+    assert {m.momentum for m in _batch_norms(rebuilt)} == {0.05}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -135,8 +137,16 @@ def test_report_markdown_html_and_compare(run: Path, tmp_path: Path):
     assert md == run / "report.md" and page == run / "report.html"
     text = md.read_text()
     assert "| class | name | precision | recall | F1 | support |" in text
-    assert "Whitehead & Ramirez 2022, MV3 (Table 6)" in text and "0.6839" not in text  # no NGB
-    assert "0.8793" in text and "NOT like for like" in text and "Class set: this run 3" in text
+    assert "Whitehead & Ramirez 2022, MV3 (Table 6)" in text and "| NGB |" not in text  # no NGB
+    assert "0.879" in text and "NOT like for like" in text and "Class set: this run 3" in text
+    # Three decimals throughout (the test split here has 5 images per class), never four.
+    assert not re.search(r"\b\d\.\d{4}", text)
+    # The bootstrap intervals `hemacnn evaluate` prints, in both documents.
+    hci = json.loads((run / "evaluation_test.json").read_text())["headline_ci"]
+    for key in ("accuracy", "macro_f1"):
+        interval = f"[{hci[key][0]:.3f}–{hci[key][1]:.3f}]"
+        assert interval in text and html.escape(interval) in page.read_text(), key
+    assert "95% percentile bootstrap intervals (2,000 resamples" in text
     assert "order uncertain" in text
     for link in [ln for ln in text.splitlines() if ln.startswith("![")]:
         assert (md.parent / link.split("](")[1].rstrip(")")).is_file()
@@ -178,6 +188,61 @@ def test_html_report_renders_in_headless_chromium(run: Path, tmp_path: Path):
     assert img.shape == (2000, 1200)
     assert img.std() > 10  # not a blank page: text, tables and figures drawn
     assert (img < 128).mean() > 0.005
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
+                    "(apt-get install -y chromium) - cannot measure the HTML report")
+def test_headline_table_fits_a_1280_px_window(run: Path, tmp_path: Path):
+    from playwright.sync_api import sync_playwright
+
+    evaluate_run(run)
+    # Two runs named as `hemacnn train` names them: the widest headline table a user compares.
+    runs = [tmp_path / "quick-20261125-181500", tmp_path / "quick-20261125-190102"]
+    for r in runs:
+        shutil.copytree(run, r)
+    _, page = write_report(runs, out=tmp_path / "out" / "report.md")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=flags)
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.goto(page.as_uri())
+        sizes = tab.evaluate("""() => ({
+            page: [document.documentElement.scrollWidth, document.documentElement.clientWidth],
+            tables: [...document.querySelectorAll('.table-wrap')].map(
+                w => [w.scrollWidth, w.clientWidth]),
+            ece: [...document.querySelectorAll('th')].find(
+                th => th.textContent === 'ECE').getBoundingClientRect().right,
+        })""")
+        tab.screenshot(path=str(tmp_path / "report-1280.png"))
+        browser.close()
+    assert sizes["page"][0] <= sizes["page"][1], sizes  # no horizontal scroll of the page
+    head_scroll, head_width = sizes["tables"][0]  # the headline table comes first
+    assert head_scroll <= head_width, sizes  # nor inside the headline table's own box
+    assert sizes["ece"] <= 1280, sizes  # its last column (ECE) in view
+
+
+def test_reliability_legend_covers_no_bar(tmp_path: Path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    import hemacnn.plots as plots
+
+    kept = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out_png: kept.append(fig) or out_png)
+    # The first bin full and right: its bar reaches the top left, where a legend used to sit.
+    bins = [{"lo": i / 10, "hi": (i + 1) / 10, "count": 3, "accuracy": 1.0 if i == 0 else i / 10,
+             "confidence": i / 10 + 0.05} for i in range(10)]
+    plots.plot_reliability(bins, tmp_path / "r.png", ece=0.1, split="test")
+    fig = kept[0]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    bars = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_height() > 0]
+    assert len(bars) == 10
+    assert not any(legend.overlaps(b.get_window_extent()) for b in bars)
+    assert not legend.overlaps(ax.title.get_window_extent())
+    plt.close(fig)
 
 
 def test_real_images_split_and_another_folder(sample_root: Path, corrupt_root: Path,

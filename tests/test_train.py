@@ -67,7 +67,7 @@ def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):
         assert (run / name).is_file(), name
     assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     rows = read_metrics(run)
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # counted from 1, as the console does
     for code in CLASSES:
         assert rows[-1][f"val_precision_{code}"] != "" and rows[-1][f"val_recall_{code}"] != ""
     card = json.loads((run / "model_card.json").read_text())
@@ -200,6 +200,26 @@ def _run_cli(args: list[str], **kw) -> subprocess.Popen:
                             start_new_session=True, **kw)
 
 
+def test_train_output_to_a_log_file_carries_no_library_noise(tmp_path, synthetic_root):
+    # Output to a pipe (a log file, CI) without --no-progress: plain epoch lines, no bar.
+    cfg = tiny_config(tmp_path, synthetic_root)  # 6 batches an epoch, log_every_n_steps 10
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HEMACNN_RUN_DIR", None)
+    done = subprocess.run([sys.executable, "-m", "hemacnn.cli", "train", str(cfg), "--out",
+                           str(tmp_path / "run")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "log_every_n_steps" not in done.stderr and "logging interval" not in done.stderr
+    assert "Trainer.fit" not in done.stderr and "Trainer.fit" not in done.stdout
+    lines = done.stdout.splitlines()
+    epochs = [i for i, ln in enumerate(lines) if ln.startswith("epoch ")]
+    assert [lines[i].split()[1] for i in epochs] == ["1/2", "2/2"]
+    after = "\n".join(lines[epochs[0]:])
+    # No frame of the rich training bar ("Epoch 2/2 ━━━━ 6/6 ...") after the plain lines.
+    assert "Epoch " not in after and "━" not in after, after
+    assert "stopped: reached max_epochs (2)" in after
+
+
 def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
     cfg = tiny_config(tmp_path, synthetic_root, max_epochs=5)
     run = tmp_path / "run"
@@ -220,8 +240,10 @@ def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     after = read_metrics(run)
-    assert [r["epoch"] for r in after] == [str(e) for e in range(5)]
-    kept = [r for r in before if int(r["epoch"]) < done]
+    # Epochs 1..5, each once: no gap where the kill was, no replayed epoch written twice.
+    assert [r["epoch"] for r in after] == [str(e) for e in range(1, 6)]
+    kept = [r for r in before if int(r["epoch"]) <= done]  # `done` epochs were checkpointed
+    assert kept
     assert after[: len(kept)] == kept  # finished epochs were not trained again
     assert (run / "test_metrics.json").is_file()
 

@@ -38,7 +38,7 @@ def test_early_stopping_is_named_with_the_best_epoch(tmp_path, capsys):
     from hemacnn.trainlog import EpochLog
 
     metrics = tmp_path / "metrics.csv"
-    metrics.write_text("epoch,val_loss\n0,1.0\n1,1.0\n2,1.0\n")  # as EpochMetricsCSV leaves it
+    metrics.write_text("epoch,val_loss\n1,1.0\n2,1.0\n3,1.0\n")  # as EpochMetricsCSV leaves it
     trainer = L.Trainer(max_epochs=20, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[EarlyStopping("val_loss", patience=2),
@@ -87,7 +87,7 @@ def test_plots_name_the_split_and_mark_the_best_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "_save", keep)
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text("epoch,train_loss,val_loss,train_acc,val_acc\n"
-                        "0,1.0,0.9,0.5,0.5\n1,0.8,0.7,0.6,0.6\n2,0.7,0.75,0.7,0.6\n")
+                        "1,1.0,0.9,0.5,0.5\n2,0.8,0.7,0.6,0.6\n3,0.7,0.75,0.7,0.6\n")
     plots.plot_training_curves(csv_path, tmp_path / "c.png")
     assert "best epoch 2 (best.ckpt)" in seen[-1]
     plots.plot_confusion([[1, 0], [0, 1]], ["A", "B"], tmp_path / "cm.png", split="test")
@@ -95,3 +95,14 @@ def test_plots_name_the_split_and_mark_the_best_epoch(tmp_path, monkeypatch):
     plots.plot_reliability([{"lo": 0.0, "hi": 1.0, "count": 2, "accuracy": 1.0,
                              "confidence": 0.9}], tmp_path / "r.png", split="val")
     assert any(t.startswith("Reliability diagram, val split") for t in seen[-1])
+
+
+def test_metrics_csv_epochs_are_read_from_one_and_old_files_by_their_stated_base(tmp_path):
+    from hemacnn.plots import read_metrics_csv
+
+    new = tmp_path / "new.csv"
+    new.write_text("epoch,val_loss\n1,0.9\n2,0.8\n")
+    assert read_metrics_csv(new)["epoch"].tolist() == [1.0, 2.0]
+    old = tmp_path / "old.csv"  # written before metrics.csv counted from 1
+    old.write_text("epoch,val_loss\n0,0.9\n1,0.8\n")
+    assert read_metrics_csv(old, epoch_base=0)["epoch"].tolist() == [1.0, 2.0]

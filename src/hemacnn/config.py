@@ -85,7 +85,12 @@ class ModelConfig(_Section):
     width: float = Field(1.0, gt=0)
     noise_std: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
-    weights: str | None = None  # local state-dict file to start from (zoo models; issue 8)
+    # BatchNorm running-statistics momentum in Keras' convention (0.99: they move 1% toward
+    # each batch; PyTorch's momentum is 1 - this), on every BatchNorm layer of the model.
+    # None: the architecture's own, Keras' 0.99 for the paper's tables (what the paper's models
+    # had) and the library's 0.9 (PyTorch 0.1) for zoo models; short runs need a faster one.
+    bn_momentum: float | None = Field(None, ge=0, lt=1)
+    weights: str | None = None  # local state-dict file to start from (zoo models)
     # Input normalisation the weights expect, applied inside the network (so checkpoints, ONNX
     # exports, explain and serve carry it): one number per channel, or null for [0, 1] pixels.
     input_mean: list[float] | None = None

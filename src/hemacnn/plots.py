@@ -34,8 +34,13 @@ def _save(fig: plt.Figure, out_png: str | os.PathLike) -> Path:
     return Path(out_png)
 
 
-def read_metrics_csv(metrics_csv: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of a run's metrics.csv as float arrays (empty cells become NaN)."""
+def read_metrics_csv(metrics_csv: str | os.PathLike, epoch_base: int = 1
+                     ) -> dict[str, np.ndarray]:
+    """Columns of a run's metrics.csv as float arrays (empty cells become NaN).
+
+    ``epoch`` comes back counted from 1. hemacnn writes it so; ``epoch_base=0`` reads a file
+    written before it did (the file itself does not say which, so the caller must).
+    """
     path = Path(metrics_csv)
     try:
         text = path.read_text(encoding="utf-8")
@@ -52,7 +57,9 @@ def read_metrics_csv(metrics_csv: str | os.PathLike) -> dict[str, np.ndarray]:
         except ValueError:
             return math.nan
 
-    return {k: np.array([num(r.get(k)) for r in rows]) for k in rows[0]}
+    columns = {k: np.array([num(r.get(k)) for r in rows]) for k in rows[0]}
+    columns["epoch"] = columns["epoch"] + (1 - epoch_base)
+    return columns
 
 
 def _series(ax: plt.Axes, x: np.ndarray, y: np.ndarray | None, **kw: Any) -> None:
@@ -68,7 +75,7 @@ def plot_training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathL
     whose checkpoint is best.ckpt) is marked on both panels.
     """
     m = read_metrics_csv(metrics_csv)
-    epochs = m["epoch"] + 1
+    epochs = m["epoch"]
     val_loss = m.get("val_loss")
     best = None
     if val_loss is not None and np.isfinite(val_loss).any():
@@ -93,7 +100,7 @@ def plot_training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathL
 def plot_pr_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     """Per-class validation precision and recall per epoch."""
     m = read_metrics_csv(metrics_csv)
-    epochs = m["epoch"] + 1
+    epochs = m["epoch"]
     codes = [k[len("val_precision_"):] for k in m if k.startswith("val_precision_")]
     fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for code in codes:
@@ -166,8 +173,11 @@ def plot_reliability(bins: Sequence[dict[str, Any]], out_png: str | os.PathLike,
     title = "Reliability diagram" + _on(split)
     if ece is not None:
         title += f" (ECE {ece:.3f})"
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left")
+    # The legend sits in a strip above the bars (title above it): inside the axes it would
+    # cover a bar wherever it went (the first bin is tall when low-confidence calls are right).
+    ax.set_title(title, pad=24)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False,
+              borderaxespad=0.2, handlelength=1.5, columnspacing=1.0)
     ax_n.bar(lo, count, width=width, align="edge", color="grey")
     ax_n.set_xlabel("confidence (top-class probability)")
     ax_n.set_ylabel("images")

@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,34 @@ def load_run(path: str | os.PathLike) -> RunInfo:
                    dropped)
 
 
-def _f(v: float | None, d: int = 4) -> str:
+# Three decimals: a test split of hundreds of images resolves about 0.001-0.01, and a fourth
+# decimal on a group of five images would only suggest a precision that is not there.
+DIGITS = 3
+
+
+def _f(v: float | None, d: int = DIGITS) -> str:
     return "–" if v is None else f"{v:.{d}f}"
 
 
 def _ci(ci: list[float] | None) -> str:
-    return "" if not ci else f" [{ci[0]:.2f}–{ci[1]:.2f}]"
+    return "" if not ci else f" [{ci[0]:.{DIGITS}f}–{ci[1]:.{DIGITS}f}]"
+
+
+def _boot(e: dict[str, Any], key: str) -> str:
+    """The value with its bootstrap 95% interval, as `hemacnn evaluate` prints them."""
+    hci = e.get("headline_ci") or {}
+    return _f(e[key]) + _ci(hci.get(key))
+
+
+def _boot_note(runs: list[RunInfo]) -> str | None:
+    """How the headline intervals were drawn (from the first run that has them)."""
+    for r in runs:
+        hci = (r.evaluation or {}).get("headline_ci")
+        if hci:
+            return (f"Accuracy and macro F1 in brackets: {round(100 * hci['level'])}% "
+                    f"{hci['method']} intervals ({hci['resamples']:,} resamples of the test "
+                    "images), as `hemacnn evaluate` prints them.")
+    return None
 
 
 def headline_rows(runs: list[RunInfo]) -> tuple[list[str], list[list[str]]]:
@@ -102,11 +125,12 @@ def headline_rows(runs: list[RunInfo]) -> tuple[list[str], list[list[str]]]:
             f" w{width:g}" if width not in (None, 1, 1.0) else "")
         e = r.evaluation
         if e is None:
-            rows.append([r.name, model, ",".join(r.card["classes"]), "not evaluated"]
+            rows.append([r.name, model, ", ".join(r.card["classes"]), "not evaluated"]
                         + ["–"] * 6)
             continue
-        rows.append([r.name, model, ",".join(e["classes"]), str(e["n"]), _f(e["accuracy"]),
-                     _f(e["balanced_accuracy"]), _f(e["macro_f1"]), _f(e["weighted_f1"]),
+        rows.append([r.name, model, ", ".join(e["classes"]), str(e["n"]),
+                     _boot(e, "accuracy"), _f(e["balanced_accuracy"]), _boot(e, "macro_f1"),
+                     _f(e["weighted_f1"]),
                      _f(e["tolerant"]["macro_f1"]), _f(e["calibration"]["ece"])])
     return head, rows
 
@@ -165,7 +189,7 @@ def _members_text(run: Path) -> list[str]:
     for m in read_ensemble(run)["members"]:
         f1 = figures.get(Path(m["path"]).resolve())
         items.append(f"{m['run']} (weight {m['weight']:.3f}"
-                     + (f", macro F1 alone {f1:.4f} on the same test images)" if f1 is not None
+                     + (f", macro F1 alone {f1:.3f} on the same test images)" if f1 is not None
                         else ")"))
     return ["ensemble of: " + "; ".join(items)]
 
@@ -188,9 +212,10 @@ def _metric_blocks(r: RunInfo, e: dict[str, Any], n_images: int) -> list[Block]:
             for c, v in e["per_class"].items()]
     blocks.append(("table", ["class", "name", "precision", "recall", "F1", "support"], rows))
     tol = e["tolerant"]
-    blocks.append(("p", f"Strict: accuracy {_f(e['accuracy'])}, balanced accuracy "
-                        f"{_f(e['balanced_accuracy'])}, macro F1 {_f(e['macro_f1'])}, weighted "
-                        f"F1 {_f(e['weighted_f1'])}; ECE {_f(e['calibration']['ece'])}. "
+    blocks.append(("p", f"Strict: accuracy {_boot(e, 'accuracy')}, balanced accuracy "
+                        f"{_f(e['balanced_accuracy'])}, macro F1 {_boot(e, 'macro_f1')}, "
+                        f"weighted F1 {_f(e['weighted_f1'])}; ECE "
+                        f"{_f(e['calibration']['ece'])}. "
                         f"Tolerant: accuracy {_f(tol['accuracy'])}, macro F1 "
                         f"{_f(tol['macro_f1'])}" + _groups_text(tol["groups"]) + "."))
     for note in e.get("notes", []):
@@ -314,13 +339,21 @@ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; 
        color: #222; }
 .table-wrap { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 14px; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; white-space: nowrap; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; }
+td { white-space: nowrap; }
+/* Headers and text cells (class lists, run names) wrap, so a table fits 1280 px screens. */
+th { white-space: normal; }
+td.text { white-space: normal; overflow-wrap: anywhere; min-width: 6em; }
 th { background: #f0f3f7; }
 figure { margin: 1em 1em 1em 0; display: inline-block; vertical-align: top; }
 img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 13px; color: #555; }
 h2 { border-top: 2px solid #ddd; padding-top: .6em; }
 """
+
+
+# A cell of figures ("0.940 [0.890–0.980]", "12", "0.5 / 0.7"): kept on one line.
+_NUMBERS = re.compile(r"^[-–\d.,\[\] /%]*$")
 
 
 def render_html(blocks: list[Block], title: str) -> str:
@@ -335,8 +368,9 @@ def render_html(blocks: list[Block], title: str) -> str:
             body.append("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in b[1]) + "</ul>")
         elif kind == "table":
             head = "".join(f"<th>{esc(h)}</th>" for h in b[1])
-            rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-                           for row in b[2])
+            rows = "".join("<tr>" + "".join(
+                f"<td>{esc(c)}</td>" if _NUMBERS.match(c) else f'<td class="text">{esc(c)}</td>'
+                for c in row) + "</tr>" for row in b[2])
             # A wide table (many runs or columns) scrolls inside the page, never past its edge.
             body.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
                         f"<tbody>{rows}</tbody></table></div>")
@@ -371,6 +405,9 @@ def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
              "re-training or re-predicting.")]
     head, rows = headline_rows(runs)
     blocks += [("h2", "Headline metrics"), ("table", head, rows)]
+    note = _boot_note(runs)
+    if note:
+        blocks.append(("p", note))
     for i, r in enumerate(runs):
         blocks += _run_blocks(r, _figures(r, fig_dir, f"run{i + 1}"))
     html_path = md_path.with_suffix(".html")

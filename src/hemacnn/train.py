@@ -2,7 +2,7 @@
 
 Run folder (also read by evaluate/report/predict):
   config.yaml, model_card.json, env.json, splits/, checkpoints/{best,last}.ckpt,
-  metrics.csv (one row per epoch), logs/ (CSV + TensorBoard), test_metrics.json,
+  metrics.csv (one row per epoch, counted from 1), logs/ (CSV + TensorBoard), test_metrics.json,
   predictions_test.npz, plots/*.png
 """
 
@@ -56,13 +56,27 @@ RUN_DIR_ENV = "HEMACNN_RUN_DIR"
 
 PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
-# Lightning advertises a cloud logger on every run; our users cannot reach it from a lab machine.
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage())
+def _lightning_notice_kept(record: logging.LogRecord) -> bool:
+    """Lightning's info lines that say nothing our own output does not say better."""
+    text = record.getMessage()
+    # A cloud-logger advert: our users cannot reach it from a lab machine.
+    if "litlogger" in text:
+        return False
+    # "`Trainer.fit` stopped: `max_epochs=30` reached." EpochLog's last line says why training
+    # stopped, with the best epoch. (A stop for want of training batches is kept: it is news.)
+    return not text.startswith(("`Trainer.fit` stopped: `max_epochs",
+                                "`Trainer.fit` stopped: `max_steps"))
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_lightning_notice_kept)
 
 
 # Lightning-internal notices that a user can do nothing about.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# Small data: an epoch has fewer batches than log_every_n_steps, so Lightning's step-level logs
+# (logs/) get one point per epoch. metrics.csv and the console are per epoch anyway.
+warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than "
+                        r"the logging interval")
 warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
 # A new run never reuses a run folder, so a non-empty checkpoints/ only ever means a resume.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -267,7 +281,9 @@ class StopOnSignal(Callback):
 class EpochMetricsCSV(Callback):
     """One row per finished epoch in RUN_DIR/metrics.csv, rewritten atomically each epoch.
 
-    Rows already there (from before an interruption) are kept, so a resumed run's file is whole.
+    Epochs are counted from 1, as the console and the README count them (Lightning counts from
+    0). Rows already there (from before an interruption) are kept, so a resumed run's file is
+    whole.
     """
 
     def __init__(self, path: Path, classes: list[str]):
@@ -290,14 +306,16 @@ class EpochMetricsCSV(Callback):
         if trainer.sanity_checking:
             return
         m = trainer.callback_metrics
-        row: dict[str, Any] = {"epoch": trainer.current_epoch}
+        epoch = trainer.current_epoch + 1
+        row: dict[str, Any] = {"epoch": epoch}
         for col in self.columns[1:]:
             if col in m:
                 row[col] = f"{float(m[col]):.6g}"
         row["lr"] = f"{trainer.optimizers[0].param_groups[0]['lr']:.6g}"
         row["time_s"] = f"{time.monotonic() - self._t0:.2f}"
-        self.rows = {e: r for e, r in self.rows.items() if e < trainer.current_epoch}
-        self.rows[trainer.current_epoch] = row
+        # A resume replays the epoch it stopped in: drop that row and any later one.
+        self.rows = {e: r for e, r in self.rows.items() if e < epoch}
+        self.rows[epoch] = row
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore",
                                 lineterminator="\n")
@@ -315,7 +333,7 @@ def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: st
         arch={"name": cfg.model.name, "num_classes": len(classes),
               "input_size": cfg.data.image_size,
               "options": {"width": cfg.model.width, "noise_std": cfg.model.noise_std,
-                          **normalize_options(cfg)}},
+                          "bn_momentum": cfg.model.bn_momentum, **normalize_options(cfg)}},
         data_root=data_root, manifest_hash=manifest_hash, seed=cfg.seed,
         init_weights=cfg.model.weights,
         # What the network does to its [0, 1] input first (inside the model; absent: nothing).
@@ -479,7 +497,10 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
         *recipe_callbacks(cfg),
         *finetune_callbacks(cfg),
     ]
-    if progress:
+    # The bar only where a terminal shows it: written to a file or CI log, rich draws just its
+    # final frame, after the plain per-epoch lines that EpochLog prints there instead.
+    bar = progress and sys.stdout.isatty()
+    if bar:
         callbacks.append(_ProgressBar())
     if t.log_step_loss:
         from hemacnn.steploss import StepLossCSV
@@ -492,8 +513,7 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
             dirpath=run.checkpoints, save_top_k=0, save_last=True,
             train_time_interval=timedelta(minutes=t.checkpoint_minutes),
             enable_version_counter=False))
-    callbacks.append(EpochLog(run.metrics,
-                              per_epoch=not progress or not sys.stdout.isatty()))
+    callbacks.append(EpochLog(run.metrics, per_epoch=not bar))
     # Last of the non-checkpoint callbacks: the batch's other end-of-batch hooks (EMA, step
     # losses) have run when it saves.
     callbacks.append(StopOnSignal(run.last))
@@ -506,7 +526,7 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
         raise HemacnnError("trainer.sync_batchnorm needs CUDA GPUs (SyncBatchNorm has no CPU "
                            "kernel); leave it false on a CPU")
     try:
-        return _lightning_trainer(t, run_dir, callbacks, loggers, progress,
+        return _lightning_trainer(t, run_dir, callbacks, loggers, progress, bar,
                                   grad_clip=cfg.recipe.grad_clip)
     except (MisconfigurationException, ImportError, ValueError) as exc:
         raise HemacnnError(f"trainer settings rejected by Lightning: {exc}") from None
@@ -517,14 +537,15 @@ def _limit(value: float | int) -> float | int | None:
 
 
 def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: list,
-                       progress: bool, grad_clip: float | None = None) -> L.Trainer:
+                       progress: bool, bar: bool, grad_clip: float | None = None
+                       ) -> L.Trainer:
     return L.Trainer(
         gradient_clip_val=grad_clip,
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
         strategy=t.strategy, num_nodes=t.num_nodes, precision=PRECISION[t.precision],
         sync_batchnorm=t.sync_batchnorm,
         deterministic=t.deterministic, callbacks=callbacks, logger=loggers,
-        default_root_dir=run_dir, enable_progress_bar=progress, num_sanity_val_steps=0,
+        default_root_dir=run_dir, enable_progress_bar=bar, num_sanity_val_steps=0,
         # 1.0 is Lightning's default; passing it explicitly makes Lightning print a notice.
         # (The int 1 means one batch, not all of them: `1 == 1.0` must not decide this.)
         limit_train_batches=_limit(t.limit_train_batches),

@@ -80,7 +80,7 @@ def best_epoch_text(metrics_csv: Path) -> str:
     if not rows:
         return ""
     best = min(rows, key=lambda r: float(r["val_loss"]))  # min keeps the first of equals
-    return f"; best epoch {int(best['epoch']) + 1} (val_loss {float(best['val_loss']):.4f})"
+    return f"; best epoch {int(best['epoch'])} (val_loss {float(best['val_loss']):.4f})"
 
 
 class _KeepingWriter(ExperimentWriter):

@@ -1,6 +1,10 @@
 """Build the recipe table (README.md here) from finished run folders; no figure typed by hand.
 
-    python docs/results/recipes/collect.py RUN_DIR ... [--no-json] > table.md
+    python docs/results/recipes/collect.py RUN_DIR ... [--no-json] [--epoch-base 0] > table.md
+
+metrics.csv counts epochs from 1; run folders written before it did (those of the committed
+tables) count from 0 and need ``--epoch-base 0`` so that ``best_epoch`` is counted from 1. The
+file does not say which, so the caller does.
 
 Per run: the command (env.json), model, input size and the recipe switches that differ from
 the paper's (config.yaml), validation macro-F1 at the selected checkpoint's epoch (lowest
@@ -43,7 +47,7 @@ def _get(cfg: dict, dotted: str, default=None):
     return default if node is _ABSENT else node
 
 
-def _val_macro_f1(run: Path) -> tuple[float, int]:
+def _val_macro_f1(run: Path, epoch_base: int = 1) -> tuple[float, int]:
     with (run / "metrics.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     best = min(rows, key=lambda r: float(r["val_loss"]))
@@ -52,17 +56,17 @@ def _val_macro_f1(run: Path) -> tuple[float, int]:
     for c in classes:
         p, r = float(best[f"val_precision_{c}"]), float(best[f"val_recall_{c}"])
         f1s.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
-    return sum(f1s) / len(f1s), int(best["epoch"])
+    return sum(f1s) / len(f1s), int(best["epoch"]) + 1 - epoch_base
 
 
-def row(run: Path) -> dict:
+def row(run: Path, epoch_base: int = 1) -> dict:
     """One table row from a finished run folder."""
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     env = json.loads((run / "env.json").read_text())
     test = json.loads((run / "test_metrics.json").read_text())
     with (run / "metrics.csv").open(newline="") as fh:
         epochs = list(csv.DictReader(fh))
-    val_f1, best_epoch = _val_macro_f1(run)
+    val_f1, best_epoch = _val_macro_f1(run, epoch_base)
     # A key a run's config lacks (made before the option existed) had the paper's value.
     changes = [f"{k.split('.')[-1]}={_get(cfg, k)}" for k, v in PAPER.items()
                if _get(cfg, k, v) != v]
@@ -106,10 +110,19 @@ def _ci(ci: list[float] | None) -> str:
     return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
-def main(runs: list[str]) -> None:
-    with_json = "--no-json" not in runs
+def main(args: list[str]) -> None:
+    with_json = "--no-json" not in args
+    runs = [a for a in args if a != "--no-json"]
+    epoch_base = 1
+    if "--epoch-base" in runs:
+        i = runs.index("--epoch-base")
+        if i + 1 >= len(runs) or runs[i + 1] not in ("0", "1"):
+            raise SystemExit("error: --epoch-base takes 0 or 1 (what the run folders' "
+                             "metrics.csv counts its first epoch as)")
+        epoch_base = int(runs[i + 1])
+        del runs[i:i + 2]
     try:
-        rows = [row(Path(r)) for r in runs if r != "--no-json"]
+        rows = [row(Path(r), epoch_base) for r in runs]
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"error: not a finished hemacnn run folder: {exc}") from None
     print("| run | model | px | recipe (vs the paper's) | epochs | val macro-F1 | "

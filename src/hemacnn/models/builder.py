@@ -14,10 +14,28 @@ from hemacnn.models.tables import PaperTable, Row
 # Keras BatchNormalization defaults, which the paper's models had: epsilon 1e-3 (PyTorch:
 # 1e-5) and momentum 0.99 for the running statistics. The two libraries define momentum the
 # other way round (Keras: weight of the old value; PyTorch: weight of the new batch), so
-# Keras 0.99 is PyTorch 0.01. Running statistics matter only in eval mode: with 0.01 they
-# follow the weights slowly, which is what the paper's validation curves measured.
+# Keras 0.99 is PyTorch 0.01. Running statistics matter only in eval mode: with 0.99 they
+# follow the weights slowly, which is what the paper's validation curves measured, but which
+# lags far behind the weights in a short run (the model option ``bn_momentum`` changes it).
 BN_EPS = 1e-3
-BN_MOMENTUM = 0.01
+KERAS_BN_MOMENTUM = 0.99
+
+# Every BatchNorm flavour torch has; timm's BatchNormAct2d and friends subclass these.
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def set_bn_momentum(model: nn.Module, keras_momentum: float) -> int:
+    """Give every BatchNorm layer of ``model`` this momentum (Keras convention); returns count.
+
+    Keras' momentum is the weight of the old running value, PyTorch's the weight of the new
+    batch, so PyTorch's ``momentum`` is ``1 - keras_momentum``.
+    """
+    count = 0
+    for m in model.modules():
+        if isinstance(m, _BATCH_NORMS):
+            m.momentum = round(1.0 - keras_momentum, 12)  # 0.1, not 0.09999999999999998
+            count += 1
+    return count
 
 # std of a unit normal truncated at +-2 std (scipy.stats.truncnorm.std(-2, 2)). Keras'
 # VarianceScaling divides by it so that the *truncated* samples have std sqrt(scale / fan_in).
@@ -124,8 +142,14 @@ def build_table(
     noise_std: float = 0.0,
     in_channels: int = 3,
     dropout: float | None = None,
+    bn_momentum: float | None = None,
 ) -> PaperNet:
-    """Walk a layer table and return the model (input sizes are checked by the caller)."""
+    """Walk a layer table and return the model (input sizes are checked by the caller).
+
+    ``bn_momentum`` is Keras' convention; None: Keras' default 0.99, as the paper's models had.
+    """
+    if bn_momentum is None:
+        bn_momentum = KERAS_BN_MOMENTUM
     side = feature_size(table.rows, input_size)
     if side is None:  # the registry checks first; this guards direct callers
         raise HemacnnError(
@@ -145,7 +169,8 @@ def build_table(
             # (use_bias=True by default) and so do we, so parameter counts match Keras.
             layers[f"L{idx}_conv"] = nn.Conv2d(channels, out, kernel_size=3, padding=0)
             if bn:
-                layers[f"L{idx}_bn"] = nn.BatchNorm2d(out, eps=BN_EPS, momentum=BN_MOMENTUM)
+                layers[f"L{idx}_bn"] = nn.BatchNorm2d(
+                    out, eps=BN_EPS, momentum=round(1 - bn_momentum, 12))
             layers[f"L{idx}_relu"] = nn.ReLU()
             channels = out
             idx += 1

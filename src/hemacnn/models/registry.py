@@ -11,7 +11,11 @@ import torch
 from torch import nn
 
 from hemacnn.errors import HemacnnError
-from hemacnn.models.builder import build_table, table_min_input
+from hemacnn.models.builder import (
+    build_table,
+    set_bn_momentum,
+    table_min_input,
+)
 from hemacnn.models.normalize import NormalizedNet
 from hemacnn.models.tables import PAPER_TABLES, PaperTable
 from hemacnn.models.vgg import VGG16_MIN_INPUT, VGG16_PAPER_INPUT, build_vgg16
@@ -36,6 +40,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # [0, 1] pixels as they come. Pretrained weights name the values they were trained with.
     "input_mean": None,
     "input_std": None,
+    # Keras convention (weight of the old running value; PyTorch's momentum is 1 - this),
+    # set on every BatchNorm layer after the model is built. None: the architecture's own
+    # (Keras' 0.99 for the paper's tables, the library's 0.9 = PyTorch 0.1 for the zoo).
+    "bn_momentum": None,
 }
 NORMALIZE_OPTIONS = ("input_mean", "input_std")
 
@@ -135,6 +143,12 @@ def _resolve_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         if not 0.0 <= opts["dropout"] < 1.0:
             raise HemacnnError(f"model option dropout must be in [0, 1) (got {opts['dropout']})")
     _check_normalization(opts)
+    if opts["bn_momentum"] is not None:
+        opts["bn_momentum"] = _number("bn_momentum", opts["bn_momentum"])
+        if not 0.0 <= opts["bn_momentum"] < 1.0:
+            raise HemacnnError("model option bn_momentum must be in [0, 1) (Keras convention: "
+                               f"0.99 moves the running statistics 1% per step; got "
+                               f"{opts['bn_momentum']})")
     return opts
 
 
@@ -175,9 +189,11 @@ def build_model(
     ``build_model(**model.hemacnn_arch)`` rebuilds a model): ``width`` (float, default 1.0),
     ``noise_std`` (float, default 0.0: Gaussian noise layers only where the table has
     them, active in training only), ``in_channels`` (int, default 3), ``dropout``
-    (float, default None = the paper's rates) and ``input_mean``/``input_std`` (one number
-    per channel, default None: when set, the model normalises its [0, 1] input itself, see
-    :mod:`hemacnn.models.normalize`). The result carries ``hemacnn_arch``.
+    (float, default None = the paper's rates), ``bn_momentum`` (float, Keras convention, set on
+    every BatchNorm layer; default None = the architecture's own) and ``input_mean``/
+    ``input_std`` (one number per channel, default None: when set, the model normalises its
+    [0, 1] input itself, see :mod:`hemacnn.models.normalize`). The result carries
+    ``hemacnn_arch``.
     """
     entry = _entry(name)
     both = set(options or {}) & set(kwoptions)
@@ -193,6 +209,10 @@ def build_model(
                            f"(got {input_size})")
     built = {k: v for k, v in opts.items() if k not in NORMALIZE_OPTIONS}
     model = entry.build(num_classes, input_size, built)
+    # Here rather than in each builder, so zoo models (their libraries' own default is
+    # PyTorch's 0.1) get it too.
+    if opts["bn_momentum"] is not None:
+        set_bn_momentum(model, opts["bn_momentum"])
     if opts["input_mean"] is not None:
         model = NormalizedNet(model, opts["input_mean"], opts["input_std"])
     # Plain data (JSON-safe), so a checkpoint can rebuild the model from this alone; without
@@ -225,9 +245,9 @@ def models_table(num_classes: int = 4) -> str:
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"{n}: {_REGISTRY[n].note}" for n in list_models() if _REGISTRY[n].note]
-    lines.append("Models return logits; width/noise_std/in_channels/dropout are build options "
-                 "(the zoo models take in_channels and, for timm, dropout); input_mean/"
-                 "input_std put an input normalisation inside any model.")
+    lines.append("Models return logits; width/noise_std/in_channels/dropout/bn_momentum are "
+                 "build options (the zoo models take in_channels, bn_momentum and, for timm, "
+                 "dropout); input_mean/input_std put an input normalisation inside any model.")
     lines.append("Any timm model works by name: model.name=timm/<name> (from scratch; "
                  "model.weights=PATH loads local pretrained weights).")
     return "\n".join(lines)
