@@ -12,7 +12,7 @@ import pytest
 
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
-from hemacnn.differential import RESEARCH_NOTE, WHO_NOTE, differential
+from hemacnn.differential import RESEARCH_NOTE, WHO_NOTE, differential, write_differential
 from hemacnn.predict import load_checkpoint, predict_arrays
 
 CLASSES = ("BLA", "LYT", "NGS")
@@ -78,6 +78,21 @@ def test_differential_interval_and_notes():
     assert bla["ci95_high"] == pytest.approx(69.94, abs=0.01)
     assert d["review_count"] == 2 and d["review_percent"] == 50.0
     assert WHO_NOTE not in differential(["LYT"], ["LYT", "NGS"])["notes"]
+
+
+def test_differential_csv_is_one_tidy_table(tmp_path):
+    """A row per class and nothing else: no comment lines, no review pseudo-row; the notes and
+    the flagged share are in the JSON."""
+    d = differential(["LYT", "BLA", "LYT"], ["LYT", "NGS", "BLA"], review=[True, False, False])
+    csv_path, json_path = write_differential(d, tmp_path / "cells.csv")
+    with csv_path.open(newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == ["class", "name", "count", "percent", "ci95_low", "ci95_high"]
+    assert [row[0] for row in table[1:]] == ["BLA", "LYT", "NGS"]
+    assert all(len(row) == 6 for row in table)
+    assert [int(row[2]) for row in table[1:]] == [1, 2, 0]
+    saved = json.loads(json_path.read_text())
+    assert saved["notes"] == [RESEARCH_NOTE, WHO_NOTE] and saved["review_count"] == 1
 
 
 def test_predict_fails_when_nothing_can_be_classified(trained_run, tmp_path, capsys):
