@@ -96,7 +96,7 @@ def test_differential_csv_is_one_tidy_table(tmp_path):
 
 
 def test_predict_fails_when_nothing_can_be_classified(trained_run, tmp_path, capsys):
-    """issue 7 item 3: exit non-zero, a summary line, and a folder is recursed, not Errno 21."""
+    """Exit non-zero, a summary line, and a folder is recursed, not Errno 21."""
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "a.jpg").write_text("text")
@@ -104,7 +104,8 @@ def test_predict_fails_when_nothing_can_be_classified(trained_run, tmp_path, cap
     code = main(["predict", str(trained_run), str(folder), str(tmp_path / "missing.jpg")])
     out, err = capsys.readouterr()
     assert code == 2
-    assert "0 of 3 files classified, 3 failed" in out
+    assert "0 of 2 files classified, 2 failed" in out  # b.txt is no image: skipped
+    assert out.rstrip().endswith("1 non-image file skipped")
     assert "Errno 21" not in out + err and "Is a directory" not in out + err
     assert str(folder / "sub" / "a.jpg") in out
     assert err.startswith("error: no input file could be classified")

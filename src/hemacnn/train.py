@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from hemacnn import __version__
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
 from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
+from hemacnn.data.manifest import Entry
 from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.models import build_model, l2_penalty
 from hemacnn.recipe import (
@@ -305,8 +307,16 @@ class EpochMetricsCSV(Callback):
         write_text(self.path, buf.getvalue())
 
 
-def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: str) -> dict:
-    """The model card (MONAI-style metadata.json): all a checkpoint needs to be used alone."""
+def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: str,
+              entries: Sequence[Entry] = ()) -> dict:
+    """The model card (MONAI-style metadata.json): all a checkpoint needs to be used alone.
+
+    ``entries`` (the scan's) give the training images' typical size and mode, so predict can
+    warn about inputs far from them (:mod:`hemacnn.data.inputcheck`).
+    """
+    from hemacnn.data.inputcheck import CARD_KEY, source_images
+
+    source = source_images(entries)
     return {
         "format": "hemacnn-card/1",
         "classes": list(classes),
@@ -326,6 +336,7 @@ def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: st
         "manifest_hash": manifest_hash,
         "seed": cfg.seed,
         **({"init_weights": cfg.model.weights} if cfg.model.weights else {}),
+        **({CARD_KEY: source} if source else {}),
     }
 
 
@@ -405,7 +416,8 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     dm = _datamodule(cfg, splits_dir if resume else None, progress and is_zero)
     dm.prepare_data()
     dm.setup("fit")
-    card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()))
+    card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()),
+                     dm.entries or ())
     module = CellClassifier(card, cfg.optimizer.model_dump(), l2=cfg.model.l2,
                             recipe=recipe_options(cfg), class_weights=class_weights(cfg, dm))
     if cfg.model.weights and not resume:  # on resume the checkpoint's weights win
