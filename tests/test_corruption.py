@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHARED_DATA
 from hemacnn.data.corruption import detect_corruption, jpeg_quant_step, to_gray
 from hemacnn.data.images import decode_bytes, load_rgb
 
@@ -164,7 +165,7 @@ def test_damage_in_coarsely_compressed_files_is_still_found(sample_root: Path) -
 
 # --- other datasets: smooth, resized, re-encoded pictures (issue 7, item 11) -------------------
 
-PBC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pbc_false_flags"
+PBC = SHARED_DATA / "pbc_false_flags"  # HEMACNN_SHARED_DATA moves it with the other data
 
 
 def _demo_cells() -> list[Path]:

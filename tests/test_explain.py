@@ -15,7 +15,7 @@ from hemacnn.classes import class_name
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
 from hemacnn.errors import HemacnnError
-from hemacnn.explain import class_activation, target_layer
+from hemacnn.explain import CAPTION_HEIGHT, MIN_WIDTH, class_activation, target_layer
 from hemacnn.loading import load_checkpoint
 from hemacnn.models import build_model, list_models, min_input_size
 
@@ -54,11 +54,12 @@ def test_explain_writes_an_overlay_for_every_architecture(name, sample_root, tmp
     out = tmp_path / "maps"
     assert main(["explain", str(ckpt), str(img), "--out", str(out), "--target", "LYT"]) == 0
     png = out / f"{img.stem}.gradcam.png"
-    pair = np.asarray(Image.open(png).convert("RGB"))
+    shown = np.asarray(Image.open(png).convert("RGB"))
     original = np.asarray(Image.open(img).convert("RGB"))
-    assert pair.shape == (original.shape[0], 2 * original.shape[1], 3)
-    assert np.array_equal(pair[:, : original.shape[1]], original)
-    assert not np.array_equal(pair[:, original.shape[1]:], original)  # the overlay is drawn
+    h, w = original.shape[:2]
+    assert shown.shape == (h + CAPTION_HEIGHT, max(2 * w, MIN_WIDTH), 3)
+    assert np.array_equal(shown[:h, :w], original)
+    assert not np.array_equal(shown[:h, w:2 * w], original)  # the overlay is drawn
 
 
 def test_heat_map_depends_on_the_explained_class(trained_run, sample_root):
@@ -82,3 +83,33 @@ def test_explain_errors(trained_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--target EOS" in err and ", ".join(card["classes"]) in err
     assert main(["explain", str(trained_run), str(tmp_path / "x.jpg"), "--method", "magic"]) == 2
+
+
+def _jet_share(strip: np.ndarray) -> tuple[bool, bool]:
+    """Whether the strip holds the dark blue and the dark red ends of matplotlib's jet scale."""
+    px = strip.reshape(-1, 3).astype(int)
+    blue = ((px[:, 0] < 30) & (px[:, 1] < 30) & (px[:, 2] > 110)).any()
+    red = ((px[:, 0] > 110) & (px[:, 1] < 30) & (px[:, 2] < 30)).any()
+    return bool(blue), bool(red)
+
+
+def test_heat_map_png_is_labelled_with_class_probability_method_and_scale(trained_run,
+                                                                          sample_root, tmp_path,
+                                                                          capsys):
+    img = sorted((sample_root / "BLA").rglob("*.jpg"))[5]
+    h, w = np.asarray(Image.open(img)).shape[:2]
+    strips = {}
+    for target, method in (("BLA", "gradcam"), ("LYT", "gradcam"), ("BLA", "eigencam")):
+        out = tmp_path / f"{target}-{method}"
+        assert main(["explain", str(trained_run), str(img), "--out", str(out), "--target",
+                     target, "--method", method]) == 0
+        shown = np.asarray(Image.open(out / f"{img.stem}.{method}.png").convert("RGB"))
+        strip = shown[h:]
+        assert strip.shape[0] == CAPTION_HEIGHT
+        assert _jet_share(strip) == (True, True)  # the colour scale, both ends
+        assert (strip.max(axis=2) < 80).sum() > 200  # dark caption text on the white strip
+        strips[target, method] = strip
+    assert f"{img}  BLA " in capsys.readouterr().out
+    # the caption says which class and which method: change either and the text changes
+    assert not np.array_equal(strips["BLA", "gradcam"], strips["LYT", "gradcam"])
+    assert not np.array_equal(strips["BLA", "gradcam"], strips["BLA", "eigencam"])

@@ -18,7 +18,7 @@ from hemacnn.data.splits import Splits, save_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.loading import load_checkpoint, predict_arrays
 from hemacnn.models import build_model
-from hemacnn.predict import format_predictions, predict_files
+from hemacnn.predict import Status, classify_files, format_predictions, predict_files
 
 SIZE = 48  # small but above MV3's minimum input (42 px)
 COLOURS = {"BLA": (200, 40, 40), "LYT": (40, 200, 40), "NGS": (40, 40, 200)}
@@ -130,7 +130,7 @@ def test_predict_files_reports_bad_files_without_crashing(synthetic_run: Path, t
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     rows = predict_files(synthetic_run, [good[0], empty, good[1], text])
-    assert [r["status"].startswith("error") for r in rows] == [False, True, False, True]
+    assert [r["status"].startswith("error: ") for r in rows] == [False, True, False, True]
     assert rows[1]["path"] == str(empty) and "empty.jpg" in rows[1]["status"]
     assert rows[1]["class"] == "" and rows[1]["probability"] is None
     p = rows[0]
@@ -138,7 +138,10 @@ def test_predict_files_reports_bad_files_without_crashing(synthetic_run: Path, t
     probs = {c: p[f"p_{c}"] for c in ("BLA", "LYT", "NGS")}
     assert p["probability"] == pytest.approx(max(probs.values()))
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
-    out = format_predictions(rows)
+    preds = classify_files(synthetic_run, [good[0], empty, good[1], text])
+    assert [x.status for x in preds] == [Status.OK, Status.ERROR, Status.OK, Status.ERROR]
+    assert [x.row(["BLA", "LYT", "NGS"]) for x in preds] == rows
+    out = format_predictions(preds)
     assert "ERROR" in out and p["class"] in out
 
 
@@ -163,5 +166,6 @@ def test_damaged_real_file_is_predicted_with_a_warning(synthetic_run: Path, corr
     clean = sorted((sample_root / "LYT").rglob("*.jpg"))[0]
     rows = predict_files(synthetic_run, [damaged, clean])
     assert rows[0]["status"].startswith("suspicious: ") and rows[0]["class"]
-    assert rows[1]["status"] == "ok"
-    assert "WARNING  suspicious" in format_predictions(rows)
+    assert rows[0]["warning"] == "pixels"
+    assert rows[1]["status"] == "ok" and rows[1]["warning"] == ""
+    assert "WARNING  pixels: " in format_predictions(classify_files(synthetic_run, [damaged]))

@@ -12,7 +12,7 @@ import pytest
 
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
-from hemacnn.differential import RESEARCH_NOTE, WHO_NOTE, differential
+from hemacnn.differential import RESEARCH_NOTE, WHO_NOTE, differential, write_differential
 from hemacnn.loading import load_checkpoint, predict_arrays
 
 CLASSES = ("BLA", "LYT", "NGS")
@@ -80,8 +80,23 @@ def test_differential_interval_and_notes():
     assert WHO_NOTE not in differential(["LYT"], ["LYT", "NGS"])["notes"]
 
 
+def test_differential_csv_is_one_tidy_table(tmp_path):
+    """A row per class and nothing else: no comment lines, no review pseudo-row; the notes and
+    the flagged share are in the JSON."""
+    d = differential(["LYT", "BLA", "LYT"], ["LYT", "NGS", "BLA"], review=[True, False, False])
+    csv_path, json_path = write_differential(d, tmp_path / "cells.csv")
+    with csv_path.open(newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == ["class", "name", "count", "percent", "ci95_low", "ci95_high"]
+    assert [row[0] for row in table[1:]] == ["BLA", "LYT", "NGS"]
+    assert all(len(row) == 6 for row in table)
+    assert [int(row[2]) for row in table[1:]] == [1, 2, 0]
+    saved = json.loads(json_path.read_text())
+    assert saved["notes"] == [RESEARCH_NOTE, WHO_NOTE] and saved["review_count"] == 1
+
+
 def test_predict_fails_when_nothing_can_be_classified(trained_run, tmp_path, capsys):
-    """issue 7 item 3: exit non-zero, a summary line, and a folder is recursed, not Errno 21."""
+    """Exit non-zero, a summary line, and a folder is recursed, not Errno 21."""
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "a.jpg").write_text("text")
@@ -89,7 +104,8 @@ def test_predict_fails_when_nothing_can_be_classified(trained_run, tmp_path, cap
     code = main(["predict", str(trained_run), str(folder), str(tmp_path / "missing.jpg")])
     out, err = capsys.readouterr()
     assert code == 2
-    assert "0 of 3 files classified, 3 failed" in out
+    assert "0 of 2 files classified, 2 failed" in out  # b.txt is no image: skipped
+    assert out.rstrip().endswith("1 non-image file skipped")
     assert "Errno 21" not in out + err and "Is a directory" not in out + err
     assert str(folder / "sub" / "a.jpg") in out
     assert err.startswith("error: no input file could be classified")

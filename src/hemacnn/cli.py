@@ -94,10 +94,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from hemacnn.predict import run_predict
 
+    review = {} if args.review_below is None else {"review_below": args.review_below}
     text, n_classified = run_predict(
         args.model, args.inputs, out=args.out, as_json=args.json, tta=args.tta,
-        review_below=args.review_below, with_differential=args.differential,
-        batch_size=args.batch_size, precision=args.precision, progress=not args.json)
+        with_differential=args.differential, batch_size=args.batch_size,
+        precision=args.precision, progress=not args.json, **review)
     print(text)
     if n_classified == 0:
         raise HemacnnError("no input file could be classified (see each file's status above)")
@@ -370,11 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(class, probability of every class, review flag, status).")
     pr.add_argument("model", metavar="MODEL", help="run folder, .ckpt or .onnx file")
     pr.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or globs")
-    pr.add_argument("--out", metavar="FILE.csv", help="write the rows as CSV (or .json)")
+    pr.add_argument("--out", metavar="FILE.csv", help="write the rows as CSV (or .json) into "
+                    "a folder that exists")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
-    pr.add_argument("--review-below", type=float, default=0.0, metavar="P",
-                    help="flag a cell for review when its top probability is below P")
+    # The default lives in hemacnn.predict (DEFAULT_REVIEW_BELOW, shared with serve); importing
+    # it here would load torch for every command, so the help says it and a test holds the two
+    # equal.
+    pr.add_argument("--review-below", type=float, default=None, metavar="P",
+                    help="flag a cell for review when its top probability is below P "
+                    "(default: 0.7, as in serve; 0 flags none)")
     pr.add_argument("--differential", action="store_true",
                     help="differential count of all inputs as one patient's cells (written "
                     "beside --out as <stem>.differential.csv/.json)")

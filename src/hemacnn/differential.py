@@ -2,8 +2,9 @@
 
 Counts and percentages per class with 95% Wilson score intervals (the same interval the
 evaluation uses for per-class rates), the share flagged for review, blasts first because the
-blast percentage is the number a haematologist reads first. Every output carries the notes
-in :data:`RESEARCH_NOTE` and, when the model knows blasts, :data:`WHO_NOTE`.
+blast percentage is the number a haematologist reads first. The JSON and the printout carry the
+notes in :data:`RESEARCH_NOTE` and, when the model knows blasts, :data:`WHO_NOTE`; the CSV is
+the bare table (one row per class).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def format_differential(d: dict[str, Any]) -> str:
 
 
 def write_differential(d: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:
-    """``<stem>.differential.csv`` and ``.json`` beside ``out``; returns both paths."""
+    """``<stem>.differential.csv`` (the table) and ``.json`` (table, review share, notes)."""
     import csv
 
     out = Path(out)
@@ -83,9 +84,7 @@ def write_differential(d: dict[str, Any], out: str | os.PathLike) -> tuple[Path,
             w.writerow([r["class"], r["name"], r["count"]]
                        + ["" if r[k] is None else f"{r[k]:.2f}"
                           for k in ("percent", "ci95_low", "ci95_high")])
-        w.writerow(["review", "flagged for review", d["review_count"],
-                    "" if d["review_percent"] is None else f"{d['review_percent']:.2f}", "", ""])
-        for note in d["notes"]:
-            w.writerow(["# " + note])
+    # The CSV stays one tidy table (a row per class, nothing else) that any CSV reader takes
+    # as it is; the review share and the notes live in the JSON and the printout.
     write_json(json_path, d)
     return csv_path, json_path

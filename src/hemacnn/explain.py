@@ -4,7 +4,9 @@ The target layer is the model's last ``nn.Conv2d`` in module order. That rule ho
 paper's tables (MV1/MV2/MV3: the last 3x3 conv), torchvision's VGG16 (``features[-3]``) and any
 CNN a later registry entry adds (ResNets' last block conv, timm's ``conv_head``), so a new
 architecture needs no change here. The heat map is computed at the model's input size, then
-resized onto the original image, so the overlay shows the cell as the user knows it.
+resized onto the original image, so the overlay shows the cell as the user knows it. Below the
+pair, a caption names the explained class, its probability and the method, over the colour
+scale of the overlay, so a saved PNG says what it shows.
 """
 
 from __future__ import annotations
@@ -20,13 +22,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from hemacnn.errors import HemacnnError
+from hemacnn.errors import HemacnnError, UnreadableImage
 
 METHODS = {  # CLI name -> pytorch_grad_cam class name
     "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",
     "xgradcam": "XGradCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
     "scorecam": "ScoreCAM",
 }
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise HemacnnError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
 def target_layer(model: nn.Module) -> nn.Module:
@@ -43,8 +50,7 @@ def class_activation(model: nn.Module, images: np.ndarray, targets: Sequence[int
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if method not in METHODS:
-        raise HemacnnError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    _check_method(method)
     cam_class = getattr(pytorch_grad_cam, METHODS[method])
     model.eval()
     device = next(model.parameters()).device
@@ -67,24 +73,96 @@ def overlay(original: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.n
         np.uint8)
 
 
-def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLike,
-                  method: str = "gradcam", target: str | None = None
-                  ) -> tuple[Image.Image, str, float]:
-    """Original beside overlay as one image, with the explained class and its probability."""
-    from hemacnn.data.cache import preprocess_image
-    from hemacnn.data.images import load_rgb
-    from hemacnn.loading import predict_arrays
+SHOWN_SIDE = 1024
+"""Pixels: a larger original is shown reduced (a 12,000 px frame would take gigabytes)."""
 
-    classes = list(card["classes"])
+MIN_WIDTH = 480
+"""Pixels: small cells still get a caption and colour scale wide enough to read."""
+
+CAPTION_HEIGHT = 76
+
+
+def _caption(width: int, title: str, method: str) -> np.ndarray:
+    """A white strip ``width`` px wide: the title line, then the colour scale of the overlay."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / 100, CAPTION_HEIGHT / 100), dpi=100, facecolor="white")
+    canvas = FigureCanvasAgg(fig)
+    fig.text(8 / width, 0.93, title, ha="left", va="top", fontsize=9)
+    margin = 36 / width  # room for the end labels of the scale
+    bar = fig.add_axes((margin, 0.42, 1 - 2 * margin, 0.16))
+    scale = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), cax=bar,
+                         orientation="horizontal")
+    scale.set_ticks([0, 0.5, 1], labels=["0 low", "0.5", "1 high"])
+    scale.set_label(f"{method} activation", fontsize=7, labelpad=1)
+    bar.tick_params(labelsize=7, length=2, pad=1)
+    canvas.draw()
+    strip = np.asarray(canvas.buffer_rgba())[..., :3]
+    out = np.full((CAPTION_HEIGHT, width, 3), 255, dtype=np.uint8)  # Agg may round a pixel off
+    h, w = min(CAPTION_HEIGHT, strip.shape[0]), min(width, strip.shape[1])
+    out[:h, :w] = strip[:h, :w]
+    return out
+
+
+def labelled(original: np.ndarray, heat: np.ndarray, title: str, method: str) -> np.ndarray:
+    """Original beside its overlay, the caption and colour scale below: one RGB array."""
+    h, w = original.shape[:2]
+    width = max(2 * w, MIN_WIDTH)
+    canvas = np.full((h + CAPTION_HEIGHT, width, 3), 255, dtype=np.uint8)
+    canvas[:h, :w] = original
+    canvas[:h, w:2 * w] = overlay(original, heat)
+    canvas[h:] = _caption(width, title, method)
+    return canvas
+
+
+def _original(path: str | os.PathLike) -> np.ndarray:
+    """The file as the user sees it (reduced when huge), or UnreadableImage."""
+    from hemacnn.data.images import ImageDecodeError, load_rgb
+
+    try:
+        original = load_rgb(path)
+    except ImageDecodeError as exc:
+        raise UnreadableImage(path, str(exc)) from None
+    if max(original.shape[:2]) > SHOWN_SIDE:
+        img = Image.fromarray(original)
+        img.thumbnail((SHOWN_SIDE, SHOWN_SIDE), Image.BILINEAR)
+        original = np.asarray(img)
+    return original
+
+
+def _check_target(target: str | None, classes: Sequence[str]) -> None:
     if target is not None and target not in classes:
         raise HemacnnError(f"--target {target} is not one of the model's classes "
                            f"({', '.join(classes)})")
+
+
+def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLike,
+                  method: str = "gradcam", target: str | None = None
+                  ) -> tuple[Image.Image, str, float]:
+    """Original beside overlay, labelled with class, probability, method and colour scale; with
+    the explained class and its probability. An unusable file raises UnreadableImage."""
+    from hemacnn.data.cache import preprocess_image
+    from hemacnn.loading import predict_arrays
+
+    classes = list(card["classes"])
+    names = list(card.get("class_names") or classes)
+    _check_target(target, classes)
+    _check_method(method)
+    if not os.path.isfile(path):
+        raise UnreadableImage(path, "no such file or folder" if not os.path.lexists(path)
+                              else "a folder, not an image")
     small = preprocess_image(path, int(card["input_size"]), card.get("resize_method", "nearest"))
     probs = predict_arrays(model, small[None], precision="fp32")[0]
-    idx = classes.index(target) if target else int(probs.argmax())
+    best = int(probs.argmax())
+    idx = classes.index(target) if target else best
     heat = class_activation(model, small[None], [idx], method)[0]
-    original = load_rgb(path)
-    pair = np.concatenate([original, overlay(original, heat)], axis=1)
+    title = f"{classes[idx]} {names[idx]}: probability {probs[idx]:.3f}"
+    title += (" (predicted class)" if idx == best
+              else f" (explained; predicted {classes[best]} {probs[best]:.3f})")
+    pair = labelled(_original(path), heat, title, method)
     return Image.fromarray(pair), classes[idx], float(probs[idx])
 
 
@@ -98,22 +176,23 @@ def png_bytes(image: Image.Image) -> bytes:
 def explain_files(model_path: str | os.PathLike, paths: Sequence[str | os.PathLike],
                   out: str | os.PathLike = "explain", method: str = "gradcam",
                   target: str | None = None) -> list[str]:
-    """Write ``OUT/<stem>.<method>.png`` (original | overlay) per image; one line per file."""
+    """Write ``OUT/<stem>.<method>.png`` (original | overlay, caption) per image; one line per
+    file, an unusable file's line saying why."""
     from hemacnn.atomic import ensure_writable_dir, write_bytes
     from hemacnn.loading import load_checkpoint
 
     if Path(model_path).suffix.lower() == ".onnx":
         raise HemacnnError("heat maps need the PyTorch model (gradients); give the run folder "
                            "or .ckpt, not the .onnx export")
+    _check_method(method)
     model, card = load_checkpoint(model_path, device="cpu", prepare=False)
+    _check_target(target, card["classes"])  # whole-command mistakes stop before any file
     out_dir = ensure_writable_dir(Path(out))
     lines, failed = [], 0
     for p in paths:
         try:
             image, code, prob = explain_image(model, card, p, method, target)
-        except HemacnnError as exc:
-            if "--target" in str(exc) or "unknown method" in str(exc):
-                raise
+        except UnreadableImage as exc:
             failed += 1
             lines.append(f"{p}  ERROR  {exc}")
             continue

@@ -14,18 +14,79 @@ import glob
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hemacnn.errors import HemacnnError
+from hemacnn.data.inputcheck import InputWarning
+from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.loading import load_classifier
-
-__all__ = ["predict_files", "load_images", "format_predictions", "run_predict"]
 
 DEFAULT_REVIEW_BELOW = 0.7
 """A cell whose top probability is below this is flagged for a person's review (predict, serve)."""
+
+__all__ = ["Prediction", "Status", "classify_files", "predict_files", "load_images",
+           "format_predictions", "run_predict"]
+
+
+class Status(Enum):
+    """What became of one file: classified, classified with a warning, or not classified."""
+
+    OK = "ok"
+    SUSPICIOUS = "suspicious"  # classified, but unlike the training cells (see the warnings)
+    ERROR = "error"  # not classified; the detail says why
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One file's result. ``probabilities`` maps every class code to its probability (class
+    order) and is empty when the file could not be classified."""
+
+    path: str
+    status: Status
+    detail: str = ""  # the error, or the warnings in words
+    probabilities: dict[str, float] = field(default_factory=dict)
+    name: str = ""
+    review: bool = False
+    warnings: tuple[InputWarning, ...] = ()
+
+    @property
+    def code(self) -> str:
+        """The predicted class code ('' when not classified)."""
+        return max(self.probabilities, key=self.probabilities.__getitem__, default="")
+
+    @property
+    def probability(self) -> float | None:
+        """The predicted class's probability (None when not classified)."""
+        return self.probabilities[self.code] if self.probabilities else None
+
+    @property
+    def status_text(self) -> str:
+        """``ok``, ``suspicious: ...`` or ``error: ...``, as the files have always said it."""
+        return self.status.value if self.status is Status.OK else (
+            f"{self.status.value}: {self.detail}")
+
+    def row(self, classes: Sequence[str]) -> dict[str, Any]:
+        """The CSV/JSON row: path, class, name, probability, p_<CODE>..., review, status,
+        warning (the concerns, comma-separated)."""
+        row: dict[str, Any] = {"path": self.path, "class": self.code, "name": self.name,
+                               "probability": self.probability}
+        row.update({f"p_{c}": self.probabilities.get(c) for c in classes})
+        row.update({"review": self.review, "status": self.status_text,
+                    "warning": ",".join(w.concern.value for w in self.warnings)})
+        return row
+
+
+def _missing(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is no image file at all (a path that is not there, a folder), else None."""
+    if not os.path.lexists(path):
+        return f"{path}: no such file or folder"
+    if os.path.isdir(path):
+        return f"{path} is a folder, not an image"
+    return None
 
 
 def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
@@ -36,74 +97,92 @@ def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
     size, method = int(card["input_size"]), card.get("resize_method", "nearest")
     arrays, ok, errors = [], [], []
     for i, p in enumerate(paths):
+        missing = _missing(p)
+        if missing:
+            errors.append((str(p), missing))
+            continue
         try:
-            if Path(p).is_dir():
-                raise HemacnnError(f"{p} is a folder, not an image")
             arrays.append(preprocess_image(p, size, method))
             ok.append(i)
-        except HemacnnError as exc:
+        except UnreadableImage as exc:
             errors.append((str(p), str(exc)))
     images = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), dtype=np.uint8)
     return images, ok, errors
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[str]:
+@dataclass(frozen=True)
+class Inputs:
+    """The files to classify, and the files of the folders and globs that are not images."""
+
+    files: list[str]
+    skipped: list[str]
+
+
+def _is_image_name(name: str) -> bool:
+    from hemacnn.data.images import FORMATS_BY_EXTENSION
+
+    return os.path.splitext(name)[1].lower() in FORMATS_BY_EXTENSION
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> Inputs:
     """Files, folders (recursively, sorted, hidden files skipped) and globs as one file list.
 
-    A path that matches nothing stays in the list, so it becomes a row saying it is missing.
+    Folders and globs give only image files, as the scan takes them (so notes, PDFs and this
+    command's own CSV/JSON output are skipped and counted); a file named on its own is always
+    tried. A path that matches nothing stays in the list, so it becomes a row saying so.
     """
     from hemacnn.data.scan import IGNORED_NAMES
 
     files: list[str] = []
+    skipped: list[str] = []
     for item in map(str, inputs):
         if os.path.isdir(item):
             for dirpath, dirnames, names in os.walk(item):
                 dirnames[:] = sorted(d for d in dirnames
                                      if not d.startswith(".") and d not in IGNORED_NAMES)
-                files += [os.path.join(dirpath, n) for n in sorted(names)
-                          if not n.startswith(".") and n not in IGNORED_NAMES]
+                for n in sorted(names):
+                    if n.startswith(".") or n in IGNORED_NAMES:
+                        continue
+                    (files if _is_image_name(n) else skipped).append(os.path.join(dirpath, n))
         elif not os.path.exists(item) and glob.has_magic(item):
             matches = sorted(glob.glob(item, recursive=True))
-            files += expand_inputs(matches) if matches else [item]
+            if not matches:
+                files.append(item)
+                continue
+            for m in matches:
+                if os.path.isdir(m):
+                    found = expand_inputs([m])
+                    files += found.files
+                    skipped += found.skipped
+                else:
+                    (files if _is_image_name(m) else skipped).append(m)
         else:
             files.append(item)
-    return files
+    return Inputs(files, skipped)
 
 
-def _pixel_warning(path: str | os.PathLike) -> str | None:
-    """The scan's verdict on a file's pixels: a damaged image still gets a (doubtful) label."""
-    from hemacnn.data.scan import check_file
+def _no_images_error(inputs: Sequence[str | os.PathLike], skipped: list[str]) -> HemacnnError:
+    from hemacnn.data.images import FORMATS_BY_EXTENSION
 
-    path = Path(path)
-    _, _, _, found = check_file(str(path.parent), path.name)
-    details = [detail for status, detail in found if status == "suspicious"]
-    return f"suspicious: {details[0]}" if details else None
-
-
-def _row(path: str, classes: list[str], names: list[str], probs: np.ndarray | None,
-         review_below: float, status: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"path": path, "class": "", "name": "", "probability": None}
-    row.update({f"p_{c}": None for c in classes})
-    if probs is not None:
-        best = int(probs.argmax())
-        row.update({"class": classes[best], "name": names[best],
-                    "probability": float(probs[best])})
-        row.update({f"p_{c}": float(v) for c, v in zip(classes, probs, strict=True)})
-    row["review"] = probs is not None and float(probs.max()) < review_below
-    row["status"] = status
-    return row
+    kinds = ", ".join(sorted(FORMATS_BY_EXTENSION))
+    where = ", ".join(map(str, inputs[:3])) + (" …" if len(inputs) > 3 else "")
+    if skipped:
+        return HemacnnError(f"no image files in {where}: {len(skipped)} non-image files skipped "
+                            f"(images end in {kinds}); give cell images")
+    return HemacnnError(f"no image files in {where}; give image files ({kinds}) or folders "
+                        "that hold them")
 
 
-def predict_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
-                  tta: bool = False, review_below: float = 0.0, batch_size: int = 64,
-                  precision: str = "auto", progress: bool = False,
-                  classifier: Any = None) -> list[dict[str, Any]]:
-    """Classify files, folders and globs in batches: one row per file, in input order.
+def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
+                   tta: bool = False, review_below: float = DEFAULT_REVIEW_BELOW,
+                   batch_size: int = 64, precision: str = "auto", progress: bool = False,
+                   classifier: Any = None) -> list[Prediction]:
+    """Classify ``files`` in batches: one :class:`Prediction` per file, in input order.
 
-    Each row: path, class, name, probability, ``p_<CODE>`` per class, review (top probability
-    below ``review_below``) and status (``ok``, ``suspicious: ...`` when classified with
-    doubtful pixels, or ``error: ...`` when the file could not be classified).
+    ``review`` is set when the top probability is below ``review_below``; a classified file
+    unlike the training cells (:func:`hemacnn.data.inputcheck.check_input`) is SUSPICIOUS.
     """
+    from hemacnn.data.inputcheck import check_input
     from hemacnn.data.parallel import progress_bar
 
     if not 0.0 <= review_below <= 1.0:
@@ -112,48 +191,90 @@ def predict_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
         raise HemacnnError(f"--batch-size must be at least 1 (got {batch_size})")
     clf = classifier or load_classifier(model, precision=precision)
     classes = list(clf.card["classes"])
-    names = list(clf.card.get("class_names") or classes)
-    files = expand_inputs(inputs)
-    rows: list[dict[str, Any]] = []
+    names = dict(zip(classes, clf.card.get("class_names") or classes, strict=True))
+    files = [str(f) for f in files]
+    preds: list[Prediction] = []
     with progress_bar("predict", len(files), enabled=progress and len(files) > 8) as advance:
         for start in range(0, len(files), batch_size):
             chunk = files[start:start + batch_size]
             images, ok, errors = load_images(chunk, clf.card)
             probs = clf.probs(images, batch_size=batch_size, tta=tta)
-            by_index = dict(zip(ok, probs, strict=True))
-            bad = dict(errors)
+            by_index = {i: (images[j], probs[j]) for j, i in enumerate(ok)}
+            failed = dict(errors)
             for i, path in enumerate(chunk):
-                if i in by_index:
-                    status = _pixel_warning(path) or "ok"
-                    rows.append(_row(path, classes, names, by_index[i], review_below, status))
-                else:
-                    rows.append(_row(path, classes, names, None, review_below,
-                                     f"error: {bad[path]}"))
+                if i not in by_index:
+                    preds.append(Prediction(path, Status.ERROR, failed[path]))
+                    continue
+                pixels, p = by_index[i]
+                found = tuple(check_input(path, pixels, clf.card))
+                per_class = {c: float(v) for c, v in zip(classes, p, strict=True)}
+                code = classes[int(p.argmax())]
+                preds.append(Prediction(
+                    path, Status.SUSPICIOUS if found else Status.OK,
+                    "; ".join(w.detail for w in found), per_class, names[code],
+                    review=float(p.max()) < review_below, warnings=found))
             advance(len(chunk))
-    return rows
+    return preds
 
 
-def summary_line(rows: list[dict[str, Any]]) -> str:
-    """How many files were classified, flagged for review, doubtful and failed."""
-    failed = sum(r["status"].startswith("error") for r in rows)
-    doubtful = sum(r["status"].startswith("suspicious") for r in rows)
-    review = sum(bool(r["review"]) for r in rows)
-    return (f"{len(rows) - failed} of {len(rows)} files classified, {failed} failed, "
-            f"{review} flagged for review, {doubtful} with suspicious pixels")
+def predict_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
+                  tta: bool = False, review_below: float = DEFAULT_REVIEW_BELOW,
+                  batch_size: int = 64, precision: str = "auto", progress: bool = False,
+                  classifier: Any = None) -> list[dict[str, Any]]:
+    """Classify files, folders and globs; the rows as ``--out`` writes them (see
+    :meth:`Prediction.row`): status ``ok``, ``suspicious: ...`` (classified, but unlike the
+    training cells) or ``error: ...`` (not classified)."""
+    clf = classifier or load_classifier(model, precision=precision)
+    preds = classify_files(model, expand_inputs(inputs).files, tta=tta,
+                           review_below=review_below, batch_size=batch_size, progress=progress,
+                           classifier=clf)
+    return [p.row(clf.card["classes"]) for p in preds]
 
 
-def write_predictions(rows: list[dict[str, Any]], out: str | os.PathLike) -> Path:
-    """Rows as CSV (or JSON when ``out`` ends in .json), written atomically."""
+def summary_line(preds: Sequence[Prediction], skipped: int = 0) -> str:
+    """How many files were classified, flagged for review, doubtful, failed and skipped."""
+    failed = sum(p.status is Status.ERROR for p in preds)
+    doubtful = sum(p.status is Status.SUSPICIOUS for p in preds)
+    review = sum(p.review for p in preds)
+    line = (f"{len(preds) - failed} of {len(preds)} files classified, {failed} failed, "
+            f"{review} flagged for review, {doubtful} with warnings")
+    return line + (f", {skipped} non-image file{'s' * (skipped != 1)} skipped" if skipped else "")
+
+
+OUT_SUFFIXES = (".csv", ".json")
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """``out`` when predict can write it: a .csv or .json file in a folder that exists."""
+    out = Path(out)
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        raise HemacnnError(f"--out {out}: give a .csv or .json file name (the format follows "
+                           "the extension)")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        # Creating folders the user did not ask for (up to the filesystem root) hides typos.
+        raise HemacnnError(f"--out {out}: folder {parent} does not exist; create it first or "
+                           "choose another place")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HemacnnError(f"--out {out}: folder {parent} is not writable; choose another place")
+    if out.is_dir():
+        raise HemacnnError(f"--out {out} is a folder; give a .csv or .json file name")
+    return out
+
+
+def write_predictions(preds: Sequence[Prediction], classes: Sequence[str],
+                      out: str | os.PathLike) -> Path:
+    """The rows as CSV (or JSON when ``out`` ends in .json), written atomically."""
     import csv
 
-    from hemacnn.atomic import atomic_open, check_creatable, write_json
+    from hemacnn.atomic import atomic_open, write_json
 
-    out = Path(out)
-    check_creatable(out.parent)
+    out = check_out(out)
+    rows = [p.row(classes) for p in preds]
     if out.suffix.lower() == ".json":
         write_json(out, rows)
         return out
-    columns = list(rows[0]) if rows else ["path", "class", "probability", "review", "status"]
+    columns = list(Prediction("", Status.OK).row(classes))
     with atomic_open(out, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns)
         w.writeheader()
@@ -163,50 +284,53 @@ def write_predictions(rows: list[dict[str, Any]], out: str | os.PathLike) -> Pat
     return out
 
 
-def format_predictions(rows: list[dict[str, Any]]) -> str:
+def format_predictions(preds: Sequence[Prediction]) -> str:
     """One line per file: class, probability, name and review flag, or the failure."""
     lines = []
-    width = max((len(r["path"]) for r in rows), default=4)
-    for r in rows:
-        if r["status"].startswith("error"):
-            lines.append(f"{r['path']:<{width}}  ERROR  {r['status'][len('error: '):]}")
+    width = max((len(p.path) for p in preds), default=4)
+    for p in preds:
+        if p.status is Status.ERROR:
+            lines.append(f"{p.path:<{width}}  ERROR  {p.detail}")
             continue
-        flag = "  REVIEW" if r["review"] else ""
-        lines.append(f"{r['path']:<{width}}  {r['class']:<4} {r['probability']:.3f}  "
-                     f"{r['name']}{flag}")
-        if r["status"] != "ok":
-            lines.append(f"{'':<{width}}  WARNING  {r['status']}")
+        flag = "  REVIEW" if p.review else ""
+        lines.append(f"{p.path:<{width}}  {p.code:<4} {p.probability:.3f}  {p.name}{flag}")
+        for w in p.warnings:
+            lines.append(f"{'':<{width}}  WARNING  {w.concern.value}: {w.detail}")
     return "\n".join(lines)
-
 
 
 def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
                 out: str | os.PathLike | None = None, as_json: bool = False, tta: bool = False,
-                review_below: float = 0.0, with_differential: bool = False,
+                review_below: float = DEFAULT_REVIEW_BELOW, with_differential: bool = False,
                 batch_size: int = 64, precision: str = "auto", progress: bool = True
                 ) -> tuple[str, int]:
     """The ``predict`` command: classify, write ``out`` (+ differential); (text, n classified)."""
-    from hemacnn.differential import format_differential, from_predictions, write_differential
+    from hemacnn.differential import differential, format_differential, write_differential
 
     if out is not None:
-        from hemacnn.atomic import check_creatable
-
-        check_creatable(Path(out).parent)  # before the work, not after it
+        check_out(out)  # before the work, not after it
+    found = expand_inputs(inputs)
+    if not found.files:
+        raise _no_images_error(inputs, found.skipped)
     clf = load_classifier(model, precision=precision)
-    rows = predict_files(model, inputs, tta=tta, review_below=review_below,
-                         batch_size=batch_size, progress=progress, classifier=clf)
-    diff = from_predictions(rows, clf.card["classes"]) if with_differential else None
+    classes = list(clf.card["classes"])
+    preds = classify_files(model, found.files, tta=tta, review_below=review_below,
+                           batch_size=batch_size, progress=progress, classifier=clf)
+    done = [p for p in preds if p.status is not Status.ERROR]
+    diff = (differential([p.code for p in done], classes, [p.review for p in done])
+            if with_differential else None)
     written = []
     if out is not None:
-        written.append(write_predictions(rows, out))
+        written.append(write_predictions(preds, classes, out))
         if diff is not None:
             written += write_differential(diff, out)
     if as_json:
+        rows = [p.row(classes) for p in preds]
         text = json.dumps({"predictions": rows, "differential": diff} if diff else rows)
     else:
-        parts = [format_predictions(rows) if out is None else ""]  # the file holds the rows
+        parts = [format_predictions(preds) if out is None else ""]  # the file holds the rows
         if diff is not None:
             parts.append(format_differential(diff))
-        parts += [f"wrote {p}" for p in written] + [summary_line(rows)]
+        parts += [f"wrote {p}" for p in written] + [summary_line(preds, len(found.skipped))]
         text = "\n".join(p for p in parts if p)
-    return text, sum(1 for r in rows if r["class"])
+    return text, len(done)

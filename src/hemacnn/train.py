@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassPrecision,
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
 from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
+from hemacnn.data.manifest import Entry
 from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.finetune import finetune_callbacks
 from hemacnn.inference import predict_batches
@@ -325,8 +327,15 @@ class EpochMetricsCSV(Callback):
         write_text(self.path, buf.getvalue())
 
 
-def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: str) -> dict:
-    """The model card of a training run (:func:`hemacnn.loading.build_card`)."""
+def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: str,
+              entries: Sequence[Entry] = ()) -> dict:
+    """The model card of a training run (:func:`hemacnn.loading.build_card`).
+
+    ``entries`` (the scan's) give the training images' typical size and mode, so predict can
+    warn about inputs far from them (:mod:`hemacnn.data.inputcheck`).
+    """
+    from hemacnn.data.inputcheck import CARD_KEY, source_images
+
     return build_card(
         classes=classes, class_names=class_names(classes), input_size=cfg.data.image_size,
         resize_method=cfg.data.resize,
@@ -338,7 +347,8 @@ def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: st
         init_weights=cfg.model.weights,
         # What the network does to its [0, 1] input first (inside the model; absent: nothing).
         normalize=({"mean": cfg.model.input_mean, "std": cfg.model.input_std}
-                   if cfg.model.input_mean is not None else None))
+                   if cfg.model.input_mean is not None else None),
+        **{CARD_KEY: source_images(entries) or None})
 
 
 def normalize_options(cfg: Config) -> dict[str, list[float]]:
@@ -437,7 +447,8 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     dm = _datamodule(cfg, splits_dir if resume else None, progress and is_zero)
     dm.prepare_data()
     dm.setup("fit")
-    card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()))
+    card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()),
+                     dm.entries or ())
     if ckpt_path is not None:  # keep what the run's start loaded in the cards saved from now on
         card.update(_saved_load_report(run_dir))
     module = CellClassifier(card, cfg.optimizer.model_dump(), l2=cfg.model.l2,
