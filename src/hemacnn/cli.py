@@ -112,7 +112,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- ensemble and cross-validation (issue 11) ---------------------------------------------
+# --- combine runs: ensemble and cross-validation ----------------------------------------
 def _cmd_ensemble(args: argparse.Namespace) -> int:
     from hemacnn.ensemble import format_ensemble, make_ensemble
 
@@ -171,7 +171,7 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_issue11_commands(sub: argparse._SubParsersAction) -> None:
+def _add_combining_commands(sub: argparse._SubParsersAction) -> None:
     cv = sub.add_parser("cv", help="k-fold cross-validation of a config (mean ± sd)",
                         description="Train fold i of K as DIR/runs/fold<i>/ (config with "
                         "data.folds=K data.fold=i) on the same engine as `hemacnn sweep` "
@@ -232,7 +232,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=_cmd_sweep)
 
 
-# --- put a trained model to work: export, explain, serve (issue 10) ---
+# --- put a trained model to work: export, explain, serve ---
 def _cmd_export(args: argparse.Namespace) -> int:
     from hemacnn.export import export_model
 
@@ -286,7 +286,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("images", nargs="+", metavar="IMAGE")
     ex.add_argument("--out", metavar="DIR", default="explain", help="folder for the PNGs")
     ex.add_argument("--method", default="gradcam",
-                    help="gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam")
+                    help="gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam, "
+                    "scorecam (scorecam runs the model once per activation map: slow)")
     ex.add_argument("--target", metavar="CODE", help="class to explain (default: predicted)")
     ex.set_defaults(func=_cmd_explain)
 
@@ -399,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
 
     _add_sweep(sub)
-    _add_issue11_commands(sub)
+    _add_combining_commands(sub)
     _add_model_commands(sub)
     return p
 

@@ -1,7 +1,8 @@
 """Typed experiment configuration: YAML file + dotted ``key=value`` overrides.
 
-Four sections (data, model, optimizer, trainer) plus a name and a seed. Unknown keys and wrong
-types are rejected with one line naming the key; nothing reads a global config.
+Six sections (data, model, optimizer, trainer, recipe, imbalance) plus a name and a seed.
+Unknown keys and wrong types are rejected with one line naming the key; nothing reads a global
+config.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class ModelConfig(_Section):
 class OptimizerConfig(_Section):
     """Adam or Adadelta with Keras defaults where the paper is silent (eps 1e-7).
 
-    Issue 8 adds AdamW and SGD (momentum, Nesterov) and decoupled weight decay (AdamW's, and
+    Beyond the paper: AdamW and SGD (momentum, Nesterov) and decoupled weight decay (AdamW's, and
     SGD's coupled one); with the defaults nothing changes for the paper configs.
     """
 
@@ -170,7 +171,7 @@ class TrainerConfig(_Section):
 
 
 class RecipeConfig(_Section):
-    """Training-recipe options beyond the paper (issue 8); every default is the paper's recipe."""
+    """Training-recipe options beyond the paper; every default is the paper's recipe."""
 
     schedule: Literal["none", "onecycle", "cosine", "plateau"] = "none"
     warmup_epochs: float = Field(0.0, ge=0)  # cosine: linear warm-up; onecycle: rise length
@@ -196,7 +197,7 @@ class RecipeConfig(_Section):
 
 
 class ImbalanceConfig(_Section):
-    """Class-imbalance options (issue 8); defaults: plain shuffling and unweighted loss."""
+    """Class-imbalance options; defaults: plain shuffling and unweighted loss."""
 
     class_weights: bool = False  # weight the loss by n / (k * n_class) of the training split
     sampler: Literal["shuffle", "balanced"] = "shuffle"

@@ -1,4 +1,4 @@
-"""Training-recipe pieces beside the trainer (issue 8): optimizers, schedules, losses, mixing, EMA.
+"""Training-recipe pieces beside the trainer: optimizers, schedules, losses, mixing, EMA.
 
 Each piece is switched on by the config's ``optimizer`` / ``recipe`` / ``imbalance`` sections;
 with their defaults the trainer runs the paper's recipe unchanged (constant-rate Adam, plain

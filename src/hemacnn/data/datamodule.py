@@ -194,7 +194,7 @@ class HemaDataModule(L.LightningDataModule):
         self.splits_dir = Path(splits_dir) if splits_dir is not None else None
         self.progress = progress
         self.cache_workers = cache_workers
-        # Issue 8 (imbalance, richer augmentation); the defaults change nothing.
+        # Imbalance and richer augmentation options; the defaults change nothing.
         self.other = other if other is True or not other else list(other)
         self.balanced = balanced
         self.extra = stain_transform(self.image_size, stain_jitter, crop_scale)

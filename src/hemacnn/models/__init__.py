@@ -1,7 +1,9 @@
 """The paper's architectures as layer tables, one builder, one registry.
 
-``build_model(name, num_classes, input_size, **options)`` builds ``mv1``, ``mv2``, ``mv3``
-(Tables 2-4) or ``vgg16``; every model returns logits and carries ``hemacnn_arch``.
+``build_model(name, num_classes, input_size, **options)`` builds any registered model: the
+paper's ``mv1``, ``mv2``, ``mv3`` (Tables 2-4) and ``vgg16``, and the zoo's torchvision and timm
+networks (``list_models()``, ``hemacnn models``); every model returns logits and carries
+``hemacnn_arch``.
 """
 
 from hemacnn.models.builder import GaussianNoise, PaperNet

@@ -30,7 +30,8 @@ from hemacnn.models.zoo import (
     timm_known,
 )
 
-# Every model accepts the same options, so a config can pass them uniformly.
+# Every builder receives the same option names, so a config passes them uniformly; a builder
+# rejects the ones its architecture cannot honour (e.g. noise_std for a zoo model).
 DEFAULT_OPTIONS: dict[str, Any] = {
     "width": 1.0,  # multiplies every conv/dense width (min 1 channel), for CPU-sized variants
     "noise_std": 0.0,  # Gaussian noise std at the table's ("noise",) rows; 0 = no noise layers
