@@ -56,3 +56,21 @@ def test_no_import_cycle():
             if chain:
                 cycles.append(" -> ".join((module, *chain)))
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+RUN_FILE_NAMES = ("model_card.json", "config.yaml", "test_metrics.json", "metrics.csv",
+                  "best.ckpt", "last.ckpt", "env.json", "step_loss.csv", "ensemble.json")
+
+
+def test_run_folder_file_names_are_defined_once():
+    # Every other module names a run folder's files through hemacnn.rundir.RunDir.
+    stray = []
+    for path in sorted((REPO / "src" / "hemacnn").rglob("*.py")):
+        if path.name == "rundir.py":
+            continue
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            for name in RUN_FILE_NAMES:
+                if f'"{name}"' in code or f"'{name}'" in code:
+                    stray.append(f"{path.relative_to(REPO)}:{lineno}: {line.strip()}")
+    assert not stray, "run-folder file names outside rundir.py:\n" + "\n".join(stray)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hemacnn import __version__
 from hemacnn.errors import HemacnnError
+from hemacnn.rundir import RunDir
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
@@ -57,7 +58,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise HemacnnError("give a config file (e.g. configs/quick.yaml) or --resume RUN_DIR")
     run_dir = train(args.config, overrides=args.overrides, out=args.out, resume=args.resume,
                     progress=not args.no_progress)
-    test = run_dir / "test_metrics.json"
+    test = RunDir(run_dir).test_metrics
     if test.is_file():  # absent on DDP worker ranks, which only train
         from hemacnn.evaluate import format_evaluation
 

@@ -36,7 +36,6 @@ from hemacnn.errors import HemacnnError
 from hemacnn.evaluate import evaluate_run
 from hemacnn.loading import (
     ENSEMBLE_FORMAT,
-    RunDir,
     build_card,
     find_checkpoint,
     load_checkpoint,
@@ -45,6 +44,7 @@ from hemacnn.loading import (
 )
 from hemacnn.metrics import compute_metrics
 from hemacnn.predict import load_images
+from hemacnn.rundir import RunDir
 from hemacnn.runinfo import environment_info
 
 
@@ -84,7 +84,7 @@ def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
 def _common_splits(runs: Sequence[str | os.PathLike], classes: list[str]):
     """Test = images every member held out of training and validation (None when empty)."""
     try:
-        all_splits = [load_splits(Path(r) / "splits") for r in runs]
+        all_splits = [load_splits(RunDir(r).splits) for r in runs]
     except HemacnnError:
         return None
     seen = set().union(*({p for p, _ in s.train + s.val} for s in all_splits))
@@ -144,7 +144,7 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         write_json(tmp / RunDir.CARD, card)
         write_json(tmp / RunDir.ENV, environment_info(seed=0) | {"seed": None})
         if splits is not None:
-            save_splits(splits, tmp / "splits")
+            save_splits(splits, RunDir(tmp).splits)
         write_json(tmp / RunDir.ENSEMBLE, {"format": ENSEMBLE_FORMAT, "members": members})
         if out.is_dir():
             out.rmdir()  # empty (checked above)

@@ -20,9 +20,10 @@ import numpy as np
 
 from hemacnn.atomic import atomic_open, ensure_writable_dir, write_json
 from hemacnn.errors import HemacnnError
-from hemacnn.loading import RunDir, find_checkpoint, load_checkpoint, predict_arrays, read_card
+from hemacnn.loading import find_checkpoint, load_checkpoint, predict_arrays, read_card
 from hemacnn.metrics import compute_metrics
 from hemacnn.predict import load_images
+from hemacnn.rundir import RunDir
 
 SPLITS = ("train", "val", "test")
 
@@ -33,7 +34,7 @@ def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray
     from hemacnn.plots import plot_confusion, plot_reliability
 
     out_dir = ensure_writable_dir(Path(out_dir))
-    plots = out_dir / "plots"
+    plots = RunDir(out_dir).plots
     cm = result["confusion_matrix"]["counts"]
     outputs = {
         "evaluation": RunDir(out_dir).evaluation(name),

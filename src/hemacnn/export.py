@@ -22,7 +22,8 @@ import torch
 
 from hemacnn.atomic import ensure_writable_dir, write_json
 from hemacnn.errors import HemacnnError
-from hemacnn.loading import ONNX_CARD_KEY, RunDir, find_checkpoint, load_checkpoint
+from hemacnn.loading import ONNX_CARD_KEY, find_checkpoint, load_checkpoint
+from hemacnn.rundir import RunDir
 
 FORMATS = ("onnx",)
 INPUT, OUTPUT = "image", "logits"

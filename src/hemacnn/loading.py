@@ -7,7 +7,7 @@ import-linter contract in ``.importlinter`` holds the layers; a test runs it).
 * **Model card** (MONAI-bundle style): :func:`build_card` is the one place a card is made (a
   training run's and an ensemble's), :func:`parse_card` the one place one is checked, wherever it
   was stored (``model_card.json``, a checkpoint's ``hyper_parameters.card``, ONNX metadata).
-* **Run folder**: :class:`RunDir` names every file a run folder holds, once.
+* **Run folder**: :class:`hemacnn.rundir.RunDir` names every file a run folder holds, once.
 * **Classifier**: :func:`load_classifier` turns a MODEL argument (run folder, ``.ckpt``,
   ``.onnx``, ensemble folder) into an object with ``card`` and ``probs(images)``.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,8 +30,9 @@ from hemacnn.checkpoint import read_checkpoint
 from hemacnn.errors import HemacnnError
 from hemacnn.inference import array_batches, predict_batches, prepare_model
 from hemacnn.models import build_model
+from hemacnn.rundir import RunDir
 
-__all__ = ["CARD_FORMAT", "Classifier", "EnsembleModel", "OnnxClassifier", "RunDir",
+__all__ = ["CARD_FORMAT", "Classifier", "EnsembleModel", "OnnxClassifier",
            "TorchClassifier", "build_card", "default_device", "find_checkpoint",
            "is_ensemble", "load_checkpoint", "load_classifier", "load_ensemble", "parse_card",
            "read_card", "read_ensemble", "write_card"]
@@ -42,68 +42,6 @@ ENSEMBLE_FORMAT = "hemacnn-ensemble/1"
 ONNX_SUFFIX = ".onnx"
 ONNX_CARD_KEY = "hemacnn_card"  # the ONNX metadata entry that holds the card
 EMA_PREFIX, MODEL_PREFIX = "ema.module.", "model."  # state-dict prefixes of the LightningModule
-
-
-# --------------------------------------------------------------------------- the run folder
-
-
-@dataclass(frozen=True)
-class RunDir:
-    """The files of a run folder (``hemacnn train``) or an ensemble folder: named here only."""
-
-    path: Path
-
-    CONFIG = "config.yaml"
-    CARD = "model_card.json"
-    ENV = "env.json"
-    METRICS = "metrics.csv"
-    STEP_LOSS = "step_loss.csv"
-    TEST_METRICS = "test_metrics.json"
-    ENSEMBLE = "ensemble.json"
-    BEST, LAST = "best.ckpt", "last.ckpt"
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        object.__setattr__(self, "path", Path(path))
-
-    config = property(lambda self: self.path / self.CONFIG)
-    card = property(lambda self: self.path / self.CARD)
-    env = property(lambda self: self.path / self.ENV)
-    metrics = property(lambda self: self.path / self.METRICS)
-    step_loss = property(lambda self: self.path / self.STEP_LOSS)
-    test_metrics = property(lambda self: self.path / self.TEST_METRICS)
-    ensemble = property(lambda self: self.path / self.ENSEMBLE)
-    splits = property(lambda self: self.path / "splits")
-    checkpoints = property(lambda self: self.path / "checkpoints")
-    plots = property(lambda self: self.path / "plots")
-    logs = property(lambda self: self.path / "logs")
-    best = property(lambda self: self.checkpoints / self.BEST)
-    last = property(lambda self: self.checkpoints / self.LAST)
-
-    def evaluation(self, name: str) -> Path:
-        """``evaluation_<name>.json``: what ``hemacnn evaluate`` wrote for split/data ``name``."""
-        return self.path / f"evaluation_{name}.json"
-
-    def predictions(self, name: str) -> Path:
-        """``predictions_<name>.npz``: labels and probabilities behind ``evaluation(name)``."""
-        return self.path / f"predictions_{name}.npz"
-
-    @property
-    def finished(self) -> bool:
-        """A training run is finished when it wrote its test metrics (its last step)."""
-        return self.test_metrics.is_file()
-
-    @property
-    def is_ensemble(self) -> bool:
-        """Whether this folder is an ensemble (``hemacnn ensemble``) rather than a run."""
-        return self.ensemble.is_file()
-
-    def checkpoint(self) -> Path:
-        """The checkpoint that predicts: best (lowest validation loss), else last."""
-        for ckpt in (self.best, self.last):
-            if ckpt.is_file():
-                return ckpt
-        raise HemacnnError(f"{self.path} has no checkpoints/{self.BEST} or "
-                           f"checkpoints/{self.LAST}; give a finished run folder or a .ckpt file")
 
 
 # --------------------------------------------------------------------------- the model card

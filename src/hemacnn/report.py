@@ -26,6 +26,7 @@ from hemacnn.evaluate import SPLITS
 from hemacnn.loading import read_card
 from hemacnn.metrics import compute_metrics
 from hemacnn.published import comparability, published_for, published_macro_f1
+from hemacnn.rundir import RunDir
 
 # A block: ("h1"|"h2"|"h3"|"p", text), ("ul", [items]), ("table", head, rows) or
 # ("img", png_path, caption).
@@ -47,8 +48,8 @@ class RunInfo:
 
 def _load_evaluation(run: Path) -> dict[str, Any] | None:
     """The test evaluation: saved JSON, else recomputed from saved predictions, else None."""
-    for name in ("evaluation_test.json", "evaluation_test_tta.json", "test_metrics.json"):
-        p = run / name
+    rd = RunDir(run)
+    for p in (rd.evaluation("test"), rd.evaluation("test_tta"), rd.test_metrics):
         if p.is_file():
             try:
                 data = json.loads(p.read_text(encoding="utf-8"))
@@ -56,7 +57,7 @@ def _load_evaluation(run: Path) -> dict[str, Any] | None:
                 continue
             if "per_class" in data and "tolerant" in data:
                 return data
-    npz = run / "predictions_test.npz"
+    npz = rd.predictions("test")
     if npz.is_file():
         with np.load(npz) as z:
             return {"name": "test", **compute_metrics(z["y_true"], z["probs"],
@@ -69,7 +70,7 @@ def load_run(path: str | os.PathLike) -> RunInfo:
     path = Path(path)
     card = read_card(path)
     try:
-        splits = load_splits(path / "splits")
+        splits = load_splits(RunDir(path).splits)
     except HemacnnError:  # a report still describes a run whose splits are gone
         counts, desc, dropped = dict.fromkeys(SPLITS, 0), None, None
     else:
@@ -286,7 +287,7 @@ def _figures(r: RunInfo, fig_dir: Path, prefix: str) -> dict[str, Path]:
     )
 
     figs: dict[str, Path] = {}
-    csv_path = r.path / "metrics.csv"
+    csv_path = RunDir(r.path).metrics
     if csv_path.is_file():
         try:
             figs["curves"] = plot_training_curves(csv_path, fig_dir / f"{prefix}_curves.png")

@@ -41,7 +41,7 @@ from hemacnn.data.manifest import Entry
 from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.finetune import finetune_callbacks
 from hemacnn.inference import predict_batches
-from hemacnn.loading import RunDir, build_card, load_checkpoint, read_card, write_card
+from hemacnn.loading import build_card, load_checkpoint, read_card, write_card
 from hemacnn.models import build_model, l2_penalty
 from hemacnn.recipe import (
     RecipeHooks,
@@ -50,6 +50,7 @@ from hemacnn.recipe import (
     recipe_data_options,
     recipe_options,
 )
+from hemacnn.rundir import RunDir
 from hemacnn.runinfo import environment_info
 from hemacnn.trainlog import EpochLog, KeepingCSVLogger
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from hemacnn.rundir import RunDir
+
 
 def sample_root() -> Path:
     """The folder of the shipped demo images (one sub-folder per class)."""
@@ -61,4 +63,4 @@ def run_demo(out: str | os.PathLike | None = None, overrides: list[str] | None =
     say(f"report: {html}\n        {md}\nrun folder: {run_dir}")
     say("Next: the same commands on your own data, e.g. "
         "`hemacnn train configs/quick.yaml data.root=/path/to/BM_cytomorphology_data`.")
-    return DemoResult(run_dir, html, json.loads((run_dir / "test_metrics.json").read_text()))
+    return DemoResult(run_dir, html, json.loads(RunDir(run_dir).test_metrics.read_text()))

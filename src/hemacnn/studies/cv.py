@@ -27,6 +27,7 @@ import numpy as np
 
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
 from hemacnn.errors import HemacnnError
+from hemacnn.rundir import RunDir
 
 CV_JSON = "cv.json"
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
@@ -64,7 +65,7 @@ def _check_folder(out: Path, record: dict, points: list, configs: list) -> None:
             raise HemacnnError(f"{out} holds a {prev.get('folds')}-fold cross-validation, not "
                                f"{record['folds']}-fold; choose another --out")
     for p, cfg in zip(points, configs, strict=True):
-        saved = run_dir_of(out, p.name) / "config.yaml"
+        saved = RunDir(run_dir_of(out, p.name)).config
         if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(cfg):
             raise HemacnnError(f"{saved.parent} was trained with a different config than fold "
                                f"{p.name} has now (config or overrides changed); choose another "
@@ -101,7 +102,6 @@ def run_cv(config: str | os.PathLike, folds: int, out: str | os.PathLike | None 
     echo("\n".join(format_cv(cv_summary(out))[:14]))
     if ensemble:
         from hemacnn.ensemble import format_ensemble, make_ensemble
-        from hemacnn.loading import RunDir
 
         if RunDir(out / "ensemble").is_ensemble:
             echo(f"ensemble of the folds already in {out / 'ensemble'}")
@@ -127,7 +127,7 @@ def _fold_rows(out: Path, record: dict) -> tuple[list[dict[str, Any]], list[dict
         if not is_finished(run):
             raise HemacnnError(f"fold {i} of {out} is not finished ({run} has no "
                                "test_metrics.json); run the cv command again to finish it")
-        e = json.loads((run / "test_metrics.json").read_text(encoding="utf-8"))
+        e = json.loads(RunDir(run).test_metrics.read_text(encoding="utf-8"))
         evals.append(e)
         row = {"fold": f"fold{i}", "n": e["n"], **{k: e[k] for k in HEADLINE},
                "tolerant_macro_f1": e["tolerant"]["macro_f1"],

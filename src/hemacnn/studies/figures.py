@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hemacnn.plots import _save, plt, read_metrics_csv
+from hemacnn.rundir import RunDir
 from hemacnn.steploss import read_step_loss
 
 
@@ -98,7 +99,7 @@ def _step_loss(out: Path, rows: list[dict], spec: dict, seeds: list[dict], recor
         for row in members:
             series = []
             for run in _runs(seeds, row["point"]):
-                steps = read_step_loss(out / "runs" / run / "step_loss.csv")
+                steps = read_step_loss(RunDir(out / "runs" / run).step_loss)
                 series.append(([s["step"] + 1 for s in steps], [s["loss"] for s in steps]))
             _mean_band(ax, series, row["point"])
             if row["point"] in paper and series and series[0][0]:
@@ -112,7 +113,7 @@ def _step_loss(out: Path, rows: list[dict], spec: dict, seeds: list[dict], recor
 
 
 def _epoch_series(out: Path, run: str, metric: str) -> tuple[list[float], list[float]]:
-    m = read_metrics_csv(out / "runs" / run / "metrics.csv")
+    m = read_metrics_csv(RunDir(out / "runs" / run).metrics)
     return list(m["epoch"] + 1), list(m[metric])
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from hemacnn.errors import HemacnnError, Interrupted
+from hemacnn.rundir import RunDir
 
 HEARTBEAT_S = 20  # a live worker writes a heartbeat this often (less with a short grace)
 GRACE_S = 120  # a RUNNING trial without a heartbeat for this long is failed (dead worker)
@@ -72,7 +73,7 @@ def run_dir_of(out: Path, name: str) -> Path:
 
 def is_finished(run_dir: Path) -> bool:
     """A run is finished when train() wrote its test metrics (its last step)."""
-    return (run_dir / "test_metrics.json").is_file()
+    return RunDir(run_dir).finished
 
 
 def out_id(out: Path) -> str:
@@ -231,7 +232,7 @@ def _best_val_loss(run_dir: Path) -> float:
     from hemacnn.plots import read_metrics_csv
 
     try:
-        losses = read_metrics_csv(run_dir / "metrics.csv").get("val_loss")
+        losses = read_metrics_csv(RunDir(run_dir).metrics).get("val_loss")
         return float(min(v for v in losses if v == v))
     except (OSError, ValueError, TypeError):
         return 0.0
@@ -241,7 +242,7 @@ def train_point(point: RunPoint, run_dir: Path, progress: bool) -> str:
     """Train a point into its run folder; resume it if a checkpoint is there. Returns the mode."""
     from hemacnn.train import train
 
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if RunDir(run_dir).last.is_file():
         train(resume=run_dir, progress=progress)
         return "resumed"
     if run_dir.exists():  # killed before its first checkpoint: nothing worth keeping
@@ -380,7 +381,7 @@ def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: s
     state = study_state(study, out, oid)
     todo = [p.name for p in points if p.name not in state["complete"]
             and not is_finished(run_dir_of(out, p.name))]
-    resume = [n for n in todo if (run_dir_of(out, n) / "checkpoints" / "last.ckpt").is_file()]
+    resume = [n for n in todo if RunDir(run_dir_of(out, n)).last.is_file()]
     busy = [n for n in todo if n in state["running"]]
     gone = [n for n in todo if n in state["deleted"] and n not in resume]
     extra = [f"{len(resume)} resume from a checkpoint"] if resume else []

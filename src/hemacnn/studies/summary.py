@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from hemacnn.atomic import write_text
+from hemacnn.rundir import RunDir
 from hemacnn.studies.verdicts import (
     RULE,
     ClaimResult,
@@ -79,7 +80,7 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def _epoch_rows(run_dir: Path) -> list[dict[str, float]]:
-    path = run_dir / "metrics.csv"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return []
     with path.open(newline="") as fh:
@@ -93,10 +94,10 @@ def run_metrics(run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
 
     m: dict[str, Any] = {}
     rows = _epoch_rows(run_dir)
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load(RunDir(run_dir).config.read_text(encoding="utf-8"))
     train = [r.get("train_loss", math.nan) for r in rows]
     val = [r.get("val_loss", math.nan) for r in rows]
-    steps = [r["loss"] for r in read_step_loss(run_dir / "step_loss.csv")]
+    steps = [r["loss"] for r in read_step_loss(RunDir(run_dir).step_loss)]
     m["epochs"] = len(rows)
     if steps:
         k = int(params.get("final_steps", 10))
@@ -120,7 +121,7 @@ def run_metrics(run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     o = cfg.get("optimizer", {})
     if o.get("name") == "adam":
         m["adam_bound"] = o["lr"] * (1 - o["beta1"]) / math.sqrt(1 - o["beta2"])
-    test = run_dir / "test_metrics.json"
+    test = RunDir(run_dir).test_metrics
     if test.is_file():
         t = json.loads(test.read_text(encoding="utf-8"))
         m["test_accuracy"], m["test_macro_f1"] = t.get("accuracy"), t.get("macro_f1")
@@ -134,7 +135,7 @@ def run_metrics(run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
 def health_of(run_dir: Path) -> RunHealth:
     """Whether a run folder's model is degenerate (:func:`verdicts.run_health`): its test
     metrics and its last epoch's per-class validation recall."""
-    test = run_dir / "test_metrics.json"
+    test = RunDir(run_dir).test_metrics
     t = json.loads(test.read_text(encoding="utf-8")) if test.is_file() else None
     rows = _epoch_rows(run_dir)
     recall = {k.removeprefix("val_recall_"): v for k, v in (rows[-1] if rows else {}).items()
@@ -154,9 +155,9 @@ def seed_rows(out: Path, record: dict) -> list[dict[str, Any]]:
     for p in record["points"]:
         for k, run in enumerate(runs_of(p)):
             run_dir = out / "runs" / run["name"]
-            if not (run_dir / "test_metrics.json").is_file():
+            if not RunDir(run_dir).finished:
                 continue
-            cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+            cfg = yaml.safe_load(RunDir(run_dir).config.read_text(encoding="utf-8"))
             row: dict[str, Any] = {"point": p["name"], "run": run["name"], "seed_index": k,
                                    "seed": cfg.get("seed")}
             for col, dotted in record.get("columns", {}).items():
@@ -255,7 +256,7 @@ def _with_paper(record: dict, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 
 # What a study's summary and figures are derived from: each run's small raw files (kilobytes,
 # no checkpoints), kept in the repository under docs/results/<study>/runs/ beside study.json.
-RAW_FILES = ("config.yaml", "metrics.csv", "step_loss.csv", "test_metrics.json", "env.json")
+RAW_FILES = RunDir.RAW_FILES
 
 
 def copy_raw_files(out: str | Path, dest: str | Path) -> list[Path]:
@@ -306,7 +307,7 @@ def write_summary(out: str | Path) -> list[Path]:
     runs = [out / "runs" / r["run"] for r in seeds]
     # The report needs each run's model card and predictions: not in a folder of raw files.
     if record.get("summary", {}).get("report") and runs and all(
-            (r / "model_card.json").is_file() for r in runs):
+            RunDir(r).card.is_file() for r in runs):
         from hemacnn.report import write_report  # every run beside the published tables
 
         extra = write_report(runs, out=out / "report.md")

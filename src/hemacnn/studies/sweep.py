@@ -11,6 +11,7 @@ from pathlib import Path
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json
 from hemacnn.config import dump_config
 from hemacnn.errors import HemacnnError
+from hemacnn.rundir import RunDir
 from hemacnn.studies.runner import GRACE_S, RunPoint, all_finished, run_dir_of, run_points
 from hemacnn.studies.spec import (
     DEFAULT_PROFILE,
@@ -71,7 +72,7 @@ def _check_folder(out: Path, record: dict, points: list[Point]) -> None:
                                f"{old.get('profile')}), not {record['study']} (profile "
                                f"{record['profile']}); choose another --out")
     for p in points:
-        saved = run_dir_of(out, p.name) / "config.yaml"
+        saved = RunDir(run_dir_of(out, p.name)).config
         if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(p.config):
             raise HemacnnError(f"{saved.parent} was trained with a different config than point "
                                f"{p.name} has now (study file or overrides changed); "

@@ -1,0 +1,73 @@
+"""The files of a run folder, named once: every module that reads or writes one goes through here.
+
+Plain paths only (no torch), so light commands can use it without importing the models.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hemacnn.errors import HemacnnError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of a run folder (``hemacnn train``) or an ensemble folder: named here only."""
+
+    path: Path
+
+    CONFIG = "config.yaml"
+    CARD = "model_card.json"
+    ENV = "env.json"
+    METRICS = "metrics.csv"
+    STEP_LOSS = "step_loss.csv"
+    TEST_METRICS = "test_metrics.json"
+    ENSEMBLE = "ensemble.json"
+    BEST, LAST = "best.ckpt", "last.ckpt"
+    # The small files behind a run's figures (kilobytes; no checkpoints), as results commit them.
+    RAW_FILES = (CONFIG, METRICS, STEP_LOSS, TEST_METRICS, ENV)
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    config = property(lambda self: self.path / self.CONFIG)
+    card = property(lambda self: self.path / self.CARD)
+    env = property(lambda self: self.path / self.ENV)
+    metrics = property(lambda self: self.path / self.METRICS)
+    step_loss = property(lambda self: self.path / self.STEP_LOSS)
+    test_metrics = property(lambda self: self.path / self.TEST_METRICS)
+    ensemble = property(lambda self: self.path / self.ENSEMBLE)
+    splits = property(lambda self: self.path / "splits")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    plots = property(lambda self: self.path / "plots")
+    logs = property(lambda self: self.path / "logs")
+    best = property(lambda self: self.checkpoints / self.BEST)
+    last = property(lambda self: self.checkpoints / self.LAST)
+
+    def evaluation(self, name: str) -> Path:
+        """``evaluation_<name>.json``: what ``hemacnn evaluate`` wrote for split/data ``name``."""
+        return self.path / f"evaluation_{name}.json"
+
+    def predictions(self, name: str) -> Path:
+        """``predictions_<name>.npz``: labels and probabilities behind ``evaluation(name)``."""
+        return self.path / f"predictions_{name}.npz"
+
+    @property
+    def finished(self) -> bool:
+        """A training run is finished when it wrote its test metrics (its last step)."""
+        return self.test_metrics.is_file()
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether this folder is an ensemble (``hemacnn ensemble``) rather than a run."""
+        return self.ensemble.is_file()
+
+    def checkpoint(self) -> Path:
+        """The checkpoint that predicts: best (lowest validation loss), else last."""
+        for ckpt in (self.best, self.last):
+            if ckpt.is_file():
+                return ckpt
+        raise HemacnnError(f"{self.path} has no checkpoints/{self.BEST} or "
+                           f"checkpoints/{self.LAST}; give a finished run folder or a .ckpt file")
