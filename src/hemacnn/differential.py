@@ -45,10 +45,11 @@ def differential(labels: Sequence[str], classes: Sequence[str],
             "ci_method": "wilson", "notes": notes}
 
 
-def from_predictions(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[str, Any]:
-    """The differential of classified prediction rows (files that failed are left out)."""
-    done = [r for r in rows if r.get("class")]
-    return differential([r["class"] for r in done], classes, [bool(r["review"]) for r in done])
+def from_predictions(preds: Sequence[Any], classes: Sequence[str]) -> dict[str, Any]:
+    """The differential of :class:`hemacnn.predict.Prediction` results (each with ``code`` and
+    ``review``); files that could not be classified (no code) are left out."""
+    done = [p for p in preds if p.code]
+    return differential([p.code for p in done], classes, [bool(p.review) for p in done])
 
 
 def _pct(v: float | None) -> str:

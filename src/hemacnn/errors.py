@@ -24,7 +24,7 @@ class UnreadableImage(HemacnnError):
     instead of stopping; the message alone is the one-line error for a single file.
     """
 
-    def __init__(self, path: str, reason: str):
+    def __init__(self, path: str, reason: str, message: str | None = None):
         self.path, self.reason = str(path), reason
-        super().__init__(f"cannot read image {path}: {reason}; check the file or run "
-                         "`hemacnn scan` on its folder")
+        super().__init__(message or f"cannot read image {path}: {reason}; check the file or "
+                         "run `hemacnn scan` on its folder")

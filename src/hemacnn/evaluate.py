@@ -247,9 +247,9 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     model, card = load_checkpoint(ckpt)
     cached = _cached_images(root, card, files) if files else None
     images, ok, errors = cached if cached is not None else load_images(files, card)
-    for path, err in errors:
-        skipped.append({"path": os.path.relpath(path, root), "status": "unreadable",
-                        "detail": err})
+    for exc in errors:
+        skipped.append({"path": os.path.relpath(exc.path, root), "status": "unreadable",
+                        "detail": str(exc)})
     if not ok:
         raise HemacnnError(f"no readable images to evaluate in {root}")
     classes = card["classes"]

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from hemacnn.data.inputcheck import InputWarning
+from hemacnn.differential import format_differential, from_predictions, write_differential
 from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.loading import load_classifier
 
@@ -52,6 +53,7 @@ class Prediction:
     name: str = ""
     review: bool = False
     warnings: tuple[InputWarning, ...] = ()
+    reason: str = ""  # ERROR: why, in a few words (the decoder's own, not parsed from detail)
 
     @property
     def code(self) -> str:
@@ -80,18 +82,18 @@ class Prediction:
         return row
 
 
-def _missing(path: str | os.PathLike) -> str | None:
+def _missing(path: str | os.PathLike) -> UnreadableImage | None:
     """Why ``path`` is no image file at all (a path that is not there, a folder), else None."""
     if not os.path.lexists(path):
-        return f"{path}: no such file or folder"
+        return UnreadableImage(path, "no such file or folder", f"{path}: no such file or folder")
     if os.path.isdir(path):
-        return f"{path} is a folder, not an image"
+        return UnreadableImage(path, "a folder, not an image", f"{path} is a folder, not an image")
     return None
 
 
 def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
-                ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Preprocess files as the card says: (images, indices that loaded, (path, error) pairs)."""
+                ) -> tuple[np.ndarray, list[int], list[UnreadableImage]]:
+    """Preprocess files as the card says: (images, indices that loaded, why the others did not)."""
     from hemacnn.data.cache import preprocess_image
 
     size, method = int(card["input_size"]), card.get("resize_method", "nearest")
@@ -99,13 +101,13 @@ def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
     for i, p in enumerate(paths):
         missing = _missing(p)
         if missing:
-            errors.append((str(p), missing))
+            errors.append(missing)
             continue
         try:
             arrays.append(preprocess_image(p, size, method))
             ok.append(i)
         except UnreadableImage as exc:
-            errors.append((str(p), str(exc)))
+            errors.append(exc)
     images = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), dtype=np.uint8)
     return images, ok, errors
 
@@ -200,10 +202,11 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
             images, ok, errors = load_images(chunk, clf.card)
             probs = clf.probs(images, batch_size=batch_size, tta=tta)
             by_index = {i: (images[j], probs[j]) for j, i in enumerate(ok)}
-            failed = dict(errors)
+            failed = {exc.path: exc for exc in errors}
             for i, path in enumerate(chunk):
                 if i not in by_index:
-                    preds.append(Prediction(path, Status.ERROR, failed[path]))
+                    exc = failed[path]
+                    preds.append(Prediction(path, Status.ERROR, str(exc), reason=exc.reason))
                     continue
                 pixels, p = by_index[i]
                 found = tuple(check_input(path, pixels, clf.card))
@@ -305,7 +308,6 @@ def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
                 batch_size: int = 64, precision: str = "auto", progress: bool = True
                 ) -> tuple[str, int]:
     """The ``predict`` command: classify, write ``out`` (+ differential); (text, n classified)."""
-    from hemacnn.differential import differential, format_differential, write_differential
 
     if out is not None:
         check_out(out)  # before the work, not after it
@@ -316,9 +318,7 @@ def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
     classes = list(clf.card["classes"])
     preds = classify_files(model, found.files, tta=tta, review_below=review_below,
                            batch_size=batch_size, progress=progress, classifier=clf)
-    done = [p for p in preds if p.status is not Status.ERROR]
-    diff = (differential([p.code for p in done], classes, [p.review for p in done])
-            if with_differential else None)
+    diff = from_predictions(preds, classes) if with_differential else None
     written = []
     if out is not None:
         written.append(write_predictions(preds, classes, out))
@@ -333,4 +333,4 @@ def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
             parts.append(format_differential(diff))
         parts += [f"wrote {p}" for p in written] + [summary_line(preds, len(found.skipped))]
         text = "\n".join(p for p in parts if p)
-    return text, len(done)
+    return text, sum(p.status is not Status.ERROR for p in preds)

@@ -31,7 +31,7 @@ def outcomes(run: Path, root: Path, paths: list[str]) -> dict[str, dict[str, flo
     model, card = load_checkpoint(run, device="cpu")
     images, ok, errors = load_images([root / p for p in paths], card)
     if errors:
-        raise SystemExit(f"unreadable: {errors[0]}")
+        raise SystemExit(f"unreadable: {errors[0]}")  # an UnreadableImage: path and reason
     probs = predict_arrays(model, images)
     classes = card["classes"]
     per: dict[str, list[tuple[str, float]]] = defaultdict(list)

@@ -30,8 +30,9 @@ from PIL import Image
 
 from hemacnn import __version__
 from hemacnn.data.images import DECODE_ERRORS, FORMATS_BY_EXTENSION, ImageDecodeError
+from hemacnn.differential import from_predictions
 from hemacnn.errors import HemacnnError, UnreadableImage
-from hemacnn.predict import DEFAULT_REVIEW_BELOW
+from hemacnn.predict import DEFAULT_REVIEW_BELOW, Prediction, Status, classify_files
 
 STATIC = Path(__file__).with_name("static")
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -58,7 +59,7 @@ class Upload:
     path: Path | None = None
     status: int = 200
     error: str = ""
-    row: dict[str, Any] | None = None  # predict's row, once it is classified
+    prediction: Prediction | None = None  # once it is classified
 
     def refuse(self, status: int, error: str) -> None:
         self.path, self.status, self.error = None, status, error
@@ -122,17 +123,6 @@ def _save_uploads(files: list[UploadFile], folder: Path, max_bytes: int, max_pix
     return uploads
 
 
-def _decode_reason(path: Path, card: dict[str, Any]) -> str:
-    """Why ``path`` could not be classified, in the decoder's own words (typed, not parsed)."""
-    from hemacnn.data.cache import preprocess_image
-
-    try:
-        preprocess_image(path, int(card["input_size"]), card.get("resize_method", "nearest"))
-    except UnreadableImage as exc:
-        return exc.reason
-    return "could not be classified"
-
-
 def _refuse_all(uploads: list[Upload]) -> UploadError:
     """The answer to a request none of whose files could be used: the most common 4xx."""
     bad = [u.as_error() for u in uploads]
@@ -174,9 +164,6 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
                max_files: int = MAX_FILES, review_below: float = DEFAULT_REVIEW_BELOW,
                precision: str = "auto", max_pixels: int = MAX_PIXELS) -> FastAPI:
     """The app serving one model (loaded now, once) with the given upload limits."""
-    from hemacnn.differential import from_predictions
-    from hemacnn.predict import predict_files
-
     if not 0.0 <= review_below <= 1.0:
         raise HemacnnError(f"--review-below must lie in [0, 1] (got {review_below})")
     if max_pixels <= Image.MAX_IMAGE_PIXELS:
@@ -219,11 +206,12 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
                 "limits": {"max_file_bytes": max_file_bytes, "max_files": max_files,
                            "max_pixels": max_pixels}}
 
-    def _result(name: str, row: dict[str, Any]) -> dict[str, Any]:
-        return {"file": name, "class": row["class"], "name": row["name"],
-                "probability": row["probability"],
-                "probabilities": {c: row[f"p_{c}"] for c in classes}, "review": row["review"],
-                "warning": None if row["status"] == "ok" else row["status"]}
+    def _result(name: str, pred: Prediction) -> dict[str, Any]:
+        return {"file": name, "class": pred.code, "name": pred.name,
+                "probability": pred.probability,
+                "probabilities": {c: pred.probabilities[c] for c in classes},
+                "review": pred.review,
+                "warning": None if pred.status is Status.OK else pred.status_text}
 
     @app.post("/api/predict")
     def predict(files: Annotated[list[UploadFile] | None,
@@ -239,22 +227,22 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
         with tempfile.TemporaryDirectory(prefix="hemacnn-serve-") as tmp:
             uploads = _save_uploads(files, Path(tmp), max_file_bytes, max_pixels)
             good = [u for u in uploads if u.path is not None]
-            rows = []
+            preds = []
             if good:
                 with models.lock:
-                    rows = predict_files(models.path, [u.path for u in good],
-                                         review_below=review_below,
-                                         classifier=models.classifier)
-            for up, row in zip(good, rows, strict=True):
-                if row["status"].startswith("error"):
-                    # predict's row says only that it failed; the decoder says why, typed
-                    up.refuse(422, f"{up.name}: {_decode_reason(up.path, models.card)}")
+                    preds = classify_files(models.path, [u.path for u in good],
+                                           review_below=review_below,
+                                           classifier=models.classifier)
+            for up, pred in zip(good, preds, strict=True):
+                if pred.status is Status.ERROR:
+                    up.refuse(422, f"{up.name}: {pred.reason}")
                 else:
-                    up.row = row
-        if not any(u.row for u in uploads):
+                    up.prediction = pred
+        if not any(u.prediction for u in uploads):
             raise _refuse_all(uploads)
-        results = [_result(u.name, u.row) if u.row else u.as_error() for u in uploads]
-        used = [u.row for u in uploads if u.row]
+        results = [_result(u.name, u.prediction) if u.prediction else u.as_error()
+                   for u in uploads]
+        used = [u.prediction for u in uploads if u.prediction]
         return {"results": results, "differential": from_predictions(used, classes)}
 
     @app.post("/api/explain", response_class=Response,
