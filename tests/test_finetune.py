@@ -277,9 +277,36 @@ def test_checkpoint_onnx_and_serve_give_the_same_classes(finetuned, sample_root,
     assert classes == [r["class"] for r in served.json()["results"]]
     for a, b in zip(by_ckpt, by_onnx, strict=True):
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+    # explain explains the class predict gives (same model, normalisation and all).
+    from hemacnn.explain import explain_files
+
+    line = explain_files(run, [cells[0]], out=tmp_path / "heat")[0]
+    assert line.split()[1] == classes[0] and any((tmp_path / "heat").glob("*.png"))
     # The normalisation is really in there: the same weights fed [0, 1] pixels disagree.
     model, card = load_checkpoint(run, device="cpu", prepare=False)
     x = _cells(sample_root, 4, 40, int(card["input_size"]))
     with torch.no_grad():
         with_norm, without = model(x).softmax(1), core_model(model)(x).softmax(1)
     assert (with_norm - without).abs().max() > 0.05
+
+
+def test_frozen_batchnorm_keeps_its_statistics_through_training(tiny_cells, shared_weights,
+                                                                tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(REPO / "configs" / "finetune.yaml"), f"data.root={tiny_cells}",
+                 "data.classes=[BLA,LYT,NGS]", "data.image_size=32", "data.batch_size=8",
+                 "trainer.max_epochs=1", "recipe.test_tta=false", "model.freeze_bn=true",
+                 "optimizer.backbone_lr_mult=0.1",
+                 f"model.weights={shared_weights / TIMM_FILE}", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert "BatchNorm statistics re-estimated" not in capsys.readouterr().out  # auto: frozen
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    start = _state(shared_weights / TIMM_FILE)
+    means = [k for k in start if k.endswith("running_mean")]
+    assert len(means) == 52
+    for k in means:  # trained in eval mode: the folded statistics, untouched
+        assert torch.equal(state[f"model.net.{k}"], start[k])
+        var = k.replace("running_mean", "running_var")
+        assert torch.equal(state[f"model.net.{var}"], start[var])
+    # ... while the weights did learn (at a tenth of the head's rate).
+    assert not torch.equal(state["model.net.conv_stem.weight"], start["conv_stem.weight"])

@@ -253,12 +253,16 @@ class RecipeHooks:
         """``nn.Module.train``, except that with ``model.freeze_bn`` BatchNorm stays in eval
         mode (its statistics frozen at the pretrained ones; weight and bias still learn)."""
         super().train(mode)
-        if mode and getattr(self, "recipe", {}).get("freeze_bn"):
+        if mode:
+            self._freeze_batchnorm()
+        return self
+
+    def _freeze_batchnorm(self) -> None:
+        if getattr(self, "recipe", {}).get("freeze_bn"):
             from hemacnn.models.batchnorm import batchnorm_layers
 
             for bn in batchnorm_layers(self.model):
                 bn.eval()
-        return self
 
     def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for validation: the averaged weights when EMA is on (they are what is saved
@@ -300,6 +304,9 @@ class RecipeHooks:
         return (loss + l2_penalty(self.model, l2) if l2 else loss), loss
 
     def on_train_epoch_start(self) -> None:
+        # Lightning trains the module in the mode it was built in (train) without calling
+        # train(), and puts back the modes it found after each validation: set them here.
+        self._freeze_batchnorm()
         frozen = self.recipe.get("freeze_backbone_epochs", 0)
         if frozen:  # fine-tuning: the head alone first, then everything
             from hemacnn.models.zoo import set_backbone_trainable
