@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -228,6 +229,8 @@ def test_a_short_finetune_on_real_cells_lowers_the_loss(finetuned):
     run, log = finetuned
     assert "312 tensors loaded" in log and "classifier.weight, classifier.bias" in log
     assert "BatchNorm statistics re-estimated on" in log and "for 52 layers" in log
+    change = float(re.search(r"eval-mode outputs changed by at most (\S+)", log).group(1))
+    assert 0 < change < 1e-3  # measured on the last BatchNorm's output (the head is zero)
     with (run / "metrics.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3

@@ -59,13 +59,28 @@ class BatchNormEstimate:
     layers: int
     batches: int
     images: int
-    max_change: float  # largest |eval-mode logit change| on the first batch (expect ~1e-5)
+    # Largest eval-mode change on the first batch, over the logits and the last BatchNorm's
+    # output (the features the head sees: a zero-initialised head makes the logits blind).
+    max_change: float
 
     def summary(self) -> str:
         """One line for the run's log."""
         return (f"BatchNorm statistics re-estimated on {self.images} training images "
-                f"({self.batches} batches) for {self.layers} layers; eval-mode logits changed "
+                f"({self.batches} batches) for {self.layers} layers; eval-mode outputs changed "
                 f"by at most {self.max_change:.1e}")
+
+
+def _outputs(model: nn.Module, last_bn: nn.Module | None, x: torch.Tensor
+             ) -> list[torch.Tensor]:
+    """The model's output and the output of ``last_bn`` for ``x``, in float64."""
+    seen: list[torch.Tensor] = []
+    hook = last_bn.register_forward_hook(lambda _m, _i, out: seen.append(out.double())) \
+        if last_bn is not None else None
+    try:
+        return [model(x).double(), *seen]
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 @torch.no_grad()
@@ -91,7 +106,7 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
         return BatchNormEstimate(0, 0, 0, 0.0)
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    before = model(first).double()  # the reference: the function to keep
+    before = _outputs(model, layers[-1] if layers else None, first)  # the function to keep
     n_batches = n_images = 0
     hooks = [bn.register_forward_pre_hook(measure) for bn in layers]
     try:
@@ -115,7 +130,8 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
         bn.weight.copy_(w * new_std / old_std)
         bn.running_mean.copy_(mu)
         bn.running_var.copy_(s2)
-    change = float((model(first).double() - before).abs().max())
+    after = _outputs(model, layers[-1] if layers else None, first)
+    change = max(float((a - b).abs().max()) for a, b in zip(after, before, strict=True))
     for module, training in modes.items():
         module.training = training
     return BatchNormEstimate(len(sums), n_batches, n_images, change)
