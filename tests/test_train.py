@@ -373,10 +373,9 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
     reference = train(cfg, out=tmp_path / "reference", progress=False)
     final, ref = (torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu",
                              weights_only=True) for r in (run, reference))
-    # The last epoch did not improve on the best: last.ckpt must still be the last epoch's
-    # (Lightning's save_last would have left it at the best epoch).
-    losses = [float(r["val_loss"]) for r in read_metrics(reference)]
-    assert losses[-1] > min(losses)
+    # last.ckpt is the last epoch's (step 66) even when that epoch did not improve on the best
+    # (Lightning's save_last would have left it at the best epoch). Whether the last epoch is
+    # the best depends on the CPU's arithmetic (AVX2 vs AVX-512), so it is not a precondition.
     assert final["global_step"] == ref["global_step"] == 66
     for key, value in ref["state_dict"].items():
         torch.testing.assert_close(final["state_dict"][key], value, msg=key)

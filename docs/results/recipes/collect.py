@@ -34,6 +34,9 @@ PAPER = {  # the paper's recipe: what a row's "changes" column is measured again
     "imbalance.sampler": "shuffle", "imbalance.class_weights": False,
     "imbalance.focal_gamma": 0.0, "imbalance.other": False, "data.batch_size": 32,
     "recipe.test_tta": False, "recipe.progressive": None, "data.train_fraction": 1.0,
+    # fine-tuning (section 6): what a row started from and how BatchNorm was treated
+    "model.weights": None, "model.bn_reestimate": "auto", "model.freeze_bn": False,
+    "optimizer.backbone_lr_mult": 1.0,
 }
 
 
