@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
@@ -66,5 +67,7 @@ def test_a_broken_onnx_file_is_one_error(tmp_path, capsys):
     bad.write_text("nope")
     with pytest.raises(HemacnnError, match="cannot load ONNX model"):
         OnnxClassifier(bad)
-    assert main(["predict", str(bad), str(tmp_path)]) == 2
+    cell = tmp_path / "cell.png"  # an image to classify, so the model is what fails
+    Image.new("RGB", (48, 48), (200, 40, 40)).save(cell)
+    assert main(["predict", str(bad), str(cell)]) == 2
     assert capsys.readouterr().err.startswith("error: cannot load ONNX model")

@@ -260,7 +260,7 @@ def test_checkpoint_onnx_and_serve_give_the_same_classes(finetuned, sample_root,
                                                          capsys):
     from fastapi.testclient import TestClient
 
-    from hemacnn.predict import load_checkpoint
+    from hemacnn.loading import load_checkpoint
     from hemacnn.serve.app import create_app
 
     run, _ = finetuned

@@ -167,7 +167,7 @@ def test_killed_sweep_resumes_only_what_is_missing(tmp_path, two_class_root):
     assert "point lr0.001: resuming" in printed and "lr0.003: training" not in printed
     assert (first / "test_metrics.json").stat().st_mtime_ns == first_stamp  # not retrained
     after = read_csv(second / "metrics.csv")
-    assert [r["epoch"] for r in after] == ["0", "1", "2", "3"]
+    assert [r["epoch"] for r in after] == ["1", "2", "3", "4"]
     assert after[0] == before[0]  # the epoch before the kill was kept, not trained again
     steps = [int(r["step"]) for r in read_csv(second / "step_loss.csv")]
     assert steps == list(range(4 * 6))  # one loss per mini-batch, none lost or doubled

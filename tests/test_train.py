@@ -288,7 +288,7 @@ def test_ctrl_c_before_the_first_epoch_ends_can_be_resumed(tmp_path, synthetic_r
     resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
-    assert [r["epoch"] for r in read_metrics(run)] == ["0", "1"]
+    assert [r["epoch"] for r in read_metrics(run)] == ["1", "2"]
     assert (run / "test_metrics.json").is_file()
 
 
@@ -332,7 +332,7 @@ def test_mid_epoch_checkpoint_resumes_at_the_batch_it_stopped(tmp_path, syntheti
     for key, value in ref["state_dict"].items():
         torch.testing.assert_close(final["state_dict"][key], value, msg=key)
     after = read_metrics(run)
-    assert [r["epoch"] for r in after] == ["0", "1"]
+    assert [r["epoch"] for r in after] == ["1", "2"]
     assert [r["val_loss"] for r in after] == [r["val_loss"] for r in read_metrics(reference)]
 
 

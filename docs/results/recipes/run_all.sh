@@ -67,3 +67,13 @@ run lim_long3 configs/fast.yaml "data.classes=[BLA,LYT,NGS]" trainer.max_epochs=
 # validation and test unchanged, the same number of steps as fast8 (epochs x2, x4):
 run lc_50 configs/fast.yaml "$C8" data.train_fraction=0.5 trainer.max_epochs=48
 run lc_25 configs/fast.yaml "$C8" data.train_fraction=0.25 trainer.max_epochs=96
+
+# Section 6: fine-tuning the shared ImageNet MobileNetV2 (configs/finetune.yaml; 8 epochs, 128 px)
+W=model.weights=../shared/weights/mobilenet_v2_imagenet_timm.pth
+run ft8 configs/finetune.yaml "$W"
+run ft3 configs/finetune.yaml "$W" "data.classes=[BLA,LYT,NGS]"
+run ft8_scratch configs/finetune.yaml                       # the same network and time, no weights
+run ft8_nobn configs/finetune.yaml "$W" model.bn_reestimate=false  # folded BatchNorm left as is
+# The learning curve with the same number of optimizer steps (epochs x2, x4), as lc_50/lc_25:
+run ft8_lc50 configs/finetune.yaml "$W" data.train_fraction=0.5 trainer.max_epochs=16
+run ft8_lc25 configs/finetune.yaml "$W" data.train_fraction=0.25 trainer.max_epochs=32

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Copy the small raw files of finished run folders (no checkpoints) beside this table, so the
+# rows can be re-derived from the repository: keep_raw.sh RUN_DIR...   (from the repository root)
+set -euo pipefail
+dest=docs/results/recipes/runs
+for run in "$@"; do
+    name=$(basename "$run")
+    mkdir -p "$dest/$name"
+    for f in config.yaml metrics.csv step_loss.csv test_metrics.json env.json model_card.json; do
+        [ -f "$run/$f" ] && cp "$run/$f" "$dest/$name/"
+    done
+    mkdir -p "$dest/$name/splits" && cp "$run/splits/splits.json" "$dest/$name/splits/"  # counts
+    [ -f "$run.log" ] && cp "$run.log" "$dest/$name.log"  # the launcher's log: command, load, time -v
+done
