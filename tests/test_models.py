@@ -284,8 +284,8 @@ def test_unknown_model_lists_known_names() -> None:
 
 def test_unknown_option_names_it_and_the_valid_ones() -> None:
     with pytest.raises(HemacnnError, match=r"unknown option 'depth' for model mv3; valid "
-                                           r"options: bn_momentum, dropout, in_channels, input_mean, "
-                                           r"input_std, noise_std, width"):
+                                           r"options: bn_momentum, dropout, in_channels, "
+                                           r"input_mean, input_std, noise_std, width"):
         build_model("mv3", 4, 128, depth=3)
     with pytest.raises(HemacnnError, match="unknown option 'widht'"):
         min_input_size("mv2", widht=0.5)
