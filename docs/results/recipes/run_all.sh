@@ -71,6 +71,7 @@ run lc_25 configs/fast.yaml "$C8" data.train_fraction=0.25 trainer.max_epochs=96
 # Section 6: fine-tuning the shared ImageNet MobileNetV2 (configs/finetune.yaml; 8 epochs, 128 px)
 W=model.weights=../shared/weights/mobilenet_v2_imagenet_timm.pth
 run ft8 configs/finetune.yaml "$W"
+run ft8_e10 configs/finetune.yaml "$W" trainer.max_epochs=10   # alone on the idle machine
 run ft3 configs/finetune.yaml "$W" "data.classes=[BLA,LYT,NGS]"
 run ft8_scratch configs/finetune.yaml                       # the same network and time, no weights
 run ft8_nobn configs/finetune.yaml "$W" model.bn_reestimate=false  # folded BatchNorm left as is
