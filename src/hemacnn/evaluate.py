@@ -34,11 +34,12 @@ def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray
     from hemacnn.plots import plot_confusion, plot_reliability
 
     out_dir = ensure_writable_dir(Path(out_dir))
-    plots = RunDir(out_dir).plots
+    run = RunDir(out_dir)
+    plots = run.plots
     cm = result["confusion_matrix"]["counts"]
     outputs = {
-        "evaluation": RunDir(out_dir).evaluation(name),
-        "predictions": RunDir(out_dir).predictions(name),
+        "evaluation": run.evaluation(name),
+        "predictions": run.predictions(name),
         "confusion": plot_confusion(cm, classes, plots / f"confusion_{name}.png", split=name),
         "confusion_normalised": plot_confusion(cm, classes,
                                                plots / f"confusion_{name}_normalised.png",
