@@ -64,7 +64,7 @@ def fold_batchnorm(model: nn.Module, input_size: int, in_channels: int = 3) -> n
     except Exception:  # noqa: BLE001 - untraceable models (control flow) keep their BatchNorm
         return model
     device = next(model.parameters()).device
-    x = torch.rand(2, in_channels, input_size, input_size, device=device)
+    x = torch.rand(1, in_channels, input_size, input_size, device=device)  # one image checks it
     try:
         with torch.no_grad():
             ref, out = model(x), fused(x)
