@@ -55,14 +55,14 @@ class HedJitter:
         self.sigma = float(sigma)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        rgb = x.float().div(255.0).clamp_min(1e-6).permute(1, 2, 0)  # HWC
+        rgb = x.float().div(255.0).clamp_min(1e-6).movedim(-3, -1)  # ...HWC
         hed = (torch.log(rgb) / _LOG_ADJUST) @ _HED_FROM_RGB  # scikit-image's rgb2hed
         s = self.sigma
         alpha = 1.0 + (torch.rand(3) * 2 - 1) * s
         beta = (torch.rand(3) * 2 - 1) * s
-        hed = (hed * alpha + beta).clamp_min(0.0)
+        hed = hed * alpha + beta  # not clipped at 0 (rgb2hed does): s=0 gives the image back
         out = torch.exp((hed * _LOG_ADJUST) @ _RGB_FROM_HED)  # hed2rgb
-        return out.clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(2, 0, 1)
+        return out.clamp(0, 1).mul(255.0).round().to(torch.uint8).movedim(-1, -3)
 
 
 def hed_transform(sigma: float) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -107,18 +107,18 @@ class StainNormalizer:
         self.normalizer.target_means = torch.tensor(reference["target_means"])
         self.normalizer.target_stds = torch.tensor(reference["target_stds"])
 
-    def chw(self, x: torch.Tensor) -> torch.Tensor:
-        """One uint8 CHW image, normalised; a flat image (no spread to scale) is kept as is."""
-        out = self.normalizer.normalize(x)
-        lab_std = x.float().std(dim=(1, 2))
-        return x if bool((lab_std < 1e-3).any()) else out
+    def hwc(self, image: np.ndarray) -> np.ndarray:
+        """One uint8 HWC image, normalised; a flat image (no spread to scale) is kept as is."""
+        if float(image.std()) < 1e-3:
+            return image
+        x = torch.from_numpy(np.require(image, requirements="CW")).permute(2, 0, 1)
+        return self.normalizer.normalize(x).numpy()  # torchstain answers HWC
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC images, normalised."""
         if not len(images):
             return images
-        out = [self.chw(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1))
-               .permute(1, 2, 0).numpy() for im in images]
-        return np.stack(out)
+        return np.stack([self.hwc(im) for im in images])
 
 
 def card_normalizer(card: dict[str, Any]) -> StainNormalizer | None:
