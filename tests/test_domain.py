@@ -232,3 +232,23 @@ def test_batch_colour_warning_for_another_labs_cells_not_for_matek_cells(trained
     assert "colour warning: this batch's mean colour" in text
     rows = (tmp_path / "p.csv").read_text().splitlines()[1:]
     assert len(rows) == 24 and all(",colour" in r for r in rows)
+
+
+def test_review_page_api_reports_the_batch_colour(trained_run, sample_root):
+    import httpx
+
+    from hemacnn.serve.app import create_app
+    from liveserver import serving
+
+    def post(client: httpx.Client, paths: list[Path]) -> dict:
+        files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+        r = client.post("/api/predict", files=files)
+        assert r.status_code == 200
+        return r.json()["colour"]
+
+    matek = [p for c in ("BLA", "LYT", "NGS") for p in sorted((sample_root / c).rglob("*.jpg"))[:3]]
+    pbc = [p for c in ("lymphocyte", "monocyte") for p in sorted((_pbc() / c).glob("*.jpg"))[:4]]
+    with serving(create_app(trained_run)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        ours, theirs = post(c, matek), post(c, pbc)
+    assert not ours["far"] and ours["distance"] < 4
+    assert theirs["far"] and theirs["message"].startswith("colour warning")
