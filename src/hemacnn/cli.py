@@ -71,7 +71,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from hemacnn.evaluate import evaluate_run, format_evaluation
 
     result = evaluate_run(args.run_dir, data=args.data, split=args.split, tta=args.tta,
-                          out=args.out)
+                          out=args.out, class_map=args.class_map, adapt_bn=args.adapt_bn)
     print(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
@@ -79,7 +79,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from hemacnn.report import write_report
 
-    paths = write_report(args.run_dirs, out=args.out)
+    paths = write_report(args.run_dirs, out=args.out, class_map=args.class_map)
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -92,6 +92,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+CLASS_MAP_HELP = ("another dataset's folder names -> the model's classes (a YAML file, or a "
+                  "shipped map: matek-pbc)")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from hemacnn.predict import run_predict
 
@@ -99,7 +103,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     text, n_classified = run_predict(
         args.model, args.inputs, out=args.out, as_json=args.json, tta=args.tta,
         with_differential=args.differential, batch_size=args.batch_size,
-        precision=args.precision, progress=not args.json, **review)
+        precision=args.precision, progress=not args.json, class_map=args.class_map,
+        adapt_bn=args.adapt_bn, **review)
     print(text)
     if n_classified == 0:
         raise HemacnnError("no input file could be classified (see each file's status above)")
@@ -351,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
     e.add_argument("--out", metavar="DIR", help="write results here instead of the run folder")
+    e.add_argument("--class-map", metavar="MAP", help=CLASS_MAP_HELP + "; scores --data in the "
+                   "model's classes beside the run's own test figures")
+    e.add_argument("--adapt-bn", action="store_true", help="re-estimate BatchNorm statistics on "
+                   "the evaluated images first (test-time adaptation to another stain/scanner)")
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("report", help="Markdown + HTML report beside the published figures",
@@ -359,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", metavar="report.md", default=None,
                    help="Markdown file to write (HTML beside it); default: in the first run")
+    r.add_argument("--class-map", metavar="MAP", help="add each run's evaluations of another "
+                   "dataset through this map (written by `evaluate --data DIR --class-map MAP`)")
     r.set_defaults(func=_cmd_report)
 
     c = sub.add_parser("compare", help="one table of the headline metrics of several runs",
@@ -389,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=64, metavar="N")
     pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="auto: bf16 autocast where the hardware has it, else fp32")
+    pr.add_argument("--class-map", metavar="MAP", help=CLASS_MAP_HELP + "; each file's truth "
+                    "is its folder's name: adds truth and correct columns and a summary line")
+    pr.add_argument("--adapt-bn", action="store_true", help="re-estimate BatchNorm statistics "
+                    "on the input images first (test-time adaptation; not for .onnx)")
     pr.set_defaults(func=_cmd_predict)
     d = sub.add_parser("demo", help="the whole job on the real sample shipped with hemacnn",
                        description="Scan the demo sample inside the package (135 real Matek "

@@ -57,6 +57,13 @@ class DataConfig(_Section):
     split_seed: int | None = None
     offline_rotate: list[str] = Field(default_factory=list)
     augment: bool = False
+    # Stain normalisation of every image (training and inference) to a reference measured on
+    # the training images (Reinhard, via torchstain); stored in the model card.
+    stain_norm: Literal["none", "reinhard"] = "none"
+    # A class map (file, or a shipped map's name such as matek-pbc) that evaluate --data,
+    # predict and report use by default to score another dataset's folders in this model's
+    # classes; checked against the classes when training starts.
+    class_map: str | None = None
     batch_size: int = Field(32, ge=1)
     num_workers: int = Field(0, ge=0)
 
@@ -186,6 +193,9 @@ class RecipeConfig(_Section):
     mixup_alpha: float = Field(0.0, ge=0)
     cutmix_alpha: float = Field(0.0, ge=0)
     stain_jitter: float = Field(0.0, ge=0, le=0.5)  # brightness/contrast/saturation, hue/4
+    # HED colour augmentation (Tellez et al. 2019): each stain's optical density scaled by
+    # U(1-s, 1+s) and shifted by U(-s, s); 0.05 is their "HED-light".
+    hed_jitter: float = Field(0.0, ge=0, le=0.5)
     crop_scale: float | None = Field(None, gt=0, lt=1)  # random resized crop, min area share
     freeze_backbone_epochs: int = Field(0, ge=0)  # train the head only for N epochs
     # The end-of-training test averages over the 8 dihedral transforms (what

@@ -19,9 +19,20 @@ from typing import Any
 import numpy as np
 
 from hemacnn.atomic import atomic_open, ensure_writable_dir, write_json
+from hemacnn.classmap import (
+    LeftOut,
+    ResolvedMap,
+    format_mapped,
+    load_class_map,
+    mapped_labels,
+    resolve,
+)
+from hemacnn.data.stain import normalize_for_card
 from hemacnn.errors import HemacnnError
+from hemacnn.inference import array_batches, prepare_model
 from hemacnn.loading import find_checkpoint, load_checkpoint, predict_arrays, read_card
 from hemacnn.metrics import compute_metrics
+from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
 from hemacnn.predict import load_images
 from hemacnn.rundir import RunDir
 
@@ -170,8 +181,21 @@ def read_labelled_csv(path: Path) -> LabelledList:
     return LabelledList(reviewed, unreviewed=len(rows) - len(reviewed))
 
 
-def _csv_items(data: Path, card: dict
-               ) -> tuple[list[Path], list[str], list[dict], dict[str, int], int]:
+Targets = tuple[str, ...]
+"""The model classes a cell may be called and still count as correct (one, without a map)."""
+
+
+def _targets(label: str, filename: str, card: dict, resolved: ResolvedMap | None
+             ) -> tuple[str, Targets | None]:
+    """(the key to count a left-out cell under, its targets or None when it is left out)."""
+    if resolved is None:
+        return label, ((label,) if label in card["classes"] else None)
+    truth, got = resolved.label(label, filename)
+    return truth, (None if isinstance(got, LeftOut) else got)
+
+
+def _csv_items(data: Path, card: dict, resolved: ResolvedMap | None = None
+               ) -> tuple[list[Path], list[Targets], list[dict], dict[str, int], int]:
     from hemacnn.data.scan import check_file
 
     files, labels, skipped = [], [], []
@@ -179,8 +203,9 @@ def _csv_items(data: Path, card: dict
     listed = read_labelled_csv(data)
     for rel, label in listed.rows:
         path = Path(rel) if Path(rel).is_absolute() else data.parent / rel  # beside the CSV
-        if label not in card["classes"]:
-            unknown[label or "(empty)"] += 1
+        key, targets = _targets(label, path.name, card, resolved)
+        if targets is None:
+            unknown[key or "(empty)"] += 1
             continue
         found = (check_file(str(path.parent), path.name)[3] if path.is_file()
                  else [("missing", "file not found")])
@@ -189,21 +214,21 @@ def _csv_items(data: Path, card: dict
             skipped.append({"path": rel, "status": bad[0][0], "detail": bad[0][1]})
         else:
             files.append(path)
-            labels.append(label)
+            labels.append(targets)
     if not files:
         raise HemacnnError(f"no usable images of the model's classes "
                            f"({', '.join(card['classes'])}) listed in {data}")
     return files, labels, skipped, dict(unknown), listed.unreviewed
 
 
-def _data_items(data: str | os.PathLike, card: dict
-                ) -> tuple[list[Path], list[str], list[dict], dict[str, int], int]:
+def _data_items(data: str | os.PathLike, card: dict, resolved: ResolvedMap | None = None
+                ) -> tuple[list[Path], list[Targets], list[dict], dict[str, int], int]:
     """Files, labels, skipped files, skipped classes and unreviewed CSV rows of ``data``."""
     from hemacnn.data.scan import load_or_scan
 
     root = Path(data)
     if root.is_file() and root.suffix.lower() == ".csv":
-        return _csv_items(root, card)
+        return _csv_items(root, card, resolved)
     if not root.is_dir():
         raise HemacnnError(f"data folder {root} not found; give a folder of class folders "
                            "(CLASS/.../image.jpg) or a CSV with path and class columns")
@@ -213,13 +238,14 @@ def _data_items(data: str | os.PathLike, card: dict
     files, labels, skipped = [], [], []
     unknown: Counter[str] = Counter()
     for e in entries:
-        if e.label not in card["classes"]:
-            unknown[e.label] += 1
+        key, targets = _targets(e.label, Path(e.path).name, card, resolved)
+        if targets is None:
+            unknown[key] += 1
         elif not e.usable:
             skipped.append({"path": e.path, "status": e.status, "detail": e.detail})
         else:
             files.append(root / e.path)
-            labels.append(e.label)
+            labels.append(targets)
     if not files:
         raise HemacnnError(
             f"no usable images of the model's classes ({', '.join(card['classes'])}) in "
@@ -229,33 +255,58 @@ def _data_items(data: str | os.PathLike, card: dict
 
 def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = None,
                  split: str = "test", tta: bool = False,
-                 out: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Evaluate a run's best checkpoint on its split (or on folder ``data``); save and return."""
+                 out: str | os.PathLike | None = None,
+                 class_map: str | os.PathLike | None = None,
+                 adapt_bn: bool = False) -> dict[str, Any]:
+    """Evaluate a run's best checkpoint on its split (or on folder ``data``); save and return.
+
+    ``class_map`` (a map file or a shipped map's name; default: the card's ``class_map``)
+    scores ``data`` of another dataset in the model's classes (:mod:`hemacnn.classmap`).
+    ``adapt_bn`` re-estimates BatchNorm statistics on the evaluated images first (their labels
+    unused): test-time adaptation to another stain or scanner.
+    """
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     ckpt = find_checkpoint(run_dir)
     unreviewed = 0
+    resolved = None
     if data is None:
-        files, labels, skipped, unknown = _split_items(run_dir, card, split)
+        if class_map is not None:
+            raise HemacnnError("--class-map scores another dataset: give it with --data DIR")
+        files, split_labels, skipped, unknown = _split_items(run_dir, card, split)
+        labels = [(label,) for label in split_labels]
         name, root = split, Path(card["data_root"])
     else:
-        files, labels, skipped, unknown, unreviewed = _data_items(data, card)
+        map_spec = class_map if class_map is not None else card.get("class_map")
+        if map_spec is not None:
+            resolved = resolve(load_class_map(map_spec), card["classes"],
+                               f"model {run_dir}")
+        files, labels, skipped, unknown, unreviewed = _data_items(data, card, resolved)
         name, root = f"data-{Path(data).resolve().name}", Path(data)
         if root.is_file():  # a labelled-list CSV: its paths are relative to its folder
             name, root = f"data-{root.resolve().stem}", root.parent
     if tta:
         name += "_tta"
-    model, card = load_checkpoint(ckpt)
+    if adapt_bn:
+        name += "_adaptbn"
     cached = _cached_images(root, card, files) if files else None
     images, ok, errors = cached if cached is not None else load_images(files, card)
+    images = normalize_for_card(images, card)
+    adapted = None
+    if adapt_bn:
+        model, card = load_checkpoint(ckpt, prepare=False)
+        adapted = adapt_batchnorm(model, array_batches(images), ADAPT_MAX_BATCHES)
+        model = prepare_model(model, int(card["input_size"]))
+    else:
+        model, card = load_checkpoint(ckpt)
     for exc in errors:
         skipped.append({"path": os.path.relpath(exc.path, root), "status": "unreadable",
                         "detail": str(exc)})
     if not ok:
         raise HemacnnError(f"no readable images to evaluate in {root}")
     classes = card["classes"]
-    y_true = np.array([classes.index(labels[i]) for i in ok], dtype=np.int64)
     probs = predict_arrays(model, images, tta=tta)
+    y_true = mapped_labels([[classes.index(c) for c in labels[i]] for i in ok], probs)
     rel_paths = [os.path.relpath(files[i], root) for i in ok]
     result = {
         "name": name,
@@ -265,12 +316,34 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "data": str(Path(data).resolve()) if data is not None else str(root),
         "tta": bool(tta),
         **compute_metrics(y_true, probs, classes, names=card.get("class_names")),
-        "skipped_classes": unknown,
+        "skipped_classes": unknown if resolved is None else {},
         "skipped_files": skipped,
         "skipped_unreviewed": unreviewed,
+        "adapt_bn": adapted.summary() if adapted is not None else None,
     }
+    if resolved is not None:
+        result["class_map"] = {**resolved.describe(), "left_out_counts": unknown,
+                               "in_domain": in_domain_summary(run_dir)}
     return _write_outputs(result, y_true, probs, classes, Path(out) if out else run_dir, name,
                           rel_paths)
+
+
+def in_domain_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's own test figures (its saved evaluation, else the end-of-training test) for the
+    side-by-side table of a mapped evaluation; None when the run has neither."""
+    run = RunDir(run_dir)
+    for path in (run.evaluation("test"), run.test_metrics):
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            per = {c: {k: v.get(k) for k in ("precision", "recall", "recall_ci", "f1",
+                                             "support")}
+                   for c, v in saved["per_class"].items()}
+            return {"source": str(path), "per_class": per, "macro_f1": saved.get("macro_f1"),
+                    "accuracy": saved.get("accuracy"),
+                    "headline_ci": saved.get("headline_ci")}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return None
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
@@ -334,6 +407,10 @@ def format_evaluation(result: dict[str, Any]) -> str:
     lines.append(f"one-vs-rest ROC-AUC: {aucs}")
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
+    if result.get("class_map"):
+        lines += format_mapped(result)
+    if result.get("adapt_bn"):
+        lines.append(f"test-time adaptation: {result['adapt_bn']}")
     if result.get("skipped_classes"):
         sk = ", ".join(f"{c} ({n})" for c, n in sorted(result["skipped_classes"].items()))
         lines.append(f"skipped classes the model does not know: {sk}")

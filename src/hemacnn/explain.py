@@ -145,6 +145,7 @@ def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLik
     """Original beside overlay, labelled with class, probability, method and colour scale; with
     the explained class and its probability. An unusable file raises UnreadableImage."""
     from hemacnn.data.cache import preprocess_image
+    from hemacnn.data.stain import normalize_for_card
     from hemacnn.loading import predict_arrays
 
     classes = list(card["classes"])
@@ -155,6 +156,7 @@ def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLik
         raise UnreadableImage(path, "no such file or folder" if not os.path.lexists(path)
                               else "a folder, not an image")
     small = preprocess_image(path, int(card["input_size"]), card.get("resize_method", "nearest"))
+    small = normalize_for_card(small[None], card)[0]  # what the model sees (stain reference)
     probs = predict_arrays(model, small[None], precision="fp32")[0]
     best = int(probs.argmax())
     idx = classes.index(target) if target else best

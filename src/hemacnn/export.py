@@ -7,6 +7,12 @@ file's metadata (``hemacnn_card``), so a copied ``model.onnx`` alone still predi
 
 The exported graph is the trained model as it is (BatchNorm not folded, fp32): ONNX Runtime
 folds and fuses on its own when it loads the file, and fp32 keeps the parity test meaningful.
+
+Stain normalisation (``data.stain_norm``) is not inside the graph: torchstain normalises each
+image with masked in-place operations that do not export. The card (in the metadata and beside
+the file) carries the reference, and ``OnnxClassifier`` applies it before the session; another
+runtime must apply it too (or use a model trained without it). Test-time BatchNorm adaptation
+needs the checkpoint (ONNX Runtime folds BatchNorm away).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -279,15 +279,39 @@ def predict_arrays(model: nn.Module, images: np.ndarray, batch_size: int = 64,
 
 
 class TorchClassifier:
-    """A checkpoint's (or ensemble's) model on the fast path (:mod:`hemacnn.inference`)."""
+    """A checkpoint's (or ensemble's) model on the fast path (:mod:`hemacnn.inference`).
 
-    def __init__(self, path: str | os.PathLike, precision: str = "auto"):
-        self.model, self.card = load_checkpoint(path)
+    With ``adapt_bn`` the model waits, unfolded, for :meth:`adapt` (test-time BatchNorm
+    adaptation on the images to classify) before it is prepared for fast inference.
+    """
+
+    def __init__(self, path: str | os.PathLike, precision: str = "auto", adapt_bn: bool = False):
+        self.model, self.card = load_checkpoint(path, prepare=not adapt_bn)
         self.source, self.precision = str(find_checkpoint(path)), precision
+        self.adapt_bn, self.adapted = adapt_bn, None
+
+    def adapt(self, images: Iterable[np.ndarray], batch_size: int = 64) -> None:
+        """Re-estimate BatchNorm statistics on uint8 NHWC image batches (labels unneeded)."""
+        from hemacnn.data.stain import normalize_for_card
+        from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
+
+        def batches() -> Iterator[torch.Tensor]:
+            for chunk in images:
+                yield from array_batches(normalize_for_card(chunk, self.card), batch_size)
+
+        device = next(self.model.parameters()).device
+        self.adapted = adapt_batchnorm(self.model, (x.to(device) for x in batches()),
+                                       ADAPT_MAX_BATCHES)
+        self.model = prepare_model(self.model, int(self.card["input_size"]))
 
     def probs(self, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
-        """Softmax probabilities (N, C)."""
-        return predict_arrays(self.model, images, batch_size, tta=tta, precision=self.precision)
+        """Softmax probabilities (N, C) (stain-normalised first when the card says so)."""
+        from hemacnn.data.stain import normalize_for_card
+
+        if self.adapt_bn and self.adapted is None:
+            raise HemacnnError("test-time BatchNorm adaptation: adapt() on the images first")
+        return predict_arrays(self.model, normalize_for_card(images, self.card), batch_size,
+                              tta=tta, precision=self.precision)
 
 
 def onnx_card(path: Path, session: Any) -> dict[str, Any]:
@@ -324,6 +348,11 @@ class OnnxClassifier:
 
     def probs(self, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
         """Softmax probabilities (N, C), fp32, optionally averaged over the 8 dihedral views."""
+        from hemacnn.data.stain import normalize_for_card
+
+        # Stain normalisation is not in the graph (torchstain's per-image ops do not export):
+        # the card's reference is applied here, before the session.
+        images = normalize_for_card(images, self.card)
         ks = range(8) if tta else [0]
         out = []
         for start in range(0, len(images), batch_size):
@@ -341,8 +370,12 @@ class OnnxClassifier:
         return np.concatenate(out)
 
 
-def load_classifier(path: str | os.PathLike, precision: str = "auto") -> Classifier:
+def load_classifier(path: str | os.PathLike, precision: str = "auto",
+                    adapt_bn: bool = False) -> Classifier:
     """A classifier for a run folder, a ``.ckpt``, an ensemble folder or an exported ``.onnx``."""
     if Path(path).suffix.lower() == ONNX_SUFFIX:
+        if adapt_bn:
+            raise HemacnnError(f"--adapt-bn needs the checkpoint: ONNX Runtime folds BatchNorm "
+                               f"into the convolutions of {path}; give the run folder instead")
         return OnnxClassifier(path)
-    return TorchClassifier(path, precision=precision)
+    return TorchClassifier(path, precision=precision, adapt_bn=adapt_bn)

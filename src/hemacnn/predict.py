@@ -13,15 +13,18 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hemacnn.data.inputcheck import InputWarning
+from hemacnn.classmap import ResolvedMap
+from hemacnn.data.inputcheck import Concern, InputWarning
+from hemacnn.data.stain import BatchColour
 from hemacnn.differential import format_differential, from_predictions, write_differential
 from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.loading import load_classifier
@@ -54,6 +57,9 @@ class Prediction:
     review: bool = False
     warnings: tuple[InputWarning, ...] = ()
     reason: str = ""  # ERROR: why, in a few words (the decoder's own, not parsed from detail)
+    colour: tuple[float, ...] = ()  # mean RGB of the preprocessed pixels (before normalising)
+    truth: str = ""  # with a class map: the file's class in the other dataset's terms
+    correct: bool | None = None  # with a class map: None when its truth is left out
 
     @property
     def code(self) -> str:
@@ -71,14 +77,16 @@ class Prediction:
         return self.status.value if self.status is Status.OK else (
             f"{self.status.value}: {self.detail}")
 
-    def row(self, classes: Sequence[str]) -> dict[str, Any]:
+    def row(self, classes: Sequence[str], mapped: bool = False) -> dict[str, Any]:
         """The CSV/JSON row: path, class, name, probability, p_<CODE>..., review, status,
-        warning (the concerns, comma-separated)."""
+        warning (the concerns, comma-separated); with ``mapped`` also truth and correct."""
         row: dict[str, Any] = {"path": self.path, "class": self.code, "name": self.name,
                                "probability": self.probability}
         row.update({f"p_{c}": self.probabilities.get(c) for c in classes})
         row.update({"review": self.review, "status": self.status_text,
                     "warning": ",".join(w.concern.value for w in self.warnings)})
+        if mapped:
+            row.update({"truth": self.truth, "correct": self.correct})
         return row
 
 
@@ -178,11 +186,12 @@ def _no_images_error(inputs: Sequence[str | os.PathLike], skipped: list[str]) ->
 def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
                    tta: bool = False, review_below: float = DEFAULT_REVIEW_BELOW,
                    batch_size: int = 64, precision: str = "auto", progress: bool = False,
-                   classifier: Any = None) -> list[Prediction]:
+                   classifier: Any = None, adapt_bn: bool = False) -> list[Prediction]:
     """Classify ``files`` in batches: one :class:`Prediction` per file, in input order.
 
     ``review`` is set when the top probability is below ``review_below``; a classified file
     unlike the training cells (:func:`hemacnn.data.inputcheck.check_input`) is SUSPICIOUS.
+    ``adapt_bn``: re-estimate BatchNorm statistics on these files first (a first pass over them).
     """
     from hemacnn.data.inputcheck import check_input
     from hemacnn.data.parallel import progress_bar
@@ -191,10 +200,13 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
         raise HemacnnError(f"--review-below must lie in [0, 1] (got {review_below})")
     if batch_size < 1:
         raise HemacnnError(f"--batch-size must be at least 1 (got {batch_size})")
-    clf = classifier or load_classifier(model, precision=precision)
+    clf = classifier or load_classifier(model, precision=precision, adapt_bn=adapt_bn)
     classes = list(clf.card["classes"])
     names = dict(zip(classes, clf.card.get("class_names") or classes, strict=True))
     files = [str(f) for f in files]
+    if adapt_bn:
+        clf.adapt((load_images(files[s:s + batch_size], clf.card)[0]
+                   for s in range(0, len(files), batch_size)), batch_size)
     preds: list[Prediction] = []
     with progress_bar("predict", len(files), enabled=progress and len(files) > 8) as advance:
         for start in range(0, len(files), batch_size):
@@ -215,7 +227,8 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
                 preds.append(Prediction(
                     path, Status.SUSPICIOUS if found else Status.OK,
                     "; ".join(w.detail for w in found), per_class, names[code],
-                    review=float(p.max()) < review_below, warnings=found))
+                    review=float(p.max()) < review_below, warnings=found,
+                    colour=tuple(float(v) for v in pixels.reshape(-1, 3).mean(axis=0))))
             advance(len(chunk))
     return preds
 
@@ -232,6 +245,51 @@ def predict_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
                            review_below=review_below, batch_size=batch_size, progress=progress,
                            classifier=clf)
     return [p.row(clf.card["classes"]) for p in preds]
+
+
+def colour_check(preds: Sequence[Prediction], card: dict[str, Any]) -> BatchColour:
+    """How far the classified files' mean colour lies from the training images'."""
+    from hemacnn.data.stain import batch_colour
+
+    return batch_colour(np.array([p.colour for p in preds if p.colour]), card)
+
+
+def with_colour_warning(preds: Sequence[Prediction], colour: BatchColour) -> list[Prediction]:
+    """Every classified file gets a ``colour`` warning when the batch's colour is far."""
+    if not colour.far:
+        return list(preds)
+    warning = InputWarning(Concern.COLOUR, f"the batch's mean colour lies {colour.distance:.1f} "
+                           "spreads from the training images'")
+    return [p if p.status is Status.ERROR else replace(
+        p, status=Status.SUSPICIOUS, warnings=(*p.warnings, warning),
+        detail="; ".join(w.detail for w in (*p.warnings, warning))) for p in preds]
+
+
+def with_truth(preds: Sequence[Prediction], resolved: ResolvedMap
+               ) -> tuple[list[Prediction], dict[str, int]]:
+    """Each file's truth from its folder name (and file-name prefix) through the class map;
+    the cells left out per truth."""
+    from hemacnn.classmap import LeftOut
+
+    out, left_out = [], Counter()
+    for p in preds:
+        truth, got = resolved.label(Path(p.path).parent.name, Path(p.path).name)
+        if isinstance(got, LeftOut) or p.status is Status.ERROR:
+            left_out[truth] += isinstance(got, LeftOut)
+            out.append(replace(p, truth=truth))
+        else:
+            out.append(replace(p, truth=truth, correct=p.code in got))
+    return out, {t: n for t, n in left_out.items() if n}
+
+
+def mapped_line(preds: Sequence[Prediction], left_out: dict[str, int], name: str) -> str:
+    """How many mapped cells the model called correctly, and what the map left out."""
+    from hemacnn.classmap import left_out_text
+
+    scored = [p.correct for p in preds if p.correct is not None]
+    share = f" ({sum(scored) / len(scored):.1%})" if scored else ""
+    line = f"class map {name}: {sum(scored)} of {len(scored)} mapped cells correct{share}"
+    return line + (f"; left out: {left_out_text(left_out)}" if left_out else "")
 
 
 def summary_line(preds: Sequence[Prediction], skipped: int = 0) -> str:
@@ -266,18 +324,18 @@ def check_out(out: str | os.PathLike) -> Path:
 
 
 def write_predictions(preds: Sequence[Prediction], classes: Sequence[str],
-                      out: str | os.PathLike) -> Path:
+                      out: str | os.PathLike, mapped: bool = False) -> Path:
     """The rows as CSV (or JSON when ``out`` ends in .json), written atomically."""
     import csv
 
     from hemacnn.atomic import atomic_open, write_json
 
     out = check_out(out)
-    rows = [p.row(classes) for p in preds]
+    rows = [p.row(classes, mapped) for p in preds]
     if out.suffix.lower() == ".json":
         write_json(out, rows)
         return out
-    columns = list(Prediction("", Status.OK).row(classes))
+    columns = list(Prediction("", Status.OK).row(classes, mapped))
     with atomic_open(out, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns)
         w.writeheader()
@@ -305,32 +363,53 @@ def format_predictions(preds: Sequence[Prediction]) -> str:
 def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
                 out: str | os.PathLike | None = None, as_json: bool = False, tta: bool = False,
                 review_below: float = DEFAULT_REVIEW_BELOW, with_differential: bool = False,
-                batch_size: int = 64, precision: str = "auto", progress: bool = True
+                batch_size: int = 64, precision: str = "auto", progress: bool = True,
+                class_map: str | os.PathLike | None = None, adapt_bn: bool = False
                 ) -> tuple[str, int]:
-    """The ``predict`` command: classify, write ``out`` (+ differential); (text, n classified)."""
+    """The ``predict`` command: classify, write ``out`` (+ differential); (text, n classified).
+
+    The batch's mean colour is compared with the training images' (a ``colour`` warning on
+    every row and a summary line when far); ``class_map`` (default: the card's) adds each
+    file's truth, from its folder name, and whether the call is correct in the map's terms.
+    """
+    from hemacnn.classmap import load_class_map, resolve
 
     if out is not None:
         check_out(out)  # before the work, not after it
     found = expand_inputs(inputs)
     if not found.files:
         raise _no_images_error(inputs, found.skipped)
-    clf = load_classifier(model, precision=precision)
+    clf = load_classifier(model, precision=precision, adapt_bn=adapt_bn)
     classes = list(clf.card["classes"])
+    map_spec = class_map if class_map is not None else clf.card.get("class_map")
+    resolved = (resolve(load_class_map(map_spec), classes, f"model {model}")
+                if map_spec is not None else None)
     preds = classify_files(model, found.files, tta=tta, review_below=review_below,
-                           batch_size=batch_size, progress=progress, classifier=clf)
+                           batch_size=batch_size, progress=progress, classifier=clf,
+                           adapt_bn=adapt_bn)
+    colour = colour_check(preds, clf.card)
+    preds = with_colour_warning(preds, colour)
+    extra_lines = [colour.summary()] if colour.far else []
+    if resolved is not None:
+        preds, left_out = with_truth(preds, resolved)
+        extra_lines.append(mapped_line(preds, left_out, resolved.cmap.name))
+    if getattr(clf, "adapted", None) is not None:
+        extra_lines.append(f"test-time adaptation: {clf.adapted.summary()}")
+    mapped = resolved is not None
     diff = from_predictions(preds, classes) if with_differential else None
     written = []
     if out is not None:
-        written.append(write_predictions(preds, classes, out))
+        written.append(write_predictions(preds, classes, out, mapped))
         if diff is not None:
             written += write_differential(diff, out)
     if as_json:
-        rows = [p.row(classes) for p in preds]
+        rows = [p.row(classes, mapped) for p in preds]
         text = json.dumps({"predictions": rows, "differential": diff} if diff else rows)
     else:
         parts = [format_predictions(preds) if out is None else ""]  # the file holds the rows
         if diff is not None:
             parts.append(format_differential(diff))
-        parts += [f"wrote {p}" for p in written] + [summary_line(preds, len(found.skipped))]
+        parts += [f"wrote {p}" for p in written] + extra_lines
+        parts += [summary_line(preds, len(found.skipped))]
         text = "\n".join(p for p in parts if p)
     return text, sum(p.status is not Status.ERROR for p in preds)

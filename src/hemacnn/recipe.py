@@ -180,7 +180,7 @@ def recipe_data_options(cfg) -> dict[str, Any]:
     if imb.sampler == "balanced":
         balanced = imb.per_class if imb.per_class is not None else True
     return {"other": imb.other, "balanced": balanced, "stain_jitter": r.stain_jitter,
-            "crop_scale": r.crop_scale}
+            "crop_scale": r.crop_scale, "hed_jitter": r.hed_jitter}
 
 
 def class_weights(cfg, dm) -> list[float] | None:

@@ -384,11 +384,36 @@ def render_html(blocks: list[Block], title: str) -> str:
             + "\n</body></html>\n")
 
 
-def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None
-                 ) -> list[Path]:
-    """Write report.md (default: in the first run) and report.html beside it; return both."""
+def _mapped_blocks(r: RunInfo, map_name: str) -> list[Block]:
+    """The run's saved evaluations of another dataset through the map called ``map_name``."""
+    from hemacnn.classmap import report_blocks
+
+    found = []
+    for path in sorted(r.path.glob("evaluation_*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and (data.get("class_map") or {}).get("name") == map_name:
+            found += report_blocks(data)
+    return found or [("p", f"{r.name}: no evaluation through class map {map_name} yet; run "
+                           f"`hemacnn evaluate {r.path} --data DIR --class-map MAP` first.")]
+
+
+def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None,
+                 class_map: str | os.PathLike | None = None) -> list[Path]:
+    """Write report.md (default: in the first run) and report.html beside it; return both.
+
+    With ``class_map`` each run's saved evaluations of another dataset through that map are
+    added (the in-domain / other-dataset table of :func:`hemacnn.classmap.report_blocks`).
+    """
     if not run_dirs:
         raise HemacnnError("give at least one run folder")
+    map_name = None
+    if class_map is not None:
+        from hemacnn.classmap import load_class_map
+
+        map_name = load_class_map(class_map).name
     runs = [load_run(p) for p in run_dirs]
     md_path = Path(out) if out else runs[0].path / "report.md"
     if md_path.suffix.lower() != ".md":
@@ -411,6 +436,8 @@ def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
         blocks.append(("p", note))
     for i, r in enumerate(runs):
         blocks += _run_blocks(r, _figures(r, fig_dir, f"run{i + 1}"))
+        if map_name is not None:
+            blocks += _mapped_blocks(r, map_name)
     html_path = md_path.with_suffix(".html")
     write_text(md_path, render_markdown(blocks, md_path.parent))
     write_text(html_path, render_html(blocks, title))

@@ -38,6 +38,8 @@ from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, wri
 from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
 from hemacnn.data.manifest import Entry
+from hemacnn.data.stain import STAIN_KEY
+from hemacnn.domain import domain_card
 from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.finetune import finetune_callbacks
 from hemacnn.inference import bf16_native, predict_batches
@@ -450,6 +452,8 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     dm.setup("fit")
     card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()),
                      dm.entries or ())
+    card.update(domain_card(cfg, dm.class_codes, dm.train_images()))
+    dm.set_stain_norm(card.get(STAIN_KEY))  # training, validation and test see normalised images
     if ckpt_path is not None:  # keep what the run's start loaded in the cards saved from now on
         card.update(_saved_load_report(run_dir))
     module = CellClassifier(card, cfg.optimizer.model_dump(), l2=cfg.model.l2,

@@ -90,21 +90,27 @@ class SeededShuffleSampler(Sampler):
         return iter(zip(order, ks, strict=True))
 
 
-def stain_transform(image_size: int, stain_jitter: float = 0.0, crop_scale: float | None = None
-                    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def stain_transform(image_size: int, stain_jitter: float = 0.0, crop_scale: float | None = None,
+                    hed_jitter: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """Per-image random transforms for stained cells (torchvision.transforms.v2), or None.
 
     ``stain_jitter`` s: brightness, contrast and saturation factors in [1-s, 1+s] and a hue
     shift of up to s/4 (small, because the stain's colours carry the class). ``crop_scale``
     a: a random resized crop keeping [a, 1] of the area at aspect 3/4..4/3, back to the input
-    size (cells are centred in Matek's crops, so a stays large, e.g. 0.7). Training only; acts
+    size (cells are centred in Matek's crops, so a stays large, e.g. 0.7). ``hed_jitter``: the
+    HED colour augmentation (:class:`hemacnn.data.stain.HedJitter`). Training only; acts
     on uint8 CHW tensors and draws from torch's generator (seeded per run and per worker).
     """
     from torchvision.transforms import v2
 
+    from hemacnn.data.stain import hed_transform
+
     steps: list[Callable] = []
     if crop_scale is not None:
         steps.append(v2.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), antialias=True))
+    hed = hed_transform(hed_jitter)
+    if hed is not None:
+        steps.append(hed)
     if stain_jitter > 0:
         steps.append(v2.ColorJitter(brightness=stain_jitter, contrast=stain_jitter,
                                     saturation=stain_jitter, hue=stain_jitter / 4))

@@ -55,6 +55,30 @@ class DecodedImages:
         return preprocess_image(p if p.is_absolute() else self.root / p, self.size, self.method)
 
 
+class NormalizedImages:
+    """An image store whose images are stain-normalised on first use (then kept in memory)."""
+
+    def __init__(self, images: ImageCache | DecodedImages, normalizer: Any) -> None:
+        self.images, self.normalizer = images, normalizer
+        self._done: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.images
+
+    def rows(self, paths: Sequence[str]) -> np.ndarray:
+        """Row numbers of ``paths``."""
+        return self.images.rows(paths)
+
+    def get(self, i: int) -> np.ndarray:
+        """Image ``i`` normalised, uint8 (size, size, 3)."""
+        if i not in self._done:
+            self._done[i] = self.normalizer(self.images.get(i)[None])[0]
+        return self._done[i]
+
+
 class CellDataset(Dataset):
     """(path, class) items over an image store -> (float32 3xHxW in [0, 1], int64 label)."""
 
@@ -169,7 +193,8 @@ class HemaDataModule(L.LightningDataModule):
                  balanced: int | bool | None = None, stain_jitter: float = 0.0,
                  crop_scale: float | None = None, min_per_split: int = 1,
                  rare_classes: str = "keep", fold_test: str = "rotate",
-                 train_fraction: float = 1.0, split_seed: int | None = None) -> None:
+                 train_fraction: float = 1.0, split_seed: int | None = None,
+                 hed_jitter: float = 0.0) -> None:
         super().__init__()
         self.root = Path(root)
         # None or "all": every class folder with usable images (known after setup).
@@ -197,7 +222,9 @@ class HemaDataModule(L.LightningDataModule):
         # Imbalance and richer augmentation options; the defaults change nothing.
         self.other = other if other is True or not other else list(other)
         self.balanced = balanced
-        self.extra = stain_transform(self.image_size, stain_jitter, crop_scale)
+        self.extra = stain_transform(self.image_size, stain_jitter, crop_scale, hed_jitter)
+        self.stain: Any = None  # a StainNormalizer once set_stain_norm() has one
+        self._normalized: NormalizedImages | None = None
         if self.batch_size < 1:
             raise HemacnnError(f"batch_size must be at least 1, got {batch_size}")
         if self.num_workers < 0:
@@ -267,10 +294,27 @@ class HemaDataModule(L.LightningDataModule):
         self.splits = splits
         self.manifest_hash = manifest_hash(entries)
 
-    def _require_setup(self) -> tuple[Splits, ImageCache]:
+    def _require_setup(self) -> tuple[Splits, ImageCache | NormalizedImages]:
         if self.splits is None or self.cache is None:
             self._prepare()
-        return self.splits, self.cache
+        if self.stain is None:
+            return self.splits, self.cache
+        if self._normalized is None or self._normalized.images is not self.cache:
+            self._normalized = NormalizedImages(self.cache, self.stain)
+        return self.splits, self._normalized
+
+    def train_images(self) -> np.ndarray:
+        """The training split's images as the cache holds them (uint8 NHWC, not normalised)."""
+        splits, _ = self._require_setup()
+        return np.asarray(self.cache.array[np.sort(self.cache.rows([p for p, _ in
+                                                                    splits.train]))])
+
+    def set_stain_norm(self, reference: dict[str, Any] | None) -> None:
+        """Normalise every image served from now on to ``reference`` (None: none)."""
+        from hemacnn.data.stain import StainNormalizer
+
+        self.stain = StainNormalizer(reference) if reference else None
+        self._normalized = None
 
     def _batches_done(self) -> int:
         """Training batches of the unfinished epoch already done (for ResumableLoader)."""
@@ -335,9 +379,11 @@ class HemaDataModule(L.LightningDataModule):
         items = list(items)
         same_root = root is None or Path(root).resolve() == self.root.resolve()
         if same_root and self.cache is not None and all(p in self.cache for p, _ in items):
-            images: ImageCache | DecodedImages = self.cache
+            images: Any = self.cache
         else:
             images = DecodedImages(root if root is not None else self.root,
                                    [p for p, _ in items], self.image_size, self.resize)
+        if self.stain is not None:
+            images = NormalizedImages(images, self.stain)
         return self._loader(CellDataset(images, items, self.class_codes), batch_size,
                             shuffle=False)

@@ -41,6 +41,7 @@ class Concern(Enum):
     MODE = "mode"  # not 8-bit RGB like the training images (grayscale, CMYK, 16-bit, alpha)
     SIZE = "size"  # far larger or smaller than the training images
     BLANK = "blank"  # a single colour: there is no cell to see
+    COLOUR = "colour"  # the batch's mean colour is far from the training images' (stain, scanner)
 
 
 @dataclass(frozen=True)

@@ -62,9 +62,14 @@ class BatchNormEstimate:
     # Largest eval-mode change on the first batch, over the logits and the last BatchNorm's
     # output (the features the head sees: a zero-initialised head makes the logits blind).
     max_change: float
+    adapted: bool = False  # test-time adaptation (the function changed on purpose)
 
     def summary(self) -> str:
         """One line for the run's log."""
+        if self.adapted:
+            return (f"BatchNorm statistics of {self.layers} layers re-estimated on "
+                    f"{self.images} target images ({self.batches} batches); outputs changed by "
+                    f"up to {self.max_change:.2f}")
         return (f"BatchNorm statistics re-estimated on {self.images} training images "
                 f"({self.batches} batches) for {self.layers} layers; eval-mode outputs changed "
                 f"by at most {self.max_change:.1e}")
@@ -135,3 +140,47 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
     for module, training in modes.items():
         module.training = training
     return BatchNormEstimate(len(sums), n_batches, n_images, change)
+
+
+ADAPT_MAX_BATCHES = 100
+"""Test-time adaptation uses at most this many batches (6,400 images at 64 a batch)."""
+
+
+@torch.no_grad()
+def adapt_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
+                    max_batches: int = ADAPT_MAX_BATCHES) -> BatchNormEstimate:
+    """Test-time BatchNorm adaptation (AdaBN, Li et al. 2016): replace every BatchNorm's running
+    statistics by those of the target images, keeping weight and bias, so the function changes.
+
+    Unlike :func:`reestimate_batchnorm` (which keeps the function), each layer must see the
+    previous layers already normalised by target statistics; so BatchNorm layers (only: dropout
+    and noise layers stay in eval mode) run in train mode with a cumulative average
+    (``momentum=None``), as ``torch.optim.swa_utils.update_bn`` does. The model ends in eval mode.
+    """
+    layers = batchnorm_layers(model)
+    it = iter(batches)
+    first = next(it, None) if max_batches > 0 else None
+    if first is None or not layers:
+        return BatchNormEstimate(0, 0, 0, 0.0)
+    model.eval()
+    before = _outputs(model, layers[-1], first)
+    momenta = {bn: bn.momentum for bn in layers}
+    n_batches = n_images = 0
+    try:
+        for bn in layers:
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+        for x in itertools.chain([first], it):
+            model(x)
+            n_batches += 1
+            n_images += len(x)
+            if n_batches >= max_batches:
+                break
+    finally:
+        for bn, momentum in momenta.items():
+            bn.momentum = momentum
+        model.eval()
+    after = _outputs(model, layers[-1], first)
+    change = max(float((a - b).abs().max()) for a, b in zip(after, before, strict=True))
+    return BatchNormEstimate(len(layers), n_batches, n_images, change, adapted=True)

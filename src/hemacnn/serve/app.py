@@ -32,7 +32,13 @@ from hemacnn import __version__
 from hemacnn.data.images import DECODE_ERRORS, FORMATS_BY_EXTENSION, ImageDecodeError
 from hemacnn.differential import from_predictions
 from hemacnn.errors import HemacnnError, UnreadableImage
-from hemacnn.predict import DEFAULT_REVIEW_BELOW, Prediction, Status, classify_files
+from hemacnn.predict import (
+    DEFAULT_REVIEW_BELOW,
+    Prediction,
+    Status,
+    classify_files,
+    colour_check,
+)
 
 STATIC = Path(__file__).with_name("static")
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -243,7 +249,10 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
         results = [_result(u.name, u.prediction) if u.prediction else u.as_error()
                    for u in uploads]
         used = [u.prediction for u in uploads if u.prediction]
-        return {"results": results, "differential": from_predictions(used, classes)}
+        colour = colour_check(used, models.card)  # another stain or scanner: say so at once
+        return {"results": results, "differential": from_predictions(used, classes),
+                "colour": {"far": colour.far, "distance": colour.distance,
+                           "mean_rgb": colour.mean, "message": colour.summary()}}
 
     @app.post("/api/explain", response_class=Response,
               responses={200: {"content": {"image/png": {}}}})

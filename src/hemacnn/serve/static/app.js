@@ -267,6 +267,10 @@ async function upload(fileList) {
         : [`${body.detail} (HTTP ${resp.status})`]));
       continue;
     }
+    if (body.colour && body.colour.far) { // a batch unlike the training images' colours
+      $("#colour-warning").textContent = body.colour.message;
+      $("#colour-warning").hidden = false;
+    }
     const added = [];
     body.results.forEach((r, i) => { // results come in the order the files were sent
       if (r.error) { errors.push(r.error); return; }
@@ -317,6 +321,7 @@ async function clearAll() {
   await storeTx("readwrite", (s) => { ids.forEach((id) => s.delete(id)); return {}; });
   state.cells = []; $("#cells").replaceChildren(); $("#errors").replaceChildren();
   $("#status").textContent = ""; $("#saved").textContent = "";
+  $("#colour-warning").hidden = true;
   setUnsaved(false);
   renderDifferential();
 }
