@@ -23,14 +23,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from test_sweep import make_two_class_root, read_csv, write_study
+from factories import read_csv, two_class_folder, write_study
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 
 
 @pytest.fixture(scope="module")
 def two_class_root(tmp_path_factory) -> Path:
-    return make_two_class_root(tmp_path_factory.mktemp("sweepdata"))
+    return two_class_folder(tmp_path_factory.mktemp("sweepdata"))
 
 
 def _free_port() -> int:
