@@ -10,6 +10,9 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -225,3 +228,21 @@ def onecycle_config(tmp_path: Path, root: Path) -> Path:
     cfg.write_text(cfg.read_text().replace("batch_size: 16", "batch_size: 4")
                    + "recipe:\n  schedule: onecycle\n")
     return cfg
+
+
+# --------------------------------------------------------------------------- processes
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``hemacnn`` child process: unbuffered output, and no run folder
+    inherited from a training parent (a DDP worker's hint)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("HEMACNN_RUN_DIR", None)
+    return env
+
+
+def cli_process(args: list[str], **kw: Any) -> subprocess.Popen:
+    """``hemacnn ARGS`` in its own process group (so a test can signal or kill it), stdout
+    and stderr together as text."""
+    return subprocess.Popen([sys.executable, "-m", "hemacnn.cli", *args], env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import optuna
 import pytest
 import yaml
 
-from factories import read_csv, two_class_folder, write_study
+from factories import cli_process, read_csv, two_class_folder, write_study
 from hemacnn.cli import main
 
 
@@ -37,11 +36,7 @@ def trained_trials(out: Path, name: str = "tiny-paper") -> list[optuna.trial.Fro
 
 
 def sweep_cli(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HEMACNN_RUN_DIR", None)
-    return subprocess.Popen([sys.executable, "-m", "hemacnn.cli", "sweep", *args,
-                             "--no-progress"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return cli_process(["sweep", *args, "--no-progress"])
 
 
 def test_small_study_end_to_end(tmp_path, two_class_root, capsys):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from factories import onecycle_config, read_metrics, trainer_config
+from factories import cli_env, cli_process, onecycle_config, read_metrics, trainer_config
 from hemacnn.cli import main
 from hemacnn.steploss import read_step_loss
 from hemacnn.train import train
@@ -160,21 +160,11 @@ def test_train_errors_are_one_line(tmp_path, synthetic_root, capsys):
         assert not out.exists(), f"{argv} left a half-made run folder"
 
 
-def _run_cli(args: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HEMACNN_RUN_DIR", None)
-    return subprocess.Popen([sys.executable, "-m", "hemacnn.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **kw)
-
-
 def test_train_output_to_a_log_file_carries_no_library_noise(tmp_path, synthetic_root):
     # Output to a pipe (a log file, CI) without --no-progress: plain epoch lines, no bar.
     cfg = trainer_config(tmp_path, synthetic_root)  # 6 batches an epoch, log_every_n_steps 10
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HEMACNN_RUN_DIR", None)
     done = subprocess.run([sys.executable, "-m", "hemacnn.cli", "train", str(cfg), "--out",
-                           str(tmp_path / "run")], env=env, capture_output=True, text=True,
+                           str(tmp_path / "run")], env=cli_env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert "log_every_n_steps" not in done.stderr and "logging interval" not in done.stderr
@@ -191,7 +181,7 @@ def test_train_output_to_a_log_file_carries_no_library_noise(tmp_path, synthetic
 def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
     cfg = trainer_config(tmp_path, synthetic_root, max_epochs=5)
     run = tmp_path / "run"
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"])
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         if (run / "metrics.csv").exists() and len(read_metrics(run)) >= 2:
@@ -204,7 +194,7 @@ def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
     done = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
     assert done >= len(before) - 2  # the checkpoint trails the metrics by at most one epoch
 
-    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    resumed = cli_process(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     after = read_metrics(run)
@@ -228,7 +218,7 @@ def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
 def test_ddp_on_two_cpu_processes(tmp_path, synthetic_root):
     cfg = trainer_config(tmp_path, synthetic_root, max_epochs=1, devices=2, strategy="ddp")
     run = tmp_path / "run"
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert "distributed_backend=gloo" in out or "gloo" in out.lower()
@@ -244,7 +234,7 @@ def test_ctrl_c_before_the_first_epoch_ends_can_be_resumed(tmp_path, synthetic_r
     cfg = trainer_config(tmp_path, synthetic_root, max_epochs=2)
     run = tmp_path / "run"
     # A suite started in the background (nohup, `&`) inherits SIGINT ignored: undo that here.
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"],
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"],
                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run / "config.yaml").exists():
@@ -253,7 +243,7 @@ def test_ctrl_c_before_the_first_epoch_ends_can_be_resumed(tmp_path, synthetic_r
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
     # Whatever the message says, it must lead somewhere: the printed way on works.
-    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    resumed = cli_process(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert [r["epoch"] for r in read_metrics(run)] == ["1", "2"]
@@ -271,7 +261,7 @@ def test_mid_epoch_checkpoint_resumes_at_the_batch_it_stopped(tmp_path, syntheti
     cfg = trainer_config(tmp_path, synthetic_root, max_epochs=2, checkpoint_minutes=1e-5)
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"])
     deadline = time.monotonic() + 240
     stopped_at = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -287,7 +277,7 @@ def test_mid_epoch_checkpoint_resumes_at_the_batch_it_stopped(tmp_path, syntheti
     proc.wait()
     assert stopped_at, "no mid-epoch checkpoint was seen"
 
-    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    resumed = cli_process(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert "not resumable" not in out  # Lightning's warning for loaders that restart the epoch
@@ -312,7 +302,7 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
     # With a per-step schedule, whose length must be known without replaying the epoch.
     cfg = onecycle_config(tmp_path, synthetic_root)
     run = tmp_path / "run"
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"],
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"],
                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -332,7 +322,7 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
         assert epoch == 1 and 0 < done < 22, (epoch, done)  # saved mid-epoch, after a batch
     assert len(read_step_loss(run / "step_loss.csv")) == 22 * epoch + done
 
-    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    resumed = cli_process(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     reference = onecycle_reference  # the same config, never interrupted
@@ -351,7 +341,7 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
     # The one-cycle schedule was laid out for 3 epochs: more on --resume is a clear error.
     stamp = (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     for override, was in (("trainer.max_epochs=5", "3"), ("recipe.schedule=none", "onecycle")):
-        again = _run_cli(["train", "--resume", str(run), override, "--no-progress"])
+        again = cli_process(["train", "--resume", str(run), override, "--no-progress"])
         out, _ = again.communicate(timeout=120)
         assert again.returncode == 2, out
         assert f"error: {override} on --resume of {run}: the run started with {was}" in out
@@ -434,9 +424,7 @@ def test_ddp_ranks_train_one_model_as_one_process_would(tmp_path):
 
     script = tmp_path / "ddp_step.py"
     script.write_text(_DDP_STEP)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HEMACNN_RUN_DIR", None)
-    res = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, cwd=tmp_path,
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], env=cli_env(), cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
