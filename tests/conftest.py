@@ -1,11 +1,16 @@
-"""Shared fixtures: the real Matek images in ../shared/data, skipped with a reason when absent."""
+"""Shared fixtures: the real Matek images in ../shared/data (skipped with a reason when absent),
+synthetic images, and reference runs trained once per session for the tests that read them."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from factories import cell_folder, onecycle_config, trainer_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HEMACNN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -47,6 +52,14 @@ def shared_weights() -> Path:
     return SHARED_WEIGHTS
 
 
+@contextmanager
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The test cache for a session fixture (the autouse cache fixture is not up there)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEMACNN_CACHE", str(tmp_path_factory.getbasetemp() / "hemacnn-cache"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Keep every test's caches out of the user's home folder (one cache per test session)."""
@@ -74,10 +87,38 @@ def trained_run(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from hemacnn.cli import main
 
     run = tmp_path_factory.mktemp("trained") / "run"
-    with pytest.MonkeyPatch.context() as mp:  # session scope: the autouse cache fixture is not up
-        mp.setenv("HEMACNN_CACHE", str(tmp_path_factory.getbasetemp() / "hemacnn-cache"))
+    with _session_cache(tmp_path_factory):
         code = main(["train", str(REPO / "configs" / "quick.yaml"), f"data.root={sample_root}",
                      "data.classes=[BLA,LYT,NGS]", "data.image_size=48",
                      "trainer.max_epochs=2", "--out", str(run), "--no-progress"])
     assert code == 0, "training the shared test model failed"
     return run
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three classes of 48 px JPEGs told apart by colour and texture (mechanics only)."""
+    return cell_folder(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of :func:`factories.trainer_config` (two epochs), trained once: tests
+    that only read it share it (seconds)."""
+    from hemacnn.train import train
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    with _session_cache(tmp_path_factory):
+        return train(trainer_config(base, synthetic_root), out=base / "run", progress=False)
+
+
+@pytest.fixture(scope="session")
+def onecycle_reference(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run of :func:`factories.onecycle_config`: what every interrupted and
+    resumed run of that config must equal."""
+    from hemacnn.train import train
+
+    base = tmp_path_factory.mktemp("onecycle")
+    with _session_cache(tmp_path_factory):
+        return train(onecycle_config(base, synthetic_root), out=base / "reference",
+                     progress=False)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from factories import random_png_entries
 from hemacnn.data import cache as cache_mod
 from hemacnn.data.cache import ImageCache, build_cache, preprocess_image
 from hemacnn.data.manifest import Entry
@@ -32,18 +33,9 @@ def listing_entries(root: Path, classes=THREE) -> list[Entry]:
     return out
 
 
-def synthetic_root(tmp_path: Path, n: int = 10) -> tuple[Path, list[Entry]]:
+def png_root(tmp_path: Path, n: int = 10) -> tuple[Path, list[Entry]]:
     root = tmp_path / "data"
-    rng = np.random.default_rng(0)
-    entries = []
-    for i in range(n):
-        code = "A" if i % 2 else "B"
-        (root / code).mkdir(parents=True, exist_ok=True)
-        arr = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
-        rel = f"{code}/img{i}.png"
-        Image.fromarray(arr).save(root / rel)
-        entries.append(Entry(rel, code, f"sha{i}", 40, 40, "ok"))
-    return root, entries
+    return root, random_png_entries(root, n)
 
 
 def cache_dirs(root: Path) -> list[str]:
@@ -113,7 +105,7 @@ def test_bad_method_and_size(tmp_path: Path) -> None:
 # --- build_cache ----------------------------------------------------------------------------
 
 def test_cache_built_once_and_rebuilt_only_when_key_changes(tmp_path: Path) -> None:
-    root, entries = synthetic_root(tmp_path)
+    root, entries = png_root(tmp_path)
     c1 = build_cache(root, entries, 16, workers=1, progress=False)
     assert c1.built and len(c1) == 10
     stat = os.stat(c1.folder / "images.npy")
@@ -134,7 +126,7 @@ def test_cache_built_once_and_rebuilt_only_when_key_changes(tmp_path: Path) -> N
 
 
 def test_cache_rows_equal_preprocessing_and_skip_unusable(tmp_path: Path) -> None:
-    root, entries = synthetic_root(tmp_path)
+    root, entries = png_root(tmp_path)
     bad = [Entry("A/missing.png", "A", "m", 0, 0, "unreadable"),
            Entry("B/copy.png", "B", "d", 40, 40, "duplicate")]
     c = build_cache(root, entries + bad, 24, "bilinear", workers=2, progress=False)
@@ -148,7 +140,7 @@ def test_cache_rows_equal_preprocessing_and_skip_unusable(tmp_path: Path) -> Non
 
 
 def test_interrupted_build_leaves_no_cache(tmp_path: Path, monkeypatch) -> None:
-    root, entries = synthetic_root(tmp_path, n=200)
+    root, entries = png_root(tmp_path, n=200)
     real = cache_mod.preprocess_image
     calls = {"n": 0}
 
@@ -167,7 +159,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_killed_build_leftovers_are_ignored_then_removed(tmp_path: Path) -> None:
-    root, entries = synthetic_root(tmp_path)
+    root, entries = png_root(tmp_path)
     parent = dataset_cache_dir(root)
     parent.mkdir(parents=True)
     # A build killed with -9 leaves a temp folder named after its (now dead) process.
@@ -180,7 +172,7 @@ def test_killed_build_leftovers_are_ignored_then_removed(tmp_path: Path) -> None
 
 
 def test_rename_race_loser_reuses_winner(tmp_path: Path, monkeypatch) -> None:
-    root, entries = synthetic_root(tmp_path)
+    root, entries = png_root(tmp_path)
     real_fill = cache_mod._run_fill
     other: list[ImageCache] = []
 
@@ -203,7 +195,7 @@ def _build_in_child(root: Path, entries: list[Entry], queue) -> None:
 
 
 def test_two_processes_build_once(tmp_path: Path) -> None:
-    root, entries = synthetic_root(tmp_path, n=300)
+    root, entries = png_root(tmp_path, n=300)
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_build_in_child, args=(root, entries, queue)) for _ in range(2)]
@@ -217,7 +209,7 @@ def test_two_processes_build_once(tmp_path: Path) -> None:
 
 
 def test_pickled_cache_does_not_carry_the_array(tmp_path: Path) -> None:
-    root, entries = synthetic_root(tmp_path)
+    root, entries = png_root(tmp_path)
     c = build_cache(root, entries, 64, workers=1, progress=False)
     _ = c.array[0]
     clone = pickle.loads(pickle.dumps(c))
@@ -248,7 +240,7 @@ def test_sample_cache_64_and_128(sample_root: Path, size: int) -> None:
 
 
 def test_build_never_holds_the_whole_array(tmp_path: Path) -> None:
-    root, entries = synthetic_root(tmp_path, n=300)
+    root, entries = png_root(tmp_path, n=300)
     tracemalloc.start()
     try:
         c = build_cache(root, entries, 64, workers=1, progress=False)
@@ -260,7 +252,7 @@ def test_build_never_holds_the_whole_array(tmp_path: Path) -> None:
 
 
 def test_unwritable_cache_location(tmp_path: Path, monkeypatch) -> None:
-    root, entries = synthetic_root(tmp_path)
+    root, entries = png_root(tmp_path)
     (tmp_path / "file.txt").write_text("x")
     monkeypatch.setenv("HEMACNN_CACHE", str(tmp_path / "file.txt" / "cache"))
     with pytest.raises(HemacnnError, match="cannot create folder .*file.txt/cache"):

@@ -10,22 +10,16 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
+from factories import image_folder, tiny_config
 from hemacnn.cli import main
-from synthetic import make_folder
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     base = tmp_path_factory.mktemp("cv")
-    root = make_folder(base / "data", {"LYT": 12, "neutrophil": 12, "platelet": 12})
-    cfg = {"name": "tiny", "seed": 0,
-           "data": {"root": str(root), "classes": "all", "image_size": 48, "batch_size": 16},
-           "model": {"name": "mv3", "width": 0.125},
-           "trainer": {"max_epochs": 1, "patience": None, "accelerator": "cpu", "devices": 1}}
-    path = base / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    root = image_folder(base / "data", {"LYT": 12, "neutrophil": 12, "platelet": 12})
+    path = tiny_config(base / "tiny.yaml", root, data={"classes": "all"})
     return path, root
 
 

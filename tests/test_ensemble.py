@@ -11,24 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from factories import image_folder, tiny_config
 from hemacnn.cli import main
-from synthetic import make_folder
 
 
 @pytest.fixture(scope="module")
 def fold_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     """Two runs of one config: holdout folds 0 and 1 of 2 (same test split, other val/train)."""
     base = tmp_path_factory.mktemp("ens")
-    root = make_folder(base / "data", {"LYT": 14, "neutrophil": 14, "platelet": 14})
-    cfg = {"name": "tiny", "seed": 0,
-           "data": {"root": str(root), "classes": "all", "image_size": 48, "batch_size": 16,
-                    "folds": 2, "fold_test": "holdout"},
-           "model": {"name": "mv3", "width": 0.125},
-           "trainer": {"max_epochs": 1, "patience": None, "accelerator": "cpu", "devices": 1}}
-    path = base / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    root = image_folder(base / "data", {"LYT": 14, "neutrophil": 14, "platelet": 14})
+    path = tiny_config(base / "tiny.yaml", root,
+                       data={"classes": "all", "folds": 2, "fold_test": "holdout"})
     runs = []
     for fold in (0, 1):
         run = base / f"fold{fold}"

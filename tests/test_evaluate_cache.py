@@ -9,21 +9,20 @@ import pytest
 from PIL import Image
 
 import hemacnn.evaluate as evaluate_module
+from factories import RUN_SIZE, fake_run, labelled_images
 from hemacnn.data.cache import build_cache
 from hemacnn.data.scan import load_or_scan
 from hemacnn.evaluate import evaluate_run
-from test_predict import SIZE, make_run, write_images
 
 
 @pytest.fixture()
 def cached_run(tmp_path: Path) -> Path:
     data = tmp_path / "data"
-    files = write_images(data, per_class=5)
-    rows = [(p, c) for c, ps in files.items() for p in ps]
-    run = make_run(tmp_path / "run", data, {"train": rows[:9], "val": rows[9:12],
+    rows = labelled_images(data, per_class=5)
+    run = fake_run(tmp_path / "run", data, {"train": rows[:9], "val": rows[9:12],
                                             "test": rows[12:]})
     entries = {e.path: e for e in load_or_scan(data, progress=False)}
-    build_cache(data, [entries[p] for p, _ in rows], SIZE, "nearest", workers=1,
+    build_cache(data, [entries[p] for p, _ in rows], RUN_SIZE, "nearest", workers=1,
                 progress=False)
     return run
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from hemacnn.classes import class_name
+from factories import model_card, save_checkpoint
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
 from hemacnn.errors import HemacnnError
@@ -28,12 +28,7 @@ def _tiny_checkpoint(name: str, path: Path) -> Path:
         model = build_model(name, 2, size, width=0.125)
     except HemacnnError:
         model = build_model(name, 2, size)
-    card = {"format": "hemacnn-card/1", "classes": ["BLA", "LYT"],
-            "class_names": [class_name("BLA"), class_name("LYT")], "input_size": size,
-            "resize_method": "nearest", "arch": model.hemacnn_arch}
-    torch.save({"state_dict": {"model." + k: v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"card": card}}, path)
-    return path
+    return save_checkpoint(path, model, model_card(["BLA", "LYT"], model.hemacnn_arch))
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from factories import image_folder
 from hemacnn.classes import CLASSES
 from hemacnn.cli import main
 from hemacnn.data.splits import load_splits
-from synthetic import make_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def matek21_root(tmp_path_factory):
     """Every Matek code with 5 images, except ABE (Matek's rarest class) with 3."""
     counts = {code: (3 if code == "ABE" else 5) for code in CLASSES}
-    return make_folder(tmp_path_factory.mktemp("matek21") / "data", counts)
+    return image_folder(tmp_path_factory.mktemp("matek21") / "data", counts)
 
 
 def test_21_classes_train_and_report_beside_matek_table1(tmp_path, matek21_root, capsys):

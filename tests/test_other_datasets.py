@@ -8,35 +8,23 @@ no tolerance groups and no published comparison.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import yaml
 
+from factories import image_folder, tiny_config
 from hemacnn.cli import main
-from synthetic import make_folder
 
 MATEK_WORDS = ("lymphocyte", "Matek", "Whitehead", "W&R", "Table 1", "Krappe")
 
 
-def tiny_config(path: Path, root: Path, **data) -> Path:
-    """An eighth-width MV3 at 48 px for one epoch: seconds on a CPU."""
-    cfg = {"name": "tiny", "seed": 0,
-           "data": {"root": str(root), "image_size": 48, "batch_size": 16, **data},
-           "model": {"name": "mv3", "width": 0.125},
-           "trainer": {"max_epochs": 1, "patience": None, "accelerator": "cpu", "devices": 1}}
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def test_foreign_class_names_scan_train_evaluate_report_predict(tmp_path, capsys):
-    root = make_folder(tmp_path / "pbc", {"LYT": 14, "neutrophil": 14, "platelet": 14})
+    root = image_folder(tmp_path / "pbc", {"LYT": 14, "neutrophil": 14, "platelet": 14})
     assert main(["scan", str(root)]) == 0
     scan_out = capsys.readouterr().out
     assert "neutrophil" in scan_out and "Paper" not in scan_out
 
     run = tmp_path / "run"
-    cfg = tiny_config(tmp_path / "tiny.yaml", root, classes="all")
+    cfg = tiny_config(tmp_path / "tiny.yaml", root, data={"classes": "all"})
     assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
     train_out = capsys.readouterr().out
     card = json.loads((run / "model_card.json").read_text())
@@ -61,9 +49,9 @@ def test_foreign_class_names_scan_train_evaluate_report_predict(tmp_path, capsys
 
 def test_matek_class_set_keeps_its_names_and_tolerance(tmp_path, capsys):
     """The same folder with Matek codes only gets Matek's names and tolerance groups."""
-    root = make_folder(tmp_path / "bm", {"NGB": 10, "NGS": 10, "EOS": 10})
+    root = image_folder(tmp_path / "bm", {"NGB": 10, "NGS": 10, "EOS": 10})
     run = tmp_path / "run"
-    cfg = tiny_config(tmp_path / "tiny.yaml", root, classes=["NGB", "NGS", "EOS"])
+    cfg = tiny_config(tmp_path / "tiny.yaml", root, data={"classes": ["NGB", "NGS", "EOS"]})
     assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
     capsys.readouterr()
     card = json.loads((run / "model_card.json").read_text())
@@ -75,8 +63,8 @@ def test_matek_class_set_keeps_its_names_and_tolerance(tmp_path, capsys):
 
 
 def test_rare_class_dropped_with_a_note(tmp_path, capsys):
-    root = make_folder(tmp_path / "d", {"LYT": 12, "neutrophil": 12, "platelet": 2})
-    cfg = tiny_config(tmp_path / "tiny.yaml", root, classes="all")
+    root = image_folder(tmp_path / "d", {"LYT": 12, "neutrophil": 12, "platelet": 2})
+    cfg = tiny_config(tmp_path / "tiny.yaml", root, data={"classes": "all"})
     assert main(["train", str(cfg), "data.classes=[neutrophil,platelet]", "--out",
                  str(tmp_path / "no")]) == 2
     err = capsys.readouterr().err

@@ -1,87 +1,29 @@
-"""Prediction from a checkpoint alone, and the run-folder helper the evaluation tests share."""
+"""Prediction from a checkpoint alone."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from factories import RUN_SIZE, fake_labelled_run
 from hemacnn.classes import class_name
 from hemacnn.cli import main
 from hemacnn.data.augment import dihedral
-from hemacnn.data.splits import Splits, save_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.loading import load_checkpoint, predict_arrays
-from hemacnn.models import build_model
 from hemacnn.predict import Status, classify_files, format_predictions, predict_files
 
-SIZE = 48  # small but above MV3's minimum input (42 px)
-COLOURS = {"BLA": (200, 40, 40), "LYT": (40, 200, 40), "NGS": (40, 40, 200)}
-
-
-def write_images(root: Path, per_class: int = 4, classes=("BLA", "LYT", "NGS")) -> dict:
-    """Synthetic 64 px JPEGs in CLASS/ folders; returns {class: [relative paths]}."""
-    rng = np.random.default_rng(0)
-    out = {}
-    for code in classes:
-        (root / code).mkdir(parents=True, exist_ok=True)
-        out[code] = []
-        for i in range(per_class):
-            arr = np.clip(np.array(COLOURS.get(code, (128, 128, 128)))
-                          + rng.normal(0, 25, (64, 64, 3)), 0, 255).astype(np.uint8)
-            rel = f"{code}/{code}_{i:05d}.jpg"
-            Image.fromarray(arr).save(root / rel, quality=95)
-            out[code].append(rel)
-    return out
-
-
-def make_run(run_dir: Path, data_root: Path, split_rows: dict[str, list[tuple[str, str]]],
-             classes=("BLA", "LYT", "NGS"), seed: int = 0, epochs: int = 3) -> Path:
-    """A run folder in train.py's format, with a tiny untrained MV3 and a made-up history."""
-    torch.manual_seed(seed)
-    classes = list(classes)
-    model = build_model("mv3", len(classes), SIZE, width=0.25, noise_std=1.0)
-    card = {"format": "hemacnn-card/1", "classes": classes,
-            "class_names": [class_name(c) for c in classes], "input_size": SIZE,
-            "resize_method": "nearest", "value_range": [0, 1], "channels": "RGB",
-            "arch": model.hemacnn_arch, "hemacnn_version": "0.1.0",
-            "data_root": str(data_root.resolve()), "manifest_hash": "0" * 40, "seed": seed}
-    (run_dir / "checkpoints").mkdir(parents=True)
-    state = {"model." + k: v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "hyper_parameters": {"card": card}},
-               run_dir / "checkpoints" / "best.ckpt")
-    (run_dir / "model_card.json").write_text(json.dumps(card))
-    (run_dir / "config.yaml").write_text(
-        f"name: test\ndata:\n  root: {data_root}\n  classes: [{', '.join(classes)}]\n"
-        f"  image_size: {SIZE}\n  resize: nearest\nmodel:\n  name: mv3\nseed: {seed}\n")
-    save_splits(Splits(split_rows.get("train", []), split_rows.get("val", []),
-                       split_rows.get("test", []), classes, seed=seed), run_dir / "splits")
-    rng = np.random.default_rng(seed)
-    cols = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc"]
-    cols += [f"val_{m}_{c}" for c in classes for m in ("precision", "recall")]
-    with open(run_dir / "metrics.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for e in range(epochs):
-            row = [e, 1.0 / (e + 1), 0.5 + 0.1 * e, 1.1 / (e + 1), 0.45 + 0.1 * e]
-            row += list(np.round(rng.uniform(0.4, 0.9, 2 * len(classes)), 3))
-            if e == 0:
-                row[-1] = ""  # train.py may leave a cell empty (e.g. class never predicted)
-            w.writerow(row)
-    return run_dir
+SIZE = RUN_SIZE
 
 
 @pytest.fixture()
 def synthetic_run(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    files = write_images(data)
-    rows = [(p, c) for c, ps in files.items() for p in ps]
-    return make_run(tmp_path / "run", data, {"test": rows, "val": rows[:6], "train": rows})
+    return fake_labelled_run(tmp_path, splits={"test": slice(None), "val": slice(6),
+                                               "train": slice(None)})
 
 
 def test_load_checkpoint_rebuilds_the_same_model(synthetic_run: Path):

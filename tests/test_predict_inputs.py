@@ -3,7 +3,6 @@ and images unlike the training cells (typed warnings), all on a model trained on
 
 from __future__ import annotations
 
-import csv
 import shutil
 import struct
 import zlib
@@ -14,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from factories import read_csv
 from hemacnn.cli import main
 from hemacnn.data.scan import check_file
 from hemacnn.predict import DEFAULT_REVIEW_BELOW, Status, classify_files
@@ -45,10 +45,6 @@ def real_cells(sample_root: Path, dest: Path, per_class: int) -> list[Path]:
     return out
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
-
 
 def test_a_decompression_bomb_is_one_error_row_and_the_other_rows_are_written(
         trained_run, sample_root, tmp_path, capsys):
@@ -59,7 +55,7 @@ def test_a_decompression_bomb_is_one_error_row_and_the_other_rows_are_written(
     out = tmp_path / "p.csv"
     assert main(["predict", str(trained_run), str(folder), "--out", str(out)]) == 0
     printed = capsys.readouterr()
-    rows = read_rows(out)
+    rows = read_csv(out)
     assert len(rows) == 46
     bad = [r for r in rows if r["status"].startswith("error: ")]
     assert [Path(r["path"]).name for r in bad] == ["bomb.png"]
@@ -91,7 +87,7 @@ def test_folders_give_only_images_and_a_second_run_skips_the_first_ones_output(
     assert main(["predict", str(trained_run), str(folder), "--out", str(folder / "p.csv"),
                  "--differential"]) == 0
     assert "3 of 3 files classified, 0 failed" in capsys.readouterr().out
-    assert len(read_rows(folder / "p.csv")) == 3
+    assert len(read_csv(folder / "p.csv")) == 3
     # again: its own CSV and the differential's CSV/JSON are no cells either
     assert main(["predict", str(trained_run), str(folder), "--out", str(folder / "q.json")]) == 0
     out = capsys.readouterr().out
@@ -140,7 +136,7 @@ def test_review_threshold_defaults_to_the_one_serve_uses(trained_run, sample_roo
     out = tmp_path / "p.csv"
     assert main(["predict", str(trained_run), str(folder), "--out", str(out),
                  "--differential"]) == 0
-    rows = read_rows(out)
+    rows = read_csv(out)
     flagged = [r["review"] == "True" for r in rows]
     assert flagged == [float(r["probability"]) < DEFAULT_REVIEW_BELOW for r in rows]
     assert any(flagged)  # the barely trained test model is unsure of some cells
@@ -174,7 +170,7 @@ def test_inputs_unlike_the_training_cells_come_back_with_typed_warnings(trained_
     files = _unlike_training(cell, tmp_path / "in")
     out = tmp_path / "p.csv"
     assert main(["predict", str(trained_run), *map(str, files.values()), "--out", str(out)]) == 0
-    rows = {Path(r["path"]).name: r for r in read_rows(out)}
+    rows = {Path(r["path"]).name: r for r in read_csv(out)}
     warning = {name: r["warning"] for name, r in rows.items()}
     assert warning == {"clean.jpg": "", "grey.png": "mode", "cmyk.jpg": "mode",
                        "deep.png": "mode", "huge.png": "size", "blank.png": "blank"}

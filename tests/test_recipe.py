@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
+from factories import cell_folder, read_metrics, tiny_config
 from hemacnn.config import load_config
 from hemacnn.data.augment import stain_transform
 from hemacnn.errors import HemacnnError
@@ -32,7 +32,6 @@ from hemacnn.recipe import (
     warmup_cosine,
 )
 from hemacnn.train import CellClassifier, train
-from synthetic import read_metrics, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("BLA", "LYT", "NGS")
@@ -225,26 +224,17 @@ def test_stain_transform_jitters_colour_and_crops_at_full_size() -> None:
 @pytest.fixture(scope="module")
 def colour_root(tmp_path_factory) -> Path:
     """Three classes of 32 px JPEGs told apart by colour."""
-    root = tmp_path_factory.mktemp("colours")
-    rng = np.random.default_rng(0)
-    base = {"BLA": (180, 60, 60), "LYT": (60, 160, 60), "NGS": (60, 60, 190)}
-    for code, rgb in base.items():
-        (root / code).mkdir()
-        for i in range(20):
-            img = rng.normal(rgb, 40, size=(32, 32, 3)).clip(0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / code / f"{code}_{i:03d}.jpg", quality=90)
-    return root
+    return cell_folder(tmp_path_factory.mktemp("colours"), 20, size=32, digits=3)
 
 
 def tiny(tmp_path: Path, root: Path, **sections) -> Path:
     """An eighth-width MV2 at 46 px: seconds per run."""
-    cfg = {"name": "tiny", "seed": 0,
-           "data": {"root": str(root), "classes": list(CLASSES), "image_size": 46,
-                    "batch_size": 8},
-           "model": {"name": "mv2", "width": 0.125},
-           "optimizer": {"name": "adamw", "lr": 0.01},
-           "trainer": {"max_epochs": 3, "patience": None, "accelerator": "cpu", "devices": 1}}
-    return write_config(tmp_path / "tiny.yaml", cfg, sections)
+    base = {"data": {"classes": list(CLASSES), "image_size": 46, "batch_size": 8},
+            "model": {"name": "mv2"}, "optimizer": {"name": "adamw", "lr": 0.01},
+            "trainer": {"max_epochs": 3}}
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return tiny_config(tmp_path / "tiny.yaml", root, **base)
 
 
 def test_schedule_is_logged_per_epoch(tmp_path, colour_root) -> None:

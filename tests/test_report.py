@@ -15,23 +15,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from factories import fake_labelled_run, fake_run, labelled_images
 from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluate import evaluate_predictions, evaluate_run, format_evaluation
 from hemacnn.metrics import compute_metrics
 from hemacnn.published import load_published
 from hemacnn.report import compare_runs, write_report
-from test_predict import make_run, write_images
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture()
 def run(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    files = write_images(data, per_class=5)
-    rows = [(p, c) for c, ps in files.items() for p in ps]
-    return make_run(tmp_path / "run", data, {"test": rows, "val": rows, "train": rows})
+    return fake_labelled_run(tmp_path, per_class=5)
 
 
 def test_evaluate_run_writes_json_npz_and_figures(run: Path):
@@ -64,7 +61,7 @@ def test_evaluate_tta_and_out_folder(run: Path, tmp_path: Path):
 def test_evaluate_on_another_folder_skips_unknown_classes_and_bad_files(run: Path,
                                                                         tmp_path: Path):
     other = tmp_path / "other"
-    write_images(other, per_class=3, classes=("LYT", "NGS", "EOS"))
+    labelled_images(other, per_class=3, classes=("LYT", "NGS", "EOS"))
     (other / "LYT" / "broken.jpg").write_bytes(b"")  # fails validation
     result = evaluate_run(run, data=other)
     assert result["n"] == 6 and result["skipped_classes"] == {"EOS": 3}
@@ -82,7 +79,7 @@ def test_evaluate_bad_input_gives_one_line_errors(run: Path, tmp_path: Path, cap
     with pytest.raises(HemacnnError, match="data folder .* not found"):
         evaluate_run(run, data=tmp_path / "missing")
     only_eos = tmp_path / "eos"
-    write_images(only_eos, per_class=1, classes=("EOS",))
+    labelled_images(only_eos, per_class=1, classes=("EOS",))
     with pytest.raises(HemacnnError, match="no usable images of the model's classes"):
         evaluate_run(run, data=only_eos)
     card = json.loads((run / "model_card.json").read_text())
@@ -250,7 +247,7 @@ def test_real_images_split_and_another_folder(sample_root: Path, corrupt_root: P
     """End to end on real Matek JPEGs: the run's split, then --data of another real folder."""
     rows = [(str(p.relative_to(sample_root)), c) for c in ("BLA", "LYT", "NGS")
             for p in sorted((sample_root / c).rglob("*.jpg"))[:4]]
-    run = make_run(tmp_path / "run", sample_root, {"test": rows})
+    run = fake_run(tmp_path / "run", sample_root, {"test": rows})
     result = evaluate_run(run)
     assert result["n"] == 12 and result["per_class"]["LYT"]["support"] == 4
     other = tmp_path / "other"

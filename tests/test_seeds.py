@@ -3,7 +3,6 @@ batch order on one split; the summary's mean, sd and 95% interval over seeds."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import lightning as L
@@ -11,20 +10,15 @@ import pytest
 import torch
 import yaml
 
+from factories import read_csv, two_class_folder, write_study
 from hemacnn.cli import main
 from hemacnn.studies import expand_points, load_study
 from hemacnn.train import _datamodule, make_card
-from test_sweep import make_two_class_root, write_study
 
 
 @pytest.fixture(scope="module")
 def two_class_root(tmp_path_factory) -> Path:
-    return make_two_class_root(tmp_path_factory.mktemp("sweepdata"))
-
-
-def read_csv(path):
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return two_class_folder(tmp_path_factory.mktemp("sweepdata"))
 
 
 def initial_state(cfg, root):

@@ -6,12 +6,10 @@ SIGKILL: the study folder, resume, and exactly-once scheduling across workers.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,50 +17,15 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from PIL import Image
 
+from factories import cli_process, read_csv, two_class_folder, write_study
 from hemacnn.cli import main
 
 
 @pytest.fixture(scope="module")
 def two_class_root(tmp_path_factory) -> Path:
     """Two classes of 48 px JPEGs: reddish and bluish noise (enough for mechanics)."""
-    return make_two_class_root(tmp_path_factory.mktemp("sweepdata"))
-
-
-def make_two_class_root(root: Path) -> Path:
-    """Write the two-class folder of :func:`two_class_root` into ``root``."""
-    rng = np.random.default_rng(1)
-    for code, mean in (("BLA", (170, 70, 70)), ("LYT", (70, 70, 170))):
-        (root / code).mkdir()
-        for i in range(30):
-            pixels = rng.normal(mean, 30, size=(48, 48, 3)).clip(0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / code / f"{code}_{i:05d}.jpg")
-    return root
-
-
-def write_study(tmp_path: Path, grid: dict, epochs: int = 1, **extra) -> Path:
-    """A study over a tiny MV3 (48 px, width 0.06): a second or two per epoch."""
-    base = {"name": "tiny", "seed": 3,
-            "data": {"classes": ["BLA", "LYT"], "image_size": 48, "batch_size": 8},
-            "model": {"name": "mv3", "width": 0.06},
-            "optimizer": {"name": "adam", "lr": 0.003},
-            "trainer": {"max_epochs": epochs, "patience": None, "accelerator": "cpu",
-                        "devices": 1, "log_step_loss": True}}
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    study = {"study": "tiny", "base": "base.yaml", "grid": grid,
-             "columns": {"optimizer": "optimizer.name", "lr": "optimizer.lr"},
-             "summary": {"metrics": ["final_train_loss", "mean_train_loss"]},
-             "figures": [{"kind": "step_loss", "panel_by": "optimizer"},
-                         {"kind": "train_val"}], **extra}
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    return two_class_folder(tmp_path_factory.mktemp("sweepdata"))
 
 
 def trained_trials(out: Path, name: str = "tiny-paper") -> list[optuna.trial.FrozenTrial]:
@@ -73,11 +36,7 @@ def trained_trials(out: Path, name: str = "tiny-paper") -> list[optuna.trial.Fro
 
 
 def sweep_cli(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HEMACNN_RUN_DIR", None)
-    return subprocess.Popen([sys.executable, "-m", "hemacnn.cli", "sweep", *args,
-                             "--no-progress"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return cli_process(["sweep", *args, "--no-progress"])
 
 
 def test_small_study_end_to_end(tmp_path, two_class_root, capsys):

@@ -23,14 +23,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from test_sweep import make_two_class_root, read_csv, write_study
+from factories import cli_env, read_csv, two_class_folder, write_study
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 
 
 @pytest.fixture(scope="module")
 def two_class_root(tmp_path_factory) -> Path:
-    return make_two_class_root(tmp_path_factory.mktemp("sweepdata"))
+    return two_class_folder(tmp_path_factory.mktemp("sweepdata"))
 
 
 def _free_port() -> int:
@@ -84,8 +84,7 @@ def postgres_url(tmp_path_factory):
 def sweep(args: list[str], host: str | None = None) -> subprocess.Popen:
     """A `hemacnn sweep` process; ``host`` makes it report another machine's host name (so the
     other worker cannot see that its process died and must rely on the heartbeat)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("HEMACNN_RUN_DIR", None)
+    env = cli_env(OMP_NUM_THREADS="1")
     code = "import sys; from hemacnn.cli import main; sys.exit(main(sys.argv[1:]))"
     if host:
         code = f"import socket; socket.gethostname = lambda: {host!r}; " + code

@@ -15,51 +15,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from factories import cli_env, cli_process, onecycle_config, read_metrics, trainer_config
 from hemacnn.cli import main
 from hemacnn.steploss import read_step_loss
 from hemacnn.train import train
-from synthetic import read_metrics, write_config
 
 CLASSES = ("BLA", "LYT", "NGS")
 
 
-@pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory) -> Path:
-    """Three classes of 48 px JPEGs told apart by colour and texture (mechanics only)."""
-    root = tmp_path_factory.mktemp("synthetic")
-    rng = np.random.default_rng(0)
-    base = {"BLA": (180, 60, 60), "LYT": (60, 160, 60), "NGS": (60, 60, 190)}
-    for code in CLASSES:
-        folder = root / code
-        folder.mkdir()
-        for i in range(40):
-            img = rng.normal(base[code], 40, size=(48, 48, 3)).clip(0, 255).astype(np.uint8)
-            Image.fromarray(img).save(folder / f"{code}_{i:05d}.jpg", quality=90)
-    return root
-
-
-def tiny_config(tmp_path: Path, root: Path, **trainer) -> Path:
-    """A config for an eighth-width MV3 at 48 px: seconds per epoch on a CPU."""
-    cfg = {
-        "name": "tiny",
-        "seed": 1,
-        "data": {"root": str(root), "classes": list(CLASSES), "image_size": 48,
-                 "batch_size": 16},
-        "model": {"name": "mv3", "width": 0.125, "noise_std": 0.1, "l2": 0.001},
-        "optimizer": {"name": "adam", "lr": 0.003},
-        "trainer": {"max_epochs": 2, "patience": None, "accelerator": "cpu", "devices": 1,
-                    **trainer},
-    }
-    return write_config(tmp_path / "tiny.yaml", cfg)
-
-
-def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):
-    run = train(tiny_config(tmp_path, synthetic_root), out=tmp_path / "run", progress=False)
+def test_run_folder_is_complete_and_self_describing(tiny_run):
+    run = tiny_run
     for name in ("config.yaml", "model_card.json", "env.json", "metrics.csv",
                  "test_metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
                  "splits/train.csv", "splits/val.csv", "splits/test.csv",
@@ -89,7 +57,7 @@ def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):
     model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
                            if k.startswith("model.")})
 
-    # The run optimised CE + l2 * sum(w^2) (tiny_config has model.l2 = 0.001): the validation
+    # The run optimised CE + l2 * sum(w^2) (trainer_config has model.l2 = 0.001): the validation
     # loss logged after the last epoch exceeds the validation CE by the penalty of the weights
     # that last.ckpt holds (saved right after that validation).
     from hemacnn.models import l2_penalty
@@ -104,7 +72,7 @@ def test_run_folder_is_complete_and_self_describing(tmp_path, synthetic_root):
 
 
 def test_train_fraction_reaches_the_run_and_its_report(tmp_path, synthetic_root):
-    run = train(tiny_config(tmp_path, synthetic_root, max_epochs=1),
+    run = train(trainer_config(tmp_path, synthetic_root, max_epochs=1),
                 overrides=["data.train_fraction=0.5"], out=tmp_path / "run", progress=False)
     meta = json.loads((run / "splits" / "splits.json").read_text())
     # 40 images a class: test 4, validation 7, training 29 -> half (rounded up) 15
@@ -141,14 +109,14 @@ def test_l2_term_is_in_the_loss_that_is_backpropagated():
         torch.testing.assert_close(g1 - g0, 2 * 0.01 * w, rtol=1e-3, atol=1e-6)
 
 
-def test_seeded_runs_are_reproducible(tmp_path, synthetic_root):
-    cfg = tiny_config(tmp_path, synthetic_root)
+def test_seeded_runs_are_reproducible(tmp_path, synthetic_root, tiny_run):
+    cfg = trainer_config(tmp_path, synthetic_root)
 
     def losses(out: str, *overrides: str) -> list[tuple[str, str]]:
         run = train(cfg, overrides=list(overrides), out=tmp_path / out, progress=False)
         return [(r["train_loss"], r["val_loss"]) for r in read_metrics(run)]
 
-    first = losses("a")
+    first = [(r["train_loss"], r["val_loss"]) for r in read_metrics(tiny_run)]  # run "a"
     assert losses("b") == first
     assert losses("c", "seed=2") != first
 
@@ -159,7 +127,7 @@ def test_resume_of_a_folder_that_is_no_run(tmp_path, capsys):
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path, synthetic_root, capsys):
-    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=1)
+    cfg = trainer_config(tmp_path, synthetic_root, max_epochs=1)
     out = tmp_path / "run"
     assert main(["train", str(cfg), "--out", str(out), "--no-progress"]) == 0
     before = (out / "metrics.csv").read_text()
@@ -170,7 +138,7 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, synthetic_root, capsys
 
 
 def test_train_errors_are_one_line(tmp_path, synthetic_root, capsys):
-    cfg = tiny_config(tmp_path, synthetic_root)
+    cfg = trainer_config(tmp_path, synthetic_root)
     cases = [
         (["train", str(cfg), "data.root=" + str(tmp_path / "missing")], "missing"),
         (["train", str(cfg), "data.classes=[BLA,XYZ]"], "XYZ"),
@@ -192,21 +160,11 @@ def test_train_errors_are_one_line(tmp_path, synthetic_root, capsys):
         assert not out.exists(), f"{argv} left a half-made run folder"
 
 
-def _run_cli(args: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HEMACNN_RUN_DIR", None)
-    return subprocess.Popen([sys.executable, "-m", "hemacnn.cli", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **kw)
-
-
 def test_train_output_to_a_log_file_carries_no_library_noise(tmp_path, synthetic_root):
     # Output to a pipe (a log file, CI) without --no-progress: plain epoch lines, no bar.
-    cfg = tiny_config(tmp_path, synthetic_root)  # 6 batches an epoch, log_every_n_steps 10
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HEMACNN_RUN_DIR", None)
+    cfg = trainer_config(tmp_path, synthetic_root)  # 6 batches an epoch, log_every_n_steps 10
     done = subprocess.run([sys.executable, "-m", "hemacnn.cli", "train", str(cfg), "--out",
-                           str(tmp_path / "run")], env=env, capture_output=True, text=True,
+                           str(tmp_path / "run")], env=cli_env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert "log_every_n_steps" not in done.stderr and "logging interval" not in done.stderr
@@ -221,9 +179,9 @@ def test_train_output_to_a_log_file_carries_no_library_noise(tmp_path, synthetic
 
 
 def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
-    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=5)
+    cfg = trainer_config(tmp_path, synthetic_root, max_epochs=5)
     run = tmp_path / "run"
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"])
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         if (run / "metrics.csv").exists() and len(read_metrics(run)) >= 2:
@@ -236,7 +194,7 @@ def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
     done = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
     assert done >= len(before) - 2  # the checkpoint trails the metrics by at most one epoch
 
-    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    resumed = cli_process(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     after = read_metrics(run)
@@ -258,9 +216,9 @@ def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
 
 
 def test_ddp_on_two_cpu_processes(tmp_path, synthetic_root):
-    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=1, devices=2, strategy="ddp")
+    cfg = trainer_config(tmp_path, synthetic_root, max_epochs=1, devices=2, strategy="ddp")
     run = tmp_path / "run"
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert "distributed_backend=gloo" in out or "gloo" in out.lower()
@@ -273,10 +231,10 @@ def test_ddp_on_two_cpu_processes(tmp_path, synthetic_root):
 # --- issue 7: interrupted early, mid-epoch checkpoints, whole logs, plain epoch lines --------
 
 def test_ctrl_c_before_the_first_epoch_ends_can_be_resumed(tmp_path, synthetic_root):
-    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=2)
+    cfg = trainer_config(tmp_path, synthetic_root, max_epochs=2)
     run = tmp_path / "run"
     # A suite started in the background (nohup, `&`) inherits SIGINT ignored: undo that here.
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"],
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"],
                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run / "config.yaml").exists():
@@ -285,7 +243,7 @@ def test_ctrl_c_before_the_first_epoch_ends_can_be_resumed(tmp_path, synthetic_r
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
     # Whatever the message says, it must lead somewhere: the printed way on works.
-    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    resumed = cli_process(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert [r["epoch"] for r in read_metrics(run)] == ["1", "2"]
@@ -300,10 +258,10 @@ def _batch_progress(ckpt: Path) -> tuple[int, int]:
 
 def test_mid_epoch_checkpoint_resumes_at_the_batch_it_stopped(tmp_path, synthetic_root):
     # checkpoint_minutes tiny: a time-based checkpoint after (nearly) every batch.
-    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=2, checkpoint_minutes=1e-5)
+    cfg = trainer_config(tmp_path, synthetic_root, max_epochs=2, checkpoint_minutes=1e-5)
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"])
     deadline = time.monotonic() + 240
     stopped_at = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -319,7 +277,7 @@ def test_mid_epoch_checkpoint_resumes_at_the_batch_it_stopped(tmp_path, syntheti
     proc.wait()
     assert stopped_at, "no mid-epoch checkpoint was seen"
 
-    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    resumed = cli_process(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     assert "not resumable" not in out  # Lightning's warning for loaders that restart the epoch
@@ -338,16 +296,13 @@ def test_mid_epoch_checkpoint_resumes_at_the_batch_it_stopped(tmp_path, syntheti
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, synthetic_root,
-                                                                      sig):
+                                                                      onecycle_reference, sig):
     # 22 mini-batches an epoch (87 images, 4 a batch) and no time-based checkpoints: only the
     # signal's save can be mid-epoch.
-    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=3, checkpoint_minutes=None,
-                      log_step_loss=True)
     # With a per-step schedule, whose length must be known without replaying the epoch.
-    cfg.write_text(cfg.read_text().replace("batch_size: 16", "batch_size: 4")
-                   + "recipe:\n  schedule: onecycle\n")
+    cfg = onecycle_config(tmp_path, synthetic_root)
     run = tmp_path / "run"
-    proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"],
+    proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"],
                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -367,10 +322,10 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
         assert epoch == 1 and 0 < done < 22, (epoch, done)  # saved mid-epoch, after a batch
     assert len(read_step_loss(run / "step_loss.csv")) == 22 * epoch + done
 
-    resumed = _run_cli(["train", "--resume", str(run), "--no-progress"])
+    resumed = cli_process(["train", "--resume", str(run), "--no-progress"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
-    reference = train(cfg, out=tmp_path / "reference", progress=False)
+    reference = onecycle_reference  # the same config, never interrupted
     final, ref = (torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu",
                              weights_only=True) for r in (run, reference))
     # last.ckpt is the last epoch's (step 66) even when that epoch did not improve on the best
@@ -386,7 +341,7 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
     # The one-cycle schedule was laid out for 3 epochs: more on --resume is a clear error.
     stamp = (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     for override, was in (("trainer.max_epochs=5", "3"), ("recipe.schedule=none", "onecycle")):
-        again = _run_cli(["train", "--resume", str(run), override, "--no-progress"])
+        again = cli_process(["train", "--resume", str(run), override, "--no-progress"])
         out, _ = again.communicate(timeout=120)
         assert again.returncode == 2, out
         assert f"error: {override} on --resume of {run}: the run started with {was}" in out
@@ -395,7 +350,7 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
 
 
 def test_resume_keeps_lightnings_csv_log_whole(tmp_path, synthetic_root):
-    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=1)
+    cfg = trainer_config(tmp_path, synthetic_root, max_epochs=1)
     run = train(cfg, out=tmp_path / "run", progress=False)
     train(resume=run, overrides=["trainer.max_epochs=2"], progress=False)
     with (run / "logs" / "csv" / "metrics.csv").open(newline="") as fh:
@@ -404,7 +359,7 @@ def test_resume_keeps_lightnings_csv_log_whole(tmp_path, synthetic_root):
 
 
 def test_plain_epoch_lines_and_why_training_stopped(tmp_path, synthetic_root, capsys):
-    cfg = tiny_config(tmp_path, synthetic_root, max_epochs=2)
+    cfg = trainer_config(tmp_path, synthetic_root, max_epochs=2)
     assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("epoch ")]
@@ -469,9 +424,7 @@ def test_ddp_ranks_train_one_model_as_one_process_would(tmp_path):
 
     script = tmp_path / "ddp_step.py"
     script.write_text(_DDP_STEP)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HEMACNN_RUN_DIR", None)
-    res = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, cwd=tmp_path,
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], env=cli_env(), cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
+from factories import cell_folder
 from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
 from hemacnn.models import build_model, count_parameters
@@ -80,14 +79,7 @@ def test_freezing_leaves_only_the_head_trainable() -> None:
 
 @pytest.fixture(scope="module")
 def cells_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cells")
-    rng = np.random.default_rng(1)
-    for code, rgb in {"BLA": (180, 60, 60), "LYT": (60, 160, 60), "NGS": (60, 60, 190)}.items():
-        (root / code).mkdir()
-        for i in range(15):
-            img = rng.normal(rgb, 40, size=(40, 40, 3)).clip(0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / code / f"{code}_{i:03d}.jpg", quality=90)
-    return root
+    return cell_folder(tmp_path_factory.mktemp("cells"), 15, size=40, seed=1, digits=3)
 
 
 def test_timm_model_with_local_weights_and_frozen_backbone_end_to_end(tmp_path, cells_root,

@@ -57,7 +57,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.resume and not args.config:
         raise HemacnnError("give a config file (e.g. configs/quick.yaml) or --resume RUN_DIR")
     run_dir = train(args.config, overrides=args.overrides, out=args.out, resume=args.resume,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, command=args.command_line)
     test = RunDir(run_dir).test_metrics
     if test.is_file():  # absent on DDP worker ranks, which only train
         from hemacnn.evaluate import format_evaluation
@@ -114,7 +114,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hemacnn.demo import run_demo
 
-    run_demo(out=args.out, overrides=args.overrides, progress=not args.no_progress)
+    run_demo(out=args.out, overrides=args.overrides, progress=not args.no_progress,
+             command=args.command_line)
     return 0
 
 
@@ -129,7 +130,8 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
         except ValueError:
             raise HemacnnError(f"--weights {args.weights!r} is not a comma-separated list of "
                                "numbers (e.g. --weights 1,1,2)") from None
-    print(format_ensemble(make_ensemble(args.run_dirs, args.out, weights, tta=args.tta)))
+    print(format_ensemble(make_ensemble(args.run_dirs, args.out, weights, tta=args.tta,
+                                               command=args.command_line)))
     return 0
 
 
@@ -425,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hemacnn`` console script."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # The command as typed, recorded in study and cv folders (the library never reads argv).
+    # The command as typed, recorded in run, study and cv folders (the library never reads argv).
     args.command_line = "hemacnn " + " ".join(sys.argv[1:] if argv is None else argv)
     # argparse cannot take positionals after options (`train C.yaml --out R key=value`):
     # collect such key=value overrides here instead of rejecting them.

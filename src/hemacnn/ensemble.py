@@ -102,8 +102,8 @@ def _common_splits(runs: Sequence[str | os.PathLike], classes: list[str]):
 
 
 def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
-                  weights: Sequence[float] | None = None, tta: bool | None = None
-                  ) -> dict[str, Any]:
+                  weights: Sequence[float] | None = None, tta: bool | None = None,
+                  command: str = "") -> dict[str, Any]:
     """Write an ensemble folder for ``runs`` and evaluate it on their common test split.
 
     Returns ``{"out", "members", "evaluation"}``; ``evaluation`` is None without a common test
@@ -142,7 +142,7 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's private 0700 is not what the user expects
         write_json(tmp / RunDir.CARD, card)
-        write_json(tmp / RunDir.ENV, environment_info(seed=0) | {"seed": None})
+        write_json(tmp / RunDir.ENV, environment_info(0, command) | {"seed": None})
         if splits is not None:
             save_splits(splits, RunDir(tmp).splits)
         write_json(tmp / RunDir.ENSEMBLE, {"format": ENSEMBLE_FORMAT, "members": members})

@@ -33,8 +33,9 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def environment_info(seed: int) -> dict[str, Any]:
-    """Everything needed to say later how a run was made."""
+def environment_info(seed: int, command: str = "") -> dict[str, Any]:
+    """Everything needed to say later how a run was made; ``command`` is the command line that
+    made it (the caller's: the library never reads argv)."""
     import torch
 
     return {
@@ -47,6 +48,6 @@ def environment_info(seed: int) -> dict[str, Any]:
                                               "numpy", "pillow", "scikit-learn")},
         "cuda": torch.cuda.is_available() and torch.cuda.get_device_name(0),
         "cpu_threads": torch.get_num_threads(),
-        "command": sys.argv,
+        "command": command,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

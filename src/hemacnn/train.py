@@ -421,8 +421,10 @@ def _check_resume_overrides(saved: Config, cfg: Config, run_dir: Path) -> None:
 
 def train(config: str | os.PathLike | None = None, overrides: list[str] | None = None,
           out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-          progress: bool = True) -> Path:
-    """Train from a YAML config (or resume a run folder) and return the run folder."""
+          progress: bool = True, command: str = "") -> Path:
+    """Train from a YAML config (or resume a run folder) and return the run folder.
+
+    ``command`` is the command line to record in the run's environment file."""
     if resume:
         run_dir = Path(resume)
         run = RunDir(run_dir)
@@ -475,7 +477,7 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
         ensure_writable_dir(run_dir)
         save_splits(dm.splits, splits_dir)
         write_card(run.card, card)
-        write_json(run.env, environment_info(cfg.seed))
+        write_json(run.env, environment_info(cfg.seed, command))
         # Last: config.yaml marks a folder --resume can continue, so it comes when all is there.
         write_text(run.config, dump_config(cfg))
     # DDP workers re-run this command; the variable (inherited) tells them which folder is theirs.

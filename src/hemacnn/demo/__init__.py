@@ -38,7 +38,8 @@ class DemoResult:
 
 
 def run_demo(out: str | os.PathLike | None = None, overrides: list[str] | None = None,
-             progress: bool = True, say: Callable[[str], None] = print) -> DemoResult:
+             progress: bool = True, say: Callable[[str], None] = print,
+             command: str = "") -> DemoResult:
     """Scan the shipped sample, train the quick model, evaluate it and write the report."""
     from hemacnn.data.manifest import write_manifest
     from hemacnn.data.scan import default_manifest_path, scan_dataset, scan_report_text
@@ -54,7 +55,7 @@ def run_demo(out: str | os.PathLike | None = None, overrides: list[str] | None =
     say(scan_report_text(scan, manifest_path=manifest))
     say("\n== 2/4 train: the quick model (quarter-width MV3, 64 px, bf16)")
     run_dir = train(demo_config(), overrides=[f"data.root={root}", *(overrides or [])], out=out,
-                    progress=progress)
+                    progress=progress, command=command)
     say(f"\n== 3/4 evaluate: the best checkpoint on the held-out test split of {run_dir}")
     metrics = evaluate_run(run_dir)
     say(format_evaluation(metrics))

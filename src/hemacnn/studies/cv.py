@@ -1,8 +1,10 @@
 """``hemacnn cv``: k-fold cross-validation of one config, on the sweep's scheduling engine.
 
-Each fold is a point ``fold<i>`` (the config with ``data.folds=K data.fold=i``) run by
-:func:`hemacnn.studies.runner.run_points` as ``DIR/runs/fold<i>/``: the same Optuna storage,
-skip-finished/resume-killed logic and ``--workers`` as ``hemacnn sweep``. Then the summary:
+A cross-validation is a generated study: a grid over ``data.fold`` whose point ``fold<i>`` is
+the config with ``data.folds=K data.fold=i``, run by the study pipeline
+(:func:`hemacnn.studies.pipeline.run_plan`) as ``DIR/runs/fold<i>/``: the same folder checks,
+Optuna storage, skip-finished/resume-killed logic and ``--workers`` as ``hemacnn sweep``. Then
+the summary:
 
 - ``summary.csv``: one row per fold and rows ``mean`` and ``sd`` (sample standard deviation,
   n-1) for every headline metric (strict and tolerant) and every class's F1;
@@ -25,51 +27,48 @@ from typing import Any
 
 import numpy as np
 
-from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
+from hemacnn.atomic import write_json, write_text
+from hemacnn.classes import is_matek_set
+from hemacnn.config import load_config
+from hemacnn.ensemble import format_ensemble, make_ensemble
 from hemacnn.errors import HemacnnError
+from hemacnn.metrics import compute_metrics
+from hemacnn.plots import plot_cv_f1
+from hemacnn.published import load_published
 from hemacnn.rundir import RunDir
+from hemacnn.studies.pipeline import StudyPlan, run_plan
+from hemacnn.studies.runner import GRACE_S, is_finished, run_dir_of
+from hemacnn.studies.spec import StudySpec, expand_points
 
 CV_JSON = "cv.json"
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
             "weighted_f1")
 
 
-def fold_points(config: str | os.PathLike, folds: int, overrides: list[str]):
-    """The K points (validated configs) of a cross-validation."""
-    from hemacnn.config import load_config
-    from hemacnn.studies.runner import RunPoint
-
+def cv_plan(config: str | os.PathLike, folds: int, overrides: list[str],
+            command: str = "") -> StudyPlan:
+    """A K-fold cross-validation as a generated study: a grid over ``data.fold``."""
     if folds < 2:
         raise HemacnnError(f"--folds must be at least 2 (got {folds}); Matek et al. used 5")
     taken = [o for o in overrides if o.split("=", 1)[0].strip() in ("data.folds", "data.fold")]
     if taken:
         raise HemacnnError(f"override {taken[0]} is set by cv itself; give --folds K instead")
-    points, configs = [], []
-    for i in range(folds):
-        extra = [*overrides, f"data.folds={folds}", f"data.fold={i}"]
-        configs.append(load_config(config, extra))  # every fold checked before any trains
-        points.append(RunPoint(f"fold{i}", str(config), extra))
-    if configs[0].data.root is None:
-        raise HemacnnError("data.root is not set; pass data.root=/path/to/BM_cytomorphology_data")
-    return points, configs
+    cfg = load_config(config, overrides)  # errors name the override that caused them
+    config = Path(config)
+    # Each fold keeps the config's own name (not the study's), as `hemacnn train` would.
+    spec = StudySpec(study=f"cv-{folds}fold", base=config.name, path=str(config),
+                     set={"name": cfg.name, "data.folds": folds},
+                     grid={"name": "fold{data.fold}", "data.fold": list(range(folds))})
+    points = expand_points(spec, overrides=overrides)  # every fold checked before any trains
+    record = {"format": "hemacnn-cv/1", "config": str(config), "folds": folds,
+              "overrides": list(overrides), "fold_test": cfg.data.fold_test,
+              "command": command}
+    return StudyPlan(spec.study, str(config), points, CV_JSON, record, describe=_describe,
+                     unit="fold", report="hemacnn cv --report")
 
 
-def _check_folder(out: Path, record: dict, points: list, configs: list) -> None:
-    from hemacnn.config import dump_config
-    from hemacnn.studies.runner import run_dir_of
-
-    old = out / CV_JSON
-    if old.is_file():
-        prev = json.loads(old.read_text(encoding="utf-8"))
-        if prev.get("folds") != record["folds"]:
-            raise HemacnnError(f"{out} holds a {prev.get('folds')}-fold cross-validation, not "
-                               f"{record['folds']}-fold; choose another --out")
-    for p, cfg in zip(points, configs, strict=True):
-        saved = RunDir(run_dir_of(out, p.name)).config
-        if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(cfg):
-            raise HemacnnError(f"{saved.parent} was trained with a different config than fold "
-                               f"{p.name} has now (config or overrides changed); choose another "
-                               "--out or remove that run folder")
+def _describe(record: dict) -> str:
+    return f"a {record.get('folds')}-fold cross-validation"
 
 
 def run_cv(config: str | os.PathLike, folds: int, out: str | os.PathLike | None = None,
@@ -81,33 +80,20 @@ def run_cv(config: str | os.PathLike, folds: int, out: str | os.PathLike | None 
     With ``ensemble`` the fold models are also averaged into ``DIR/ensemble`` (once).
     ``command`` is the command line to record (the caller's; the library never reads argv).
     """
-    from hemacnn.studies.runner import GRACE_S, all_finished, run_dir_of, run_points
-
-    overrides = list(overrides or [])
-    points, configs = fold_points(config, folds, overrides)
-    out = Path(out) if out else Path("cv") / f"{configs[0].name}-{folds}fold"
-    record = {"format": "hemacnn-cv/1", "config": str(config), "folds": folds,
-              "overrides": overrides, "fold_test": configs[0].data.fold_test,
-              "command": command}
-    check_creatable(out)
-    _check_folder(out, record, points, configs)
-    ensure_writable_dir(out / "runs")
-    write_json(out / CV_JSON, record)
-    result = run_points(points, out, f"cv-{folds}fold", workers=workers, storage=storage,
-                        progress=progress, grace_s=grace_s or GRACE_S, echo=echo)
-    if not all_finished(result, points, out, "fold", "hemacnn cv --report", echo):
+    plan = cv_plan(config, folds, list(overrides or []), command)
+    out = Path(out) if out else Path("cv") / f"{plan.points[0].config.name}-{folds}fold"
+    if not run_plan(plan, out, workers=workers, storage=storage, progress=progress,
+                    grace_s=grace_s or GRACE_S, echo=echo):
         return out
     for path in write_cv_summary(out):
         echo(f"wrote {path}")
     echo("\n".join(format_cv(cv_summary(out))[:14]))
     if ensemble:
-        from hemacnn.ensemble import format_ensemble, make_ensemble
-
         if RunDir(out / "ensemble").is_ensemble:
             echo(f"ensemble of the folds already in {out / 'ensemble'}")
         else:
-            runs = [run_dir_of(out, p.name) for p in points]
-            echo(format_ensemble(make_ensemble(runs, out / "ensemble")))
+            runs = [run_dir_of(out, p.name) for p in plan.points]
+            echo(format_ensemble(make_ensemble(runs, out / "ensemble", command=command)))
     return out
 
 
@@ -119,8 +105,6 @@ def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
 
 
 def _fold_rows(out: Path, record: dict) -> tuple[list[dict[str, Any]], list[dict], list[str]]:
-    from hemacnn.studies.runner import is_finished, run_dir_of
-
     rows, evals = [], []
     for i in range(int(record["folds"])):
         run = run_dir_of(out, f"fold{i}")
@@ -140,9 +124,6 @@ def _fold_rows(out: Path, record: dict) -> tuple[list[dict[str, Any]], list[dict
 
 def _pooled(out: Path, record: dict, classes: list[str]) -> dict[str, Any] | None:
     """Metrics of the concatenated out-of-fold test predictions (rotating test folds only)."""
-    from hemacnn.metrics import compute_metrics
-    from hemacnn.studies.runner import run_dir_of
-
     if record.get("fold_test", "rotate") != "rotate":
         return None
     ys, ps = [], []
@@ -201,9 +182,6 @@ def _csv(summary: dict[str, Any]) -> str:
 
 def format_cv(summary: dict[str, Any]) -> list[str]:
     """Markdown lines: headline mean ± sd, per fold, per class (beside Matek where it applies)."""
-    from hemacnn.classes import is_matek_set
-    from hemacnn.published import load_published
-
     rec, st, classes = summary["record"], summary["stats"], summary["classes"]
     k = rec["folds"]
     test = ("each fold's test split is one fold (every image tested once)"
@@ -251,8 +229,6 @@ def format_cv(summary: dict[str, Any]) -> list[str]:
 
 def write_cv_summary(out: str | os.PathLike) -> list[Path]:
     """Write summary.json, summary.csv, summary.md and cv_f1.png into ``out``."""
-    from hemacnn.plots import plot_cv_f1
-
     out = Path(out)
     summary = cv_summary(out)
     paths = [out / "summary.json", out / "summary.csv", out / "summary.md", out / "cv_f1.png"]

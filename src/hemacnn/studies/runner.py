@@ -49,11 +49,13 @@ HOST = socket.gethostname()
 
 @dataclass
 class RunPoint:
-    """What the runner needs of a point: a name, a base config file and its overrides."""
+    """What the runner needs of a point: a name, a base config file and its overrides (and
+    the command line to record in its run folder)."""
 
     name: str
     base: str
     overrides: list[str]
+    command: str = ""
 
 
 @dataclass
@@ -160,7 +162,8 @@ def _alive(pid: Any, start: Any) -> bool:
 
 
 def _point_of(trial: Any) -> str | None:
-    return trial.params.get("point") or trial.system_attrs.get("fixed_params", {}).get("point")
+    # A queued trial has no params yet: its point is the user attribute it was enqueued with.
+    return trial.params.get("point") or trial.user_attrs.get("point")
 
 
 def open_study(url: str, study_name: str, names: Sequence[str], grace_s: int = GRACE_S):
@@ -243,11 +246,12 @@ def train_point(point: RunPoint, run_dir: Path, progress: bool) -> str:
     from hemacnn.train import train
 
     if RunDir(run_dir).last.is_file():
-        train(resume=run_dir, progress=progress)
+        train(resume=run_dir, progress=progress, command=point.command)
         return "resumed"
     if run_dir.exists():  # killed before its first checkpoint: nothing worth keeping
         shutil.rmtree(run_dir)
-    train(point.base, overrides=point.overrides, out=run_dir, progress=progress)
+    train(point.base, overrides=point.overrides, out=run_dir, progress=progress,
+          command=point.command)
     return "trained"
 
 
@@ -330,7 +334,8 @@ def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
             continue
         for name in free:
             if name not in state["waiting"]:
-                study.enqueue_trial({"point": name}, skip_if_exists=False)
+                study.enqueue_trial({"point": name}, user_attrs={"point": name},
+                                    skip_if_exists=False)
         current.clear()
         try:
             study.optimize(objective, n_trials=1, catch=())

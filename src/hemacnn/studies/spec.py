@@ -235,8 +235,10 @@ def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
         if p.name in seen:
             raise HemacnnError(f"{source}: two points are named {p.name!r}; name them apart")
         seen.add(p.name)
-        texts = [_override_text("name", f"{spec.study}-{p.name}")]
-        texts += [_override_text(k, v) for k, v in {**spec.set, **prof.set, **p.set}.items()]
+        common = {**spec.set, **prof.set, **p.set}
+        # Runs are named after the study and point unless the study names them itself.
+        texts = [] if "name" in common else [_override_text("name", f"{spec.study}-{p.name}")]
+        texts += [_override_text(k, v) for k, v in common.items()]
         texts += [_override_text(k, v) for k, v in cli]
         # A fresh copy per point: build_config sets overrides inside the nested sections.
         cfg = build_config(copy.deepcopy(base), texts, source=f"{source} point {p.name}")
