@@ -189,11 +189,11 @@ def test_stain_options_are_recorded_in_the_card_and_applied_at_inference(matek_i
     from hemacnn.export import export_model
     from hemacnn.loading import OnnxClassifier, TorchClassifier, load_checkpoint, predict_arrays
     from hemacnn.predict import load_images
-    from test_other_datasets import tiny_config
+    from factories import tiny_config
 
     run = tmp_path / "run"
-    cfg = tiny_config(tmp_path / "tiny.yaml", matek_images, classes=["BLA", "LYT", "NGS"],
-                      stain_norm="reinhard", class_map="matek-pbc")
+    cfg = tiny_config(tmp_path / "tiny.yaml", matek_images, data={
+        "classes": ["BLA", "LYT", "NGS"], "stain_norm": "reinhard", "class_map": "matek-pbc"})
     assert main(["train", str(cfg), "recipe.hed_jitter=0.05", "trainer.limit_train_batches=3",
                  "trainer.limit_val_batches=2", "--out", str(run), "--no-progress"]) == 0
     card = json.loads((run / "model_card.json").read_text())
