@@ -225,8 +225,13 @@ def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
     run = tmp_path / "run"
     proc = _run_cli(["train", str(cfg), "--out", str(run), "--no-progress"])
     deadline = time.monotonic() + 240
+    last = run / "checkpoints" / "last.ckpt"
     while time.monotonic() < deadline and proc.poll() is None:
-        if (run / "metrics.csv").exists() and len(read_metrics(run)) >= 2:
+        # Two epochs in metrics.csv and the second one's last.ckpt written (metrics.csv is
+        # written first, at the same epoch end: a kill between the two would find only the
+        # first epoch's checkpoint).
+        if (run / "metrics.csv").exists() and len(read_metrics(run)) >= 2 and \
+                last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 1:
             break
         time.sleep(0.2)
     assert proc.poll() is None, "run finished before it could be killed:\n" + proc.stdout.read()
