@@ -33,6 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-loader-")
     os.environ["HEMACNN_CACHE"] = tmp
+    from hemacnn.config import build_config
     from hemacnn.data.datamodule import HemaDataModule
 
     classes = args.classes.split(",")
@@ -41,9 +42,11 @@ def main() -> None:
         for size in (64, 128):
             for workers in (0, 2):
                 for augment in (False, True):
-                    dm = HemaDataModule(args.root, classes=classes, image_size=size,
-                                        batch_size=args.batch_size, num_workers=workers,
-                                        augment=augment, progress=False)
+                    cfg = build_config({"data": {
+                        "root": args.root, "classes": classes, "image_size": size,
+                        "batch_size": args.batch_size, "num_workers": workers,
+                        "augment": augment}})
+                    dm = HemaDataModule(cfg, progress=False)
                     dm.setup()
                     loader = dm.train_dataloader()
                     for _ in loader:  # warm-up: workers start, memory map paged in

@@ -222,11 +222,12 @@ def trainer_config(tmp_path: Path, root: Path, **trainer: Any) -> Path:
 
 def onecycle_config(tmp_path: Path, root: Path) -> Path:
     """:func:`trainer_config` for 3 epochs of 22 mini-batches under a per-step one-cycle
-    schedule, logging every step and without time-based checkpoints (interruption tests)."""
+    schedule and an EMA of the weights, logging every step and without time-based checkpoints
+    (interruption tests)."""
     cfg = trainer_config(tmp_path, root, max_epochs=3, checkpoint_minutes=None,
                          log_step_loss=True)
     cfg.write_text(cfg.read_text().replace("batch_size: 16", "batch_size: 4")
-                   + "recipe:\n  schedule: onecycle\n")
+                   + "recipe:\n  schedule: onecycle\n  ema_decay: 0.9\n")
     return cfg
 
 

@@ -73,8 +73,10 @@ def test_datamodule_with_other_class_and_balanced_sampler(tmp_path: Path) -> Non
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
                 tmp_path / code / f"{code}_{i}.png")
-    dm = HemaDataModule(tmp_path, classes=["BLA", "LYT"], image_size=16, batch_size=4,
-                        other=True, balanced=7, progress=False, cache_workers=1)
+    cfg = build_config({"data": {"root": str(tmp_path), "classes": ["BLA", "LYT"],
+                                 "image_size": 16, "batch_size": 4},
+                        "imbalance": {"other": True, "sampler": "balanced", "per_class": 7}})
+    dm = HemaDataModule(cfg, progress=False, cache_workers=1)
     dm.setup("fit")
     assert dm.class_codes == ["BLA", "LYT", "OTHER"]
     others = [p for p, c in dm.splits.train + dm.splits.val + dm.splits.test if c == "OTHER"]

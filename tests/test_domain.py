@@ -185,11 +185,11 @@ def test_adapt_bn_re_estimates_statistics_on_the_target_images(trained_run, tmp_
 def test_stain_options_are_recorded_in_the_card_and_applied_at_inference(matek_images,
                                                                           tmp_path, capsys):
     pytest.importorskip("torchstain", reason="stain normalisation needs torchstain")
+    from factories import tiny_config
     from hemacnn.data.stain import normalize_for_card
     from hemacnn.export import export_model
     from hemacnn.loading import OnnxClassifier, TorchClassifier, load_checkpoint, predict_arrays
     from hemacnn.predict import load_images
-    from factories import tiny_config
 
     run = tmp_path / "run"
     cfg = tiny_config(tmp_path / "tiny.yaml", matek_images, data={

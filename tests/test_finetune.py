@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from hemacnn.cli import main
-from hemacnn.config import OptimizerConfig
+from hemacnn.config import OptimizerConfig, RecipeConfig
 from hemacnn.data.cache import preprocess_image
 from hemacnn.errors import HemacnnError
 from hemacnn.finetune import BatchNormReestimation
@@ -166,16 +166,22 @@ def test_reestimation_runs_only_at_the_start_and_only_when_folded(shared_weights
 
 
 def test_freeze_bn_keeps_batchnorm_in_eval_mode():
+    from hemacnn.config import build_config
+    from hemacnn.recipe import FreezeBatchNorm, recipe_callbacks
     from hemacnn.train import CellClassifier
 
     card = {"classes": list(CLASSES), "arch": {"name": "timm/mobilenetv2_100", "num_classes": 3,
                                                "input_size": 32, "options": dict(HALF)}}
-    opt = OptimizerConfig(name="adamw").model_dump()
-    frozen = CellClassifier(card, opt, recipe={"freeze_bn": True}).train()
+    cfg = build_config({"optimizer": {"name": "adamw"}, "model": {"freeze_bn": True}})
+    callbacks = recipe_callbacks(cfg)
+    assert [type(c) for c in callbacks] == [FreezeBatchNorm]
+    frozen = CellClassifier(card, cfg).train()
+    callbacks[0].on_train_epoch_start(SimpleNamespace(current_epoch=0), frozen)
     bns = batchnorm_layers(frozen.model)
     assert bns and not any(bn.training for bn in bns)
     assert frozen.training and core_model(frozen.model).conv_stem.training
-    assert all(bn.training for bn in batchnorm_layers(CellClassifier(card, opt).train().model))
+    assert not recipe_callbacks(build_config({}))
+    assert all(bn.training for bn in batchnorm_layers(CellClassifier(card, {}).train().model))
 
 
 def test_backbone_learning_rate_multiplier_with_onecycle():
@@ -184,8 +190,8 @@ def test_backbone_learning_rate_multiplier_with_onecycle():
     head = {id(p) for p in core_model(model).classifier.parameters()}
     assert {id(p) for p in groups[0]["params"]} == head
     assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
-    opt = make_optimizer(groups, OptimizerConfig(name="adamw", lr=1e-3).model_dump())
-    sched = make_scheduler(opt, {"schedule": "onecycle"}, 100, 10)["scheduler"]
+    opt = make_optimizer(groups, OptimizerConfig(name="adamw", lr=1e-3))
+    sched = make_scheduler(opt, RecipeConfig(schedule="onecycle"), 100, 10)["scheduler"]
     peaks = [0.0, 0.0]
     for _ in range(100):
         peaks = [max(p, g["lr"]) for p, g in zip(peaks, opt.param_groups, strict=True)]

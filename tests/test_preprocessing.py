@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hemacnn.config import build_config
 from hemacnn.data.cache import preprocess_image
 from hemacnn.data.datamodule import HemaDataModule
 
@@ -53,8 +54,9 @@ def test_batches_are_pixel_values_divided_by_255(tmp_path):
             arr = np.full((16, 16, 3), level, np.uint8)
             arr[0, 0] = rng.integers(0, 256, 3)  # one known odd pixel per image
             Image.fromarray(arr).save(root / code / f"{code}_{i}.png")
-    dm = HemaDataModule(root, classes=list(levels), image_size=16, batch_size=64,
-                        progress=False)
+    cfg = build_config({"data": {"root": str(root), "classes": list(levels), "image_size": 16,
+                                 "batch_size": 64}})
+    dm = HemaDataModule(cfg, progress=False)
     dm.setup()
     x, y = next(iter(dm.test_dataloader()))
     assert x.dtype == torch.float32 and len(x) == len(dm.splits.test)

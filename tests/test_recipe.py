@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from factories import cell_folder, read_metrics, tiny_config
-from hemacnn.config import load_config
+from hemacnn.config import Config, OptimizerConfig, RecipeConfig, load_config
 from hemacnn.data.augment import stain_transform
 from hemacnn.errors import HemacnnError
 from hemacnn.recipe import (
@@ -28,7 +28,9 @@ from hemacnn.recipe import (
     make_ema,
     make_optimizer,
     make_scheduler,
-    recipe_options,
+    progressive_resize,
+    recipe_callbacks,
+    train_size,
     warmup_cosine,
 )
 from hemacnn.train import CellClassifier, train
@@ -45,8 +47,9 @@ def test_paper_and_quick_configs_keep_the_paper_recipe(path: Path) -> None:
             "arch": {"name": cfg.model.name, "num_classes": len(cfg.data.classes),
                      "input_size": 48 if cfg.model.name == "mv3" else 134,
                      "options": {"width": 0.05, "noise_std": cfg.model.noise_std}}}
-    module = CellClassifier(card, cfg.optimizer.model_dump(), recipe=recipe_options(cfg))
+    module = CellClassifier(card, cfg)
     assert module.ema is None and module.mixer is None and module.class_weight is None
+    assert [type(c) for c in recipe_callbacks(cfg)] == []  # no EMA, freezing or rate log
     assert cfg.imbalance.sampler == "shuffle" and cfg.imbalance.other is False
     assert cfg.recipe.crop_scale is None and cfg.recipe.stain_jitter == 0
     assert cfg.model.weights is None and cfg.recipe.grad_clip is None
@@ -61,16 +64,15 @@ def test_paper_and_quick_configs_keep_the_paper_recipe(path: Path) -> None:
                          else torch.optim.Adadelta)  # no scheduler: a constant rate
     assert opt.param_groups[0]["weight_decay"] == 0
     logits, y = torch.randn(5, len(cfg.data.classes)), torch.tensor([0, 1, 0, 1, 1])
-    assert torch.equal(module._train_loss(logits, y)[1], F.cross_entropy(logits, y))
+    assert torch.equal(module._loss(logits, y, train=True)[1], F.cross_entropy(logits, y))
 
 
 def _one_param(value: float = 1.0) -> nn.Parameter:
     return nn.Parameter(torch.tensor([value]))
 
 
-def _opt(name: str, **kw) -> dict:
-    return {"name": name, "lr": 0.1, "beta1": 0.9, "beta2": 0.999, "rho": 0.95, "eps": 1e-7,
-            "weight_decay": 0.0, "momentum": 0.9, "nesterov": False, **kw}
+def _opt(name: str, **kw) -> OptimizerConfig:
+    return OptimizerConfig(name=name, lr=0.1, **kw)
 
 
 def test_adamw_decay_is_decoupled_from_the_gradient() -> None:
@@ -104,7 +106,7 @@ def test_sgd_momentum_and_nesterov() -> None:
 def _lrs(r: dict, steps: int = 100, epochs: int = 10, lr: float = 1.0) -> list[float]:
     p = _one_param()
     opt = torch.optim.SGD([p], lr=lr)
-    sched = make_scheduler(opt, r, steps, epochs)["scheduler"]
+    sched = make_scheduler(opt, RecipeConfig(**r), steps, epochs)["scheduler"]
     out = []
     for _ in range(steps):
         out.append(opt.param_groups[0]["lr"])
@@ -131,8 +133,8 @@ def test_cosine_with_warmup() -> None:
 def test_reduce_on_plateau_halves_after_patience() -> None:
     p = _one_param()
     opt = torch.optim.SGD([p], lr=1.0)
-    entry = make_scheduler(opt, {"schedule": "plateau", "plateau_factor": 0.5,
-                                 "plateau_patience": 1, "min_lr_ratio": 0.0}, 10, 10)
+    entry = make_scheduler(opt, RecipeConfig(schedule="plateau", plateau_factor=0.5,
+                                             plateau_patience=1), 10, 10)
     assert entry["monitor"] == "val_loss" and entry["interval"] == "epoch"
     for loss in (1.0, 1.0, 1.0):
         entry["scheduler"].step(loss)
@@ -246,7 +248,8 @@ def test_schedule_is_logged_per_epoch(tmp_path, colour_root) -> None:
         logged = [r for r in csv.DictReader(fh) if r.get("lr-AdamW")]
     assert len(logged) == 3  # Lightning's LearningRateMonitor, once per epoch
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # plain types only
-    assert ckpt["lr_schedulers"] and ckpt["hyper_parameters"]["recipe"]["schedule"] == "cosine"
+    hp = ckpt["hyper_parameters"]
+    assert ckpt["lr_schedulers"] and hp["config"]["recipe"]["schedule"] == "cosine"
 
 
 def _init_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
@@ -308,7 +311,8 @@ def test_mixup_stain_and_balanced_options_train(tmp_path, colour_root) -> None:
     assert ckpt["global_step"] == 2  # 3 classes x 5 draws = 15 samples = 2 batches of 8
     assert ckpt["lr_schedulers"][0]["total_steps"] == 2  # the one-cycle spans the run exactly
     hp = ckpt["hyper_parameters"]
-    assert hp["recipe"]["focal_gamma"] == 2.0 and len(hp["class_weights"]) == 3
+    assert hp["config"]["imbalance"]["focal_gamma"] == 2.0 and len(hp["class_weights"]) == 3
+    assert Config.model_validate(hp["config"]).recipe.mixup_alpha == 0.2  # the config, typed
     assert math.isfinite(float(read_metrics(run)[0]["train_loss"]))
 
 
@@ -349,12 +353,12 @@ def test_progressive_sizes_ramp_linearly_to_full_size() -> None:
     card = {"classes": list(CLASSES),
             "arch": {"name": "timm/resnet18", "num_classes": 3, "input_size": 64,
                      "options": {}}}
-    module = CellClassifier(card, _opt("adamw"), recipe={"progressive": [32, 2]})
-    assert [module.train_size(e, 64) for e in range(4)] == [32, 48, 64, 64]
+    r = RecipeConfig(progressive=(32, 2))
+    CellClassifier(card, {"optimizer": _opt("adamw"), "recipe": r})  # resnet18 takes 32 px
+    assert [train_size(r, e, 64) for e in range(4)] == [32, 48, 64, 64]
     x = torch.rand(2, 3, 64, 64)
-    assert module.progressive_resize(x).shape[-1] == 32  # epoch 0 (no trainer attached yet)
-    plain = CellClassifier(card, _opt("adamw"))
-    assert plain.progressive_resize(x) is x
+    assert progressive_resize(r, x, 0).shape[-1] == 32
+    assert progressive_resize(RecipeConfig(), x, 0) is x
 
 
 def test_progressive_trains_a_zoo_model_and_refuses_a_fixed_head(tmp_path, colour_root) -> None:

@@ -12,8 +12,9 @@ import yaml
 
 from factories import read_csv, two_class_folder, write_study
 from hemacnn.cli import main
+from hemacnn.data.datamodule import HemaDataModule
 from hemacnn.studies import expand_points, load_study
-from hemacnn.train import _datamodule, make_card
+from hemacnn.train import make_card
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,11 @@ def initial_state(cfg, root):
     from hemacnn.train import CellClassifier
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = _datamodule(cfg, None, False)
+    dm = HemaDataModule(cfg, None, False)
     dm.prepare_data()
     dm.setup("fit")
     card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(root))
-    module = CellClassifier(card, cfg.optimizer.model_dump())
+    module = CellClassifier(card, cfg)
     weights = torch.cat([p.detach().flatten() for p in module.parameters()])
     order = list(iter(dm.train_dataloader().sampler))
     return dm.splits, weights, order

@@ -95,9 +95,9 @@ def test_l2_term_is_in_the_loss_that_is_backpropagated():
     x, y = torch.rand(4, 3, 48, 48), torch.tensor([0, 1, 2, 0])
     grads = {}
     for lam in (0.0, 0.01):
-        module = CellClassifier(card, opt, l2=lam)
+        module = CellClassifier(card, {"optimizer": opt, "model": {"l2": lam}})
         torch.manual_seed(1)
-        module.model.load_state_dict(CellClassifier(card, opt).model.state_dict())
+        module.model.load_state_dict(CellClassifier(card, {"optimizer": opt}).model.state_dict())
         module.eval()  # no BatchNorm statistics update between the two passes
         loss, ce = module._loss(module(x), y)
         loss.backward()
@@ -183,8 +183,13 @@ def test_killed_run_resumes_losing_at_most_one_epoch(tmp_path, synthetic_root):
     run = tmp_path / "run"
     proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"])
     deadline = time.monotonic() + 240
+    last = run / "checkpoints" / "last.ckpt"
     while time.monotonic() < deadline and proc.poll() is None:
-        if (run / "metrics.csv").exists() and len(read_metrics(run)) >= 2:
+        # Two epochs in metrics.csv and the second one's last.ckpt written (metrics.csv is
+        # written first, at the same epoch end: a kill between the two would find only the
+        # first epoch's checkpoint).
+        if (run / "metrics.csv").exists() and len(read_metrics(run)) >= 2 and \
+                last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 1:
             break
         time.sleep(0.2)
     assert proc.poll() is None, "run finished before it could be killed:\n" + proc.stdout.read()
@@ -299,7 +304,8 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
                                                                       onecycle_reference, sig):
     # 22 mini-batches an epoch (87 images, 4 a batch) and no time-based checkpoints: only the
     # signal's save can be mid-epoch.
-    # With a per-step schedule, whose length must be known without replaying the epoch.
+    # With a per-step schedule, whose length must be known without replaying the epoch, and
+    # an EMA, which must have averaged the batch the signal stopped after when it saves.
     cfg = onecycle_config(tmp_path, synthetic_root)
     run = tmp_path / "run"
     proc = cli_process(["train", str(cfg), "--out", str(run), "--no-progress"],
@@ -332,6 +338,7 @@ def test_ctrl_c_mid_epoch_saves_after_the_batch_and_resumes_exactly(tmp_path, sy
     # (Lightning's save_last would have left it at the best epoch). Whether the last epoch is
     # the best depends on the CPU's arithmetic (AVX2 vs AVX-512), so it is not a precondition.
     assert final["global_step"] == ref["global_step"] == 66
+    assert int(final["state_dict"]["ema.n_averaged"]) == 66  # every step averaged once
     for key, value in ref["state_dict"].items():
         torch.testing.assert_close(final["state_dict"][key], value, msg=key)
     steps = read_step_loss(run / "step_loss.csv")
@@ -412,7 +419,7 @@ class Dump(Callback):
 
 trainer = _trainer(cfg, out / "run", card["classes"], progress=False)
 trainer.callbacks.append(Dump())
-module = CellClassifier(card, opt, l2=0.001)
+module = CellClassifier(card, {"optimizer": opt, "model": {"l2": 0.001}})
 trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=4))
 '''
 
@@ -437,7 +444,7 @@ def test_ddp_ranks_train_one_model_as_one_process_would(tmp_path):
     card = {"classes": ["A", "B", "C"], "arch": {"name": "mv3", "num_classes": 3,
             "input_size": 48, "options": {"width": 0.125, "noise_std": 0.0, "dropout": 0.0}}}
     opt = {"name": "adam", "lr": 1.0, "beta1": 0.9, "beta2": 0.999, "eps": 10.0}
-    single = CellClassifier(card, opt, l2=0.001)
+    single = CellClassifier(card, {"optimizer": opt, "model": {"l2": 0.001}})
     single.model.load_state_dict(ranks[0]["before"])
     single.train()
     optimizer = torch.optim.Adam(single.parameters(), lr=1.0, betas=(0.9, 0.999), eps=10.0)

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from hemacnn.train import _ProgressBar
+from hemacnn.trainlog import ProgressBar
 
 
 class _Flat(L.LightningModule):
@@ -52,7 +52,7 @@ def test_early_stopping_is_named_with_the_best_epoch(tmp_path, capsys):
 
 
 def test_progress_bar_counts_epochs_from_one():
-    bar = _ProgressBar()
+    bar = ProgressBar()
     trainer = L.Trainer(max_epochs=30, callbacks=[bar], logger=False)
     bar._trainer = trainer
     assert bar._get_train_description(22).startswith("Epoch 23/30")
@@ -66,8 +66,7 @@ def test_model_summary_shows_real_flops():
 
     card = {"classes": ["A", "B"], "arch": {"name": "mv3", "num_classes": 2, "input_size": 48,
                                             "options": {"width": 0.125}}}
-    module = CellClassifier(card, {"name": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
-                                   "eps": 1e-7})
+    module = CellClassifier(card, {"optimizer": {"name": "adam", "lr": 1e-3}})
     assert ModelSummary(module).total_flops > 0
 
 

@@ -49,7 +49,6 @@ class BatchNormReestimation(Callback):
                 self.result = reestimate_batchnorm(model, batches, self.batches)
         finally:
             torch.set_rng_state(rng)
-        pl_module.sync_ema()
         _say(self.result.summary())
 
 

@@ -1,4 +1,5 @@
-"""Training-recipe pieces beside the trainer: optimizers, schedules, losses, mixing, EMA.
+"""Training-recipe pieces beside the trainer: optimizers, schedules, losses, mixing, and the
+callbacks of the optional ones (EMA, a frozen backbone, frozen BatchNorm).
 
 Each piece is switched on by the config's ``optimizer`` / ``recipe`` / ``imbalance`` sections;
 with their defaults the trainer runs the paper's recipe unchanged (constant-rate Adam, plain
@@ -12,27 +13,30 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from torch import nn
 
+from hemacnn.config import Config, OptimizerConfig, RecipeConfig
 
-def make_optimizer(params: Iterable[nn.Parameter] | list[dict[str, Any]], o: dict[str, Any]
+
+def make_optimizer(params: Iterable[nn.Parameter] | list[dict[str, Any]], o: OptimizerConfig
                    ) -> torch.optim.Optimizer:
     """Adam / Adadelta (the paper's), AdamW (decoupled weight decay) or SGD with momentum.
 
     ``params`` may be parameter groups with their own ``lr`` (see :func:`param_groups`)."""
-    wd = o.get("weight_decay", 0.0)
-    if o["name"] == "adadelta":
-        return torch.optim.Adadelta(params, lr=o["lr"], rho=o["rho"], eps=o["eps"],
-                                    weight_decay=wd)
-    if o["name"] == "adamw":
-        return torch.optim.AdamW(params, lr=o["lr"], betas=(o["beta1"], o["beta2"]),
-                                 eps=o["eps"], weight_decay=wd)
-    if o["name"] == "sgd":
-        return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"],
-                               nesterov=o["nesterov"], weight_decay=wd)
-    return torch.optim.Adam(params, lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"],
+    wd = o.weight_decay
+    if o.name == "adadelta":
+        return torch.optim.Adadelta(params, lr=o.lr, rho=o.rho, eps=o.eps, weight_decay=wd)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
+                                 weight_decay=wd)
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                               weight_decay=wd)
+    return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
                             weight_decay=wd)
 
 
@@ -61,17 +65,17 @@ def warmup_cosine(warmup_steps: int, total_steps: int, floor: float):
     return factor
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, r: dict[str, Any],
+def make_scheduler(optimizer: torch.optim.Optimizer, r: RecipeConfig,
                    total_steps: int, max_epochs: int) -> dict[str, Any] | None:
     """Lightning's lr_scheduler entry for ``recipe.schedule`` (None for a constant rate).
 
     Each parameter group follows the schedule from its own configured rate."""
-    kind = r.get("schedule", "none")
+    kind = r.schedule
     if kind == "none":
         return None
     lrs = [g["lr"] for g in optimizer.param_groups]
     steps_per_epoch = max(1, total_steps // max(1, max_epochs))
-    warmup = int(round(r.get("warmup_epochs", 0.0) * steps_per_epoch))
+    warmup = int(round(r.warmup_epochs * steps_per_epoch))
     if kind == "onecycle":
         # Rise over warmup_epochs (default: torch's 30% of the run), then cosine annealing.
         pct = min(0.9, warmup / total_steps) if warmup else 0.3
@@ -81,11 +85,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, r: dict[str, Any],
         return {"scheduler": sched, "interval": "step"}
     if kind == "cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(warmup, total_steps, r.get("min_lr_ratio", 0.0)))
+            optimizer, warmup_cosine(warmup, total_steps, r.min_lr_ratio))
         return {"scheduler": sched, "interval": "step"}
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=r["plateau_factor"], patience=r["plateau_patience"],
-        min_lr=[lr * r.get("min_lr_ratio", 0.0) for lr in lrs])
+        optimizer, mode="min", factor=r.plateau_factor, patience=r.plateau_patience,
+        min_lr=[lr * r.min_lr_ratio for lr in lrs])
     return {"scheduler": sched, "interval": "epoch", "monitor": "val_loss"}
 
 
@@ -161,29 +165,53 @@ def make_ema(model: nn.Module, decay: float) -> nn.Module:
     return ema
 
 
-# --- from the config to the trainer's parts (kept here so train.py stays the paper's loop) ---
-
-def recipe_options(cfg) -> dict[str, Any]:
-    """The plain-typed recipe settings the LightningModule needs (saved in its hparams)."""
-    r = cfg.recipe.model_dump()
-    if r.get("progressive") is not None:
-        r["progressive"] = list(r["progressive"])  # plain YAML/JSON types in hparams
-    r["focal_gamma"] = cfg.imbalance.focal_gamma
-    r["freeze_bn"] = cfg.model.freeze_bn
-    return r
+def progressive_size(start: int, full: int, t: float) -> int:
+    """A linear ramp from ``start`` (t=0) to ``full`` (t=1) px, in steps of 8 px."""
+    size = start + (full - start) * t
+    return int(min(full, max(start, 8 * round(size / 8))))
 
 
-def recipe_data_options(cfg) -> dict[str, Any]:
-    """HemaDataModule keyword arguments for imbalance.* and the richer augmentation."""
-    imb, r = cfg.imbalance, cfg.recipe
-    balanced = None
-    if imb.sampler == "balanced":
-        balanced = imb.per_class if imb.per_class is not None else True
-    return {"other": imb.other, "balanced": balanced, "stain_jitter": r.stain_jitter,
-            "crop_scale": r.crop_scale, "hed_jitter": r.hed_jitter}
+def train_size(r: RecipeConfig, epoch: int, full: int) -> int:
+    """The training input size of ``epoch`` (0-based) under ``recipe.progressive``."""
+    if not r.progressive:
+        return full
+    start, ramp = r.progressive
+    if epoch >= ramp:
+        return full
+    return progressive_size(start, full, epoch / ramp)
 
 
-def class_weights(cfg, dm) -> list[float] | None:
+def progressive_resize(r: RecipeConfig, x: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Shrink a training batch to ``epoch``'s size (bilinear, antialiased: area-like)."""
+    size = train_size(r, epoch, x.shape[-1])
+    if size == x.shape[-1]:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)
+
+
+def total_steps(trainer: L.Trainer) -> int:
+    """Optimizer steps in the whole run, for the schedule.
+
+    Lightning's ``estimated_stepping_batches`` builds the training iterator before a
+    checkpoint is restored, so a mid-epoch resume would replay the epoch's first batches;
+    on one device the figure comes from the datamodule's loader instead (building a loader
+    object iterates nothing). DDP keeps Lightning's figure (its sampler splits the data).
+    """
+    t = trainer
+    dm = t.datamodule
+    if t.world_size > 1 or dm is None or t.accumulate_grad_batches != 1:
+        return int(t.estimated_stepping_batches)
+    per_epoch = len(dm.train_dataloader())
+    limit = t.limit_train_batches
+    if isinstance(limit, int):
+        per_epoch = min(per_epoch, limit)
+    elif limit is not None and limit < 1.0:
+        per_epoch = max(1, int(per_epoch * limit))
+    return per_epoch * t.max_epochs
+
+
+def class_weights(cfg: Config, dm) -> list[float] | None:
     """imbalance.class_weights: n / (k * n_class) over the training split, as plain floats."""
     if not cfg.imbalance.class_weights:
         return None
@@ -193,156 +221,80 @@ def class_weights(cfg, dm) -> list[float] | None:
     return [float(w) for w in inverse_frequency_weights(labels, len(dm.class_codes))]
 
 
-def recipe_callbacks(cfg) -> list:
-    """Lightning's LearningRateMonitor when the rate changes (it logs to CSV + TensorBoard)."""
-    if cfg.recipe.schedule == "none":
-        return []
-    from lightning.pytorch.callbacks import LearningRateMonitor
-
-    return [LearningRateMonitor(logging_interval="epoch")]
+# --- the optional parts of training, as Lightning callbacks ---
 
 
-def progressive_size(start: int, full: int, t: float) -> int:
-    """A linear ramp from ``start`` (t=0) to ``full`` (t=1) px, in steps of 8 px."""
-    size = start + (full - start) * t
-    return int(min(full, max(start, 8 * round(size / 8))))
+class ExponentialMovingAverage(Callback):
+    """``recipe.ema_decay``: an average of the weights that validation, checkpoint selection,
+    the test and ``predict`` use (:func:`make_ema`, with its decay warm-up).
 
-
-class RecipeHooks:
-    """The LightningModule side of the recipe (mixed into :class:`hemacnn.train.CellClassifier`).
-
-    Optimizer and schedule, the training loss, mixup/cutmix, EMA, backbone freezing and
-    initial weights. With an empty recipe it is the paper's: Adam or Adadelta at a constant
-    rate and plain cross-entropy, and no EMA or mixing objects exist.
+    Not Lightning's ``EMAWeightAveraging``: that swaps the average into the network for
+    validation (so the L2 term of the validation loss would be the average's, not the trained
+    weights') and writes the average as the checkpoint's ``model.*`` weights. This one keeps
+    the average a submodule, ``ema``, of the LightningModule, so checkpoints hold it under
+    ``ema.module.*`` beside the trained weights (what :func:`hemacnn.loading.model_weights`
+    reads, and what runs saved before read on resume) and Lightning restores it on resume with
+    the rest of the module. It updates before the checkpoint callbacks save after a batch, so a
+    mid-epoch or Ctrl-C checkpoint holds the average of every batch it trained.
     """
 
-    def setup_recipe(self, recipe: dict[str, Any] | None, weights: list[float] | None,
-                     num_classes: int) -> None:
-        """Build the recipe's parts (called from ``__init__``, after ``self.model``)."""
-        self.recipe: dict[str, Any] = dict(recipe or {})
-        self.register_buffer("class_weight", None if weights is None else
-                             torch.tensor(weights, dtype=torch.float32), persistent=False)
-        self.mixer = batch_mixer(self.recipe.get("mixup_alpha", 0.0),
-                                 self.recipe.get("cutmix_alpha", 0.0), num_classes)
-        decay = self.recipe.get("ema_decay")
-        self.ema = make_ema(self.model, decay) if decay else None
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
 
-    def load_initial_weights(self, path: str):
-        """Start from a local state-dict file (``model.weights``); the EMA starts there too.
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Made when fit begins, after the initial weights are set (its first update copies the
+        # trained weights anyway); before a checkpoint is restored, which fills it.
+        if stage == "fit" and getattr(pl_module, "ema", None) is None:
+            pl_module.ema = make_ema(pl_module.model, self.decay)
 
-        Returns the :class:`hemacnn.models.zoo.WeightsReport`."""
-        from hemacnn.models.zoo import load_pretrained
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        pl_module.ema.update_parameters(pl_module.model)
 
-        report = load_pretrained(self.model, path)
-        self.sync_ema()
-        return report
 
-    def zero_head(self) -> None:
-        """``model.head_init: zero``: the classifier starts at zero (the EMA too)."""
-        from hemacnn.models.zoo import zero_head
+class FreezeBackbone(Callback):
+    """``recipe.freeze_backbone_epochs``: train the classifier alone for N epochs, then all.
 
-        zero_head(self.model)
-        self.sync_ema()
+    Not Lightning's ``BackboneFinetuning``: that leaves the backbone out of the optimizer until
+    it thaws, then adds it as a new parameter group at a growing rate, so a one-cycle or cosine
+    schedule (laid out over the groups at the start) and ``optimizer.backbone_lr_mult`` would
+    not apply to it. Here the backbone stays in its group; frozen, it gets no gradient and
+    the optimizer leaves it alone.
+    """
 
-    def sync_ema(self) -> None:
-        """Restart the EMA from the current weights (after they were set, not trained)."""
-        if self.ema is not None:
-            self.ema.module.load_state_dict(self.model.state_dict())
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
 
-    def train(self, mode: bool = True):
-        """``nn.Module.train``, except that with ``model.freeze_bn`` BatchNorm stays in eval
-        mode (its statistics frozen at the pretrained ones; weight and bias still learn)."""
-        super().train(mode)
-        if mode:
-            self._freeze_batchnorm()
-        return self
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from hemacnn.models.zoo import set_backbone_trainable
 
-    def _freeze_batchnorm(self) -> None:
-        if getattr(self, "recipe", {}).get("freeze_bn"):
-            from hemacnn.models.batchnorm import batchnorm_layers
+        set_backbone_trainable(pl_module.model, trainer.current_epoch >= self.epochs)
 
-            for bn in batchnorm_layers(self.model):
-                bn.eval()
 
-    def eval_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for validation: the averaged weights when EMA is on (they are what is saved
-        for prediction, so checkpoints are selected by them)."""
-        if self.ema is None:
-            return self(x)
-        return self.ema.module(x.contiguous(memory_format=torch.channels_last))
+class FreezeBatchNorm(Callback):
+    """``model.freeze_bn``: every BatchNorm layer stays in eval mode while training (its
+    statistics frozen at the pretrained ones; its weight and bias still learn).
 
-    def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """MixUp/CutMix the batch (soft targets) when configured, else return it unchanged."""
-        return (x, y) if self.mixer is None else self.mixer(x, y)
+    Lightning trains the module in the mode it was built in and, after each validation, puts
+    back the modes it found, so setting them at each epoch's start holds for the whole epoch.
+    """
 
-    def train_size(self, epoch: int, full: int) -> int:
-        """The training input size of ``epoch`` (0-based) under ``recipe.progressive``."""
-        prog = self.recipe.get("progressive")
-        if not prog:
-            return full
-        start, ramp = prog
-        if epoch >= ramp:
-            return full
-        return progressive_size(start, full, epoch / ramp)
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from hemacnn.models.batchnorm import batchnorm_layers
 
-    def progressive_resize(self, x: torch.Tensor) -> torch.Tensor:
-        """Shrink a training batch to this epoch's size (bilinear, antialiased: area-like)."""
-        size = self.train_size(self.current_epoch, x.shape[-1])
-        if size == x.shape[-1]:
-            return x
-        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                             align_corners=False)
+        for bn in batchnorm_layers(pl_module.model):
+            bn.eval()
 
-    def _train_loss(self, logits: torch.Tensor, target: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        from hemacnn.models import l2_penalty
 
-        r = self.recipe
-        loss = classification_loss(logits, target, self.class_weight,
-                                   r.get("label_smoothing", 0.0), r.get("focal_gamma", 0.0))
-        l2 = self.hparams.l2
-        return (loss + l2_penalty(self.model, l2) if l2 else loss), loss
-
-    def on_train_epoch_start(self) -> None:
-        # Lightning trains the module in the mode it was built in (train) without calling
-        # train(), and puts back the modes it found after each validation: set them here.
-        self._freeze_batchnorm()
-        frozen = self.recipe.get("freeze_backbone_epochs", 0)
-        if frozen:  # fine-tuning: the head alone first, then everything
-            from hemacnn.models.zoo import set_backbone_trainable
-
-            set_backbone_trainable(self.model, self.current_epoch >= frozen)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-
-    def configure_optimizers(self) -> Any:
-        o = self.hparams.optimizer
-        params = param_groups(self.model, o["lr"], o.get("backbone_lr_mult", 1.0))
-        optimizer = make_optimizer(params, o)
-        if self.recipe.get("schedule", "none") == "none":
-            return optimizer
-        sched = make_scheduler(optimizer, self.recipe, self._total_steps(),
-                               self.trainer.max_epochs)
-        return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}
-
-    def _total_steps(self) -> int:
-        """Optimizer steps in the whole run, for the schedule.
-
-        Lightning's ``estimated_stepping_batches`` builds the training iterator before a
-        checkpoint is restored, so a mid-epoch resume would replay the epoch's first batches;
-        on one device the figure comes from the datamodule's loader instead (building a loader
-        object iterates nothing). DDP keeps Lightning's figure (its sampler splits the data).
-        """
-        t = self.trainer
-        dm = t.datamodule
-        if t.world_size > 1 or dm is None or t.accumulate_grad_batches != 1:
-            return int(t.estimated_stepping_batches)
-        per_epoch = len(dm.train_dataloader())
-        limit = t.limit_train_batches
-        if isinstance(limit, int):
-            per_epoch = min(per_epoch, limit)
-        elif limit is not None and limit < 1.0:
-            per_epoch = max(1, int(per_epoch * limit))
-        return per_epoch * t.max_epochs
+def recipe_callbacks(cfg: Config) -> list[Callback]:
+    """The callbacks of the recipe options that are switched on (none for the paper's)."""
+    callbacks: list[Callback] = []
+    if cfg.recipe.schedule != "none":  # the rate changes: log it (CSV + TensorBoard)
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if cfg.model.freeze_bn:
+        callbacks.append(FreezeBatchNorm())
+    if cfg.recipe.freeze_backbone_epochs:
+        callbacks.append(FreezeBackbone(cfg.recipe.freeze_backbone_epochs))
+    if cfg.recipe.ema_decay:
+        callbacks.append(ExponentialMovingAverage(cfg.recipe.ema_decay))
+    return callbacks

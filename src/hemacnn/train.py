@@ -8,14 +8,9 @@ Run folder (also read by evaluate/report/predict):
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
-import random
-import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -24,19 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassPrecision, MulticlassRecall
 
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
 from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
+from hemacnn.data.datamodule import HemaDataModule
 from hemacnn.data.manifest import Entry
 from hemacnn.data.stain import STAIN_KEY
 from hemacnn.domain import domain_card
@@ -45,16 +39,22 @@ from hemacnn.finetune import finetune_callbacks
 from hemacnn.inference import bf16_native, predict_batches
 from hemacnn.loading import build_card, load_checkpoint, read_card, write_card
 from hemacnn.models import build_model, l2_penalty
+from hemacnn.models.zoo import load_pretrained, zero_head
 from hemacnn.recipe import (
-    RecipeHooks,
+    batch_mixer,
     class_weights,
+    classification_loss,
+    make_optimizer,
+    make_scheduler,
+    param_groups,
+    progressive_resize,
     recipe_callbacks,
-    recipe_data_options,
-    recipe_options,
+    total_steps,
 )
+from hemacnn.resume import AtomicCheckpointIO, RandomStateInCheckpoint, StopOnSignal
 from hemacnn.rundir import RunDir
 from hemacnn.runinfo import environment_info
-from hemacnn.trainlog import EpochLog, KeepingCSVLogger
+from hemacnn.trainlog import EpochLog, EpochMetricsCSV, KeepingCSVLogger, ProgressBar
 
 RUN_DIR_ENV = "HEMACNN_RUN_DIR"
 """Set by the launching process so DDP workers (which re-run the same command) find one folder."""
@@ -87,45 +87,38 @@ warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
-class _ProgressBar(RichProgressBar):
-    """Lightning's rich bar without ``v_num`` (our loggers' version names are folder names)."""
+class CellClassifier(L.LightningModule):
+    """A registered architecture + the recipe's loss (Keras-style L2 included) + per-class
+    metrics; the optional parts of training are callbacks (:func:`_trainer` adds them).
 
-    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
-        items = super().get_metrics(trainer, pl_module)
-        items.pop("v_num", None)
-        return items
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        # Lightning counts from 0 ("Epoch 22/29"); people, our logs and metrics plots from 1.
-        text = f"Epoch {current_epoch + 1}"
-        if self.trainer.max_epochs is not None:
-            text += f"/{self.trainer.max_epochs}"
-        return f"{text:{len(self.validation_description)}}"
-
-
-class CellClassifier(RecipeHooks, L.LightningModule):
-    """A registered architecture + categorical cross-entropy + Keras-style L2 + per-class metrics.
-
-    ``hparams.card`` is the model card, so a checkpoint alone rebuilds the model.
-    Reported losses include the L2 term, as Keras reports them (the paper's curves are Keras').
+    ``hparams`` hold the model card, so a checkpoint alone rebuilds the model, and the run's
+    config as plain data (rebuilt with ``Config.model_validate``). Reported losses include the
+    L2 term, as Keras reports them (the paper's curves are Keras').
     """
 
-    def __init__(self, card: dict[str, Any], optimizer: dict[str, Any], l2: float = 0.0,
-                 recipe: dict[str, Any] | None = None,
+    def __init__(self, card: dict[str, Any], config: Config | dict[str, Any],
                  class_weights: list[float] | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        self.cfg = Config.model_validate(config)
+        # Plain data only: checkpoints must load with torch.load(weights_only=True).
+        self.save_hyperparameters({"card": card, "config": self.cfg.model_dump(mode="json"),
+                                   "class_weights": class_weights})
         arch = card["arch"]
         self.model = build_model(arch["name"], arch["num_classes"], arch["input_size"],
                                  **arch["options"])
         # channels-last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest conv kernels:
         # measured here 1.2-1.5x faster in bf16 and fp32 for quick.yaml's model.
         self.model = self.model.to(memory_format=torch.channels_last)
+        # The averaged weights when recipe.ema_decay is set (recipe.ExponentialMovingAverage).
+        self.ema: nn.Module | None = None
         # Lets Lightning's model summary count FLOPs (it prints "Total FLOPs: 0" without one).
         self.example_input_array = torch.zeros(1, 3, arch["input_size"], arch["input_size"])
-        self.setup_recipe(recipe, class_weights, arch["num_classes"])  # defaults: the paper's
-        if self.recipe.get("progressive"):
-            self._check_any_size(int(self.recipe["progressive"][0]), arch["name"])
+        self.register_buffer("class_weight", None if class_weights is None else
+                             torch.tensor(class_weights, dtype=torch.float32), persistent=False)
+        r = self.cfg.recipe
+        self.mixer = batch_mixer(r.mixup_alpha, r.cutmix_alpha, arch["num_classes"])
+        if r.progressive:
+            self._check_any_size(int(r.progressive[0]), arch["name"])
         self.classes: list[str] = list(card["classes"])
         n = len(self.classes)
         self.train_acc = MulticlassAccuracy(n, average="micro")
@@ -150,17 +143,28 @@ class CellClassifier(RecipeHooks, L.LightningModule):
         """Logits for a batch of images in [0, 1]."""
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ce = F.cross_entropy(logits.float(), y)
-        l2 = self.hparams.l2
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, train: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss with the L2 term, loss without it). Training uses the recipe's loss (class
+        weights, label smoothing, focal); validation plain cross-entropy, comparable across
+        recipes."""
+        if train:
+            imb, r = self.cfg.imbalance, self.cfg.recipe
+            ce = classification_loss(logits, target, self.class_weight, r.label_smoothing,
+                                     imb.focal_gamma)
+        else:
+            ce = classification_loss(logits, target)
+        l2 = self.cfg.model.l2  # of the trained weights, also when validating the EMA's
         return (ce + l2_penalty(self.model, l2) if l2 else ce), ce
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
-        x = self.progressive_resize(x)  # recipe.progressive: smaller images in early epochs
-        x, target = self.mix(x, y)  # mixup/cutmix soft targets; accuracy still counts y
+        # recipe.progressive: smaller images in early epochs
+        x = progressive_resize(self.cfg.recipe, x, self.current_epoch)
+        # mixup/cutmix soft targets; accuracy still counts y
+        x, target = (x, y) if self.mixer is None else self.mixer(x, y)
         logits = self(x)
-        loss, ce = self._train_loss(logits, target)
+        loss, ce = self._loss(logits, target, train=True)
         self.train_acc(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train_ce", ce, on_step=False, on_epoch=True, sync_dist=True)
@@ -169,7 +173,10 @@ class CellClassifier(RecipeHooks, L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch
-        logits = self.eval_forward(x)  # the EMA weights when recipe.ema_decay is set
+        # The averaged weights when there are some: they are what is saved for prediction,
+        # so checkpoints are selected by them.
+        evaluated = self.model if self.ema is None else self.ema.module
+        logits = evaluated(x.contiguous(memory_format=torch.channels_last))
         loss, ce = self._loss(logits, y)
         self.val_acc(logits, y)
         self.val_precision.update(logits, y)
@@ -187,147 +194,13 @@ class CellClassifier(RecipeHooks, L.LightningModule):
         self.val_precision.reset()
         self.val_recall.reset()
 
-    # Random-number state travels with the checkpoint so a resumed run draws the same noise and
-    # dropout masks as one that was never stopped (data order is seeded per epoch already).
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Plain lists and tensors only: checkpoints must load with torch.load(weights_only=True).
-        kind, key, pos, has_gauss, gauss = np.random.get_state()
-        checkpoint["hemacnn_rng"] = {
-            "torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": [kind, key.tolist(), int(pos), int(has_gauss), float(gauss)],
-        }
-        if torch.cuda.is_available():
-            checkpoint["hemacnn_rng"]["cuda"] = torch.cuda.get_rng_state_all()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        rng = checkpoint.get("hemacnn_rng")
-        if not rng:
-            return
-        torch.set_rng_state(rng["torch"])
-        kind, key, pos, has_gauss, gauss = rng["numpy"]
-        np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
-        random.setstate(rng["python"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temp file and rename, so kill -9 never leaves a torn last.ckpt.
-
-    Loading (resume) goes through :func:`hemacnn.checkpoint.read_checkpoint` (weights only).
-    """
-
-    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
-
-    def load_checkpoint(self, path: Any, map_location: Any = None,
-                        weights_only: bool | None = None) -> dict:
-        # Resume reads the file the same safe way as predict: tensors and plain data only.
-        from hemacnn.checkpoint import read_checkpoint
-
-        return read_checkpoint(path)
-
-
-class StopOnSignal(Callback):
-    """Ctrl-C or SIGTERM stops training after the current mini-batch, with a resumable last.ckpt.
-
-    Python's default Ctrl-C raises KeyboardInterrupt wherever the program is (possibly inside an
-    optimizer step), so no checkpoint could be trusted and the resume lost up to an epoch. This
-    callback only notes the signal; at the end of the mini-batch it saves last.ckpt (the same
-    state as the time-based mid-epoch checkpoints, so the resume continues at the next batch)
-    and stops. A second Ctrl-C stops at once, as before. Installed in the main thread of a
-    single-process run only (DDP ranks keep Lightning's own handling).
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.world_size > 1 or threading.current_thread() is not threading.main_thread():
-            return
-        self.signum = None
-        for sig in self.SIGNALS:
-            old = signal.getsignal(sig)
-            if old is not signal.SIG_IGN:  # a job started with nohup or & keeps ignoring SIGINT
-                self._old[sig] = old
-                signal.signal(sig, self._note)
-
-    def _note(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None:  # the second signal: stop at once
-            self.restore()
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this mini-batch and saving a "
-              "checkpoint (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
-
-    def restore(self) -> None:
-        """Put back the handlers found at fit start (train() calls it after fit, as Lightning's
-        own teardown re-installs the handlers it found, ours among them)."""
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        self._old.clear()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.signum is not None:
-            trainer.save_checkpoint(self.path, weights_only=False)
-            raise Interrupted("training stopped by "
-                              f"{signal.Signals(self.signum).name} after a mini-batch; "
-                              f"continue it with `hemacnn train --resume {self.path.parents[1]}`")
-
-
-class EpochMetricsCSV(Callback):
-    """One row per finished epoch in RUN_DIR/metrics.csv, rewritten atomically each epoch.
-
-    Epochs are counted from 1, as the console and the README count them (Lightning counts from
-    0). Rows already there (from before an interruption) are kept, so a resumed run's file is
-    whole.
-    """
-
-    def __init__(self, path: Path, classes: list[str]):
-        self.path = path
-        self.columns = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                        "train_ce", "val_ce"]
-        self.columns += [f"val_{m}_{c}" for c in classes for m in ("precision", "recall")]
-        self.columns += ["lr", "time_s"]
-        self.rows: dict[int, dict[str, Any]] = {}
-        self._t0 = time.monotonic()
-        if path.exists():
-            with path.open(newline="") as fh:
-                self.rows = {int(r["epoch"]): r for r in csv.DictReader(fh)}
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0 = time.monotonic()
-
-    @rank_zero_only
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        m = trainer.callback_metrics
-        epoch = trainer.current_epoch + 1
-        row: dict[str, Any] = {"epoch": epoch}
-        for col in self.columns[1:]:
-            if col in m:
-                row[col] = f"{float(m[col]):.6g}"
-        row["lr"] = f"{trainer.optimizers[0].param_groups[0]['lr']:.6g}"
-        row["time_s"] = f"{time.monotonic() - self._t0:.2f}"
-        # A resume replays the epoch it stopped in: drop that row and any later one.
-        self.rows = {e: r for e, r in self.rows.items() if e < epoch}
-        self.rows[epoch] = row
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore",
-                                lineterminator="\n")
-        writer.writeheader()
-        for epoch in sorted(self.rows):
-            writer.writerow(self.rows[epoch])
-        write_text(self.path, buf.getvalue())
+    def configure_optimizers(self) -> Any:
+        o, r = self.cfg.optimizer, self.cfg.recipe
+        optimizer = make_optimizer(param_groups(self.model, o.lr, o.backbone_lr_mult), o)
+        if r.schedule == "none":
+            return optimizer
+        sched = make_scheduler(optimizer, r, total_steps(self.trainer), self.trainer.max_epochs)
+        return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}
 
 
 def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: str,
@@ -382,22 +255,6 @@ def _new_run_dir(cfg: Config, out: str | os.PathLike | None) -> Path:
     return run_dir
 
 
-def _datamodule(cfg: Config, splits_dir: Path | None, progress: bool):
-    from hemacnn.data.datamodule import HemaDataModule
-
-    d = cfg.data
-    if not d.root:
-        raise HemacnnError("data.root is not set; pass data.root=/path/to/BM_cytomorphology_data")
-    return HemaDataModule(
-        root=d.root, classes=d.classes, image_size=d.image_size, resize=d.resize,
-        batch_size=d.batch_size, test_fraction=d.test_fraction, val_fraction=d.val_fraction,
-        seed=cfg.seed, folds=d.folds, fold=d.fold, offline_rotate=tuple(d.offline_rotate),
-        augment=d.augment, num_workers=d.num_workers, splits_dir=splits_dir, progress=progress,
-        min_per_split=d.min_per_split, rare_classes=d.rare_classes, fold_test=d.fold_test,
-        train_fraction=d.train_fraction, split_seed=d.split_seed, **recipe_data_options(cfg),
-    )
-
-
 def _check_resume_overrides(saved: Config, cfg: Config, run_dir: Path) -> None:
     """Overrides on --resume that the checkpoint cannot honour: one line, before anything runs.
 
@@ -449,7 +306,7 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run = RunDir(run_dir)
     splits_dir = run.splits
-    dm = _datamodule(cfg, splits_dir if resume else None, progress and is_zero)
+    dm = HemaDataModule(cfg, splits_dir if resume else None, progress and is_zero)
     dm.prepare_data()
     dm.setup("fit")
     card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()),
@@ -458,18 +315,17 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     dm.set_stain_norm(card.get(STAIN_KEY))  # training, validation and test see normalised images
     if ckpt_path is not None:  # keep what the run's start loaded in the cards saved from now on
         card.update(_saved_load_report(run_dir))
-    module = CellClassifier(card, cfg.optimizer.model_dump(), l2=cfg.model.l2,
-                            recipe=recipe_options(cfg), class_weights=class_weights(cfg, dm))
+    module = CellClassifier(card, cfg, class_weights=class_weights(cfg, dm))
     # A resume's checkpoint holds the weights; a resume that found none starts over, so from
     # the configured weights too.
     if cfg.model.weights and ckpt_path is None:
-        report = module.load_initial_weights(cfg.model.weights)
+        report = load_pretrained(module.model, cfg.model.weights)
         card["init_weights_report"] = report.as_dict()
         module.hparams.card = card  # the checkpoint's card says what was loaded too
         if is_zero:
             print(report.summary(), flush=True)
     if cfg.model.head_init == "zero" and ckpt_path is None:
-        module.zero_head()
+        zero_head(module.model)  # the classifier starts at zero (as BiT fine-tunes)
     trainer = _trainer(cfg, run_dir, dm.class_codes, progress)
     if is_zero and not resume:
         from hemacnn.data.splits import save_splits
@@ -512,6 +368,7 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
         ModelCheckpoint(dirpath=run.checkpoints, filename=run.last.stem, monitor=None,
                         save_top_k=1, every_n_epochs=1, enable_version_counter=False),
         EpochMetricsCSV(run.metrics, classes),
+        RandomStateInCheckpoint(),
         *recipe_callbacks(cfg),
         *finetune_callbacks(cfg),
     ]
@@ -519,7 +376,7 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
     # final frame, after the plain per-epoch lines that EpochLog prints there instead.
     bar = progress and sys.stdout.isatty()
     if bar:
-        callbacks.append(_ProgressBar())
+        callbacks.append(ProgressBar())
     if t.log_step_loss:
         from hemacnn.steploss import StepLossCSV
 
@@ -533,7 +390,7 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
             enable_version_counter=False))
     callbacks.append(EpochLog(run.metrics, per_epoch=not bar))
     # Last of the non-checkpoint callbacks: the batch's other end-of-batch hooks (EMA, step
-    # losses) have run when it saves.
+    # losses) have run when it saves (Lightning runs the module's hooks after the callbacks').
     callbacks.append(StopOnSignal(run.last))
     loggers = [KeepingCSVLogger(run_dir, name="logs", version="csv"),
                TensorBoardLogger(run_dir, name="logs", version="tensorboard")]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hemacnn.classes import PAPER_CLASSES
+from hemacnn.config import Config
 from hemacnn.data.augment import (
     SeededShuffleSampler,
     dihedral,
@@ -182,53 +182,39 @@ def _skipping(it: Iterator, n: int) -> Iterator:
 class HemaDataModule(L.LightningDataModule):
     """Scan, split and cache a labelled image folder; serve train/val/test loaders."""
 
-    def __init__(self, root: str | os.PathLike,
-                 classes: Sequence[str] | str | None = PAPER_CLASSES,
-                 image_size: int = 128, resize: str = "nearest", batch_size: int = 32,
-                 test_fraction: float = 0.10, val_fraction: float = 0.20, seed: int = 0,
-                 folds: int | None = None, fold: int = 0, offline_rotate: Sequence[str] = (),
-                 augment: bool = False, num_workers: int = 0,
-                 splits_dir: str | os.PathLike | None = None, progress: bool = True,
-                 cache_workers: int | None = None, other: bool | Sequence[str] = False,
-                 balanced: int | bool | None = None, stain_jitter: float = 0.0,
-                 crop_scale: float | None = None, min_per_split: int = 1,
-                 rare_classes: str = "keep", fold_test: str = "rotate",
-                 train_fraction: float = 1.0, split_seed: int | None = None,
-                 hed_jitter: float = 0.0) -> None:
+    def __init__(self, cfg: Config, splits_dir: str | os.PathLike | None = None,
+                 progress: bool = True, cache_workers: int | None = None) -> None:
+        """Batches as ``cfg`` describes them: its data section, the imbalance sampler and
+        pooling, the recipe's extra augmentation and the seed (defaults: :mod:`hemacnn.config`).
+
+        ``splits_dir``: reuse saved splits (a resumed run) instead of making them.
+        """
         super().__init__()
-        self.root = Path(root)
-        # None or "all": every class folder with usable images (known after setup).
-        self.classes = None if classes is None or isinstance(classes, str) else list(classes)
-        self.min_per_split = int(min_per_split)
-        self.rare_classes = rare_classes
-        self.fold_test = fold_test
-        self.train_fraction = float(train_fraction)
-        self.image_size = int(image_size)
-        self.resize = resize
-        self.batch_size = int(batch_size)
-        self.test_fraction = test_fraction
-        self.val_fraction = val_fraction
-        self.seed = int(seed)
+        d, imb = cfg.data, cfg.imbalance
+        if not d.root:
+            raise HemacnnError("data.root is not set; pass "
+                               "data.root=/path/to/BM_cytomorphology_data")
+        self.cfg = cfg
+        self.root = Path(d.root)
+        # "all": every class folder with usable images (known after setup).
+        self.classes = None if isinstance(d.classes, str) else list(d.classes)
+        self.seed = cfg.seed
         # The split may have its own seed, so runs that differ only in seed share one split.
-        self.split_seed = self.seed if split_seed is None else int(split_seed)
-        self.folds = folds
-        self.fold = int(fold)
-        self.offline_rotate = list(offline_rotate)
-        self.augment = bool(augment)
-        self.num_workers = int(num_workers)
+        self.split_seed = self.seed if d.split_seed is None else d.split_seed
+        self.image_size = d.image_size
+        self.batch_size = d.batch_size
         self.splits_dir = Path(splits_dir) if splits_dir is not None else None
         self.progress = progress
         self.cache_workers = cache_workers
         # Imbalance and richer augmentation options; the defaults change nothing.
-        self.other = other if other is True or not other else list(other)
-        self.balanced = balanced
-        self.extra = stain_transform(self.image_size, stain_jitter, crop_scale, hed_jitter)
+        self.other = imb.other if imb.other is True or not imb.other else list(imb.other)
+        # None: shuffle; True or a per-class budget: BalancedSampler.
+        self.balanced = None if imb.sampler != "balanced" else (
+            imb.per_class if imb.per_class is not None else True)
+        self.extra = stain_transform(self.image_size, cfg.recipe.stain_jitter,
+                                     cfg.recipe.crop_scale, cfg.recipe.hed_jitter)
         self.stain: Any = None  # a StainNormalizer once set_stain_norm() has one
         self._normalized: NormalizedImages | None = None
-        if self.batch_size < 1:
-            raise HemacnnError(f"batch_size must be at least 1, got {batch_size}")
-        if self.num_workers < 0:
-            raise HemacnnError(f"num_workers must be 0 or more, got {num_workers}")
         self.entries: list[Entry] | None = None
         self.splits: Splits | None = None
         self.cache: ImageCache | None = None
@@ -252,6 +238,7 @@ class HemaDataModule(L.LightningDataModule):
     def _prepare(self) -> None:
         if self.cache is not None:
             return
+        d = self.cfg.data
         from hemacnn.data.scan import load_or_scan
 
         entries = load_or_scan(self.root, progress=self.progress)
@@ -271,24 +258,24 @@ class HemaDataModule(L.LightningDataModule):
                                        "data.classes as a list, not all")
                 split_entries, classes = pool_other(entries, self.classes, self.other)
                 usable = {e.path: e for e in split_entries if e.usable}
-            splits = make_splits(split_entries, classes, self.test_fraction, self.val_fraction,
-                                 self.split_seed, self.folds, self.fold, root=str(self.root),
-                                 min_per_split=self.min_per_split,
-                                 rare_classes=self.rare_classes, fold_test=self.fold_test,
-                                 train_fraction=self.train_fraction)
+            splits = make_splits(split_entries, classes, d.test_fraction, d.val_fraction,
+                                 self.split_seed, d.folds, d.fold, root=str(self.root),
+                                 min_per_split=d.min_per_split,
+                                 rare_classes=d.rare_classes, fold_test=d.fold_test,
+                                 train_fraction=d.train_fraction)
             dropped = splits.extra.get("dropped_classes") or {}
             if dropped:
                 warnings.warn(
                     "left out (fewer than {} usable images, data.rare_classes=drop): {}".format(
                         splits.extra["images_needed"],
                         ", ".join(f"{c} ({n})" for c, n in dropped.items())), stacklevel=2)
-        unknown = [c for c in self.offline_rotate if c not in splits.classes]
+        unknown = [c for c in d.offline_rotate if c not in splits.classes]
         if unknown:
             warnings.warn(f"offline_rotate lists {', '.join(unknown)}, not among the selected "
                           f"classes {', '.join(splits.classes)}; ignored", stacklevel=2)
         # Cache only the selected classes: what the splits need, nothing more.
         selected = [usable[p] for p, _ in splits.train + splits.val + splits.test]
-        self.cache = build_cache(self.root, selected, self.image_size, self.resize,
+        self.cache = build_cache(self.root, selected, self.image_size, d.resize,
                                  workers=self.cache_workers, progress=self.progress)
         self.entries = entries
         self.splits = splits
@@ -334,16 +321,17 @@ class HemaDataModule(L.LightningDataModule):
             sampler=dataset.sampler() if shuffle else order,
             shuffle=False,
             drop_last=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=self.cfg.data.num_workers,
+            persistent_workers=self.cfg.data.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataset(self) -> CellDataset:
         """Training samples: offline 90° copies and random dihedral transforms as configured."""
         splits, cache = self._require_setup()
-        return CellDataset(cache, splits.train, splits.classes, self.offline_rotate,
-                           self.augment, self.seed, self.extra, self.balanced)
+        d = self.cfg.data
+        return CellDataset(cache, splits.train, splits.classes, d.offline_rotate,
+                           d.augment, self.seed, self.extra, self.balanced)
 
     def eval_dataset(self, split: str) -> CellDataset:
         """Samples of ``split`` without any augmentation."""
@@ -382,7 +370,7 @@ class HemaDataModule(L.LightningDataModule):
             images: Any = self.cache
         else:
             images = DecodedImages(root if root is not None else self.root,
-                                   [p for p, _ in items], self.image_size, self.resize)
+                                   [p for p, _ in items], self.image_size, self.cfg.data.resize)
         if self.stain is not None:
             images = NormalizedImages(images, self.stain)
         return self._loader(CellDataset(images, items, self.class_codes), batch_size,
