@@ -3,14 +3,26 @@
 Run by hand (never inside tests):
     python benchmarks/bench_predict.py --sample ../shared/data/bm_sample/BM_cytomorphology_data
     python benchmarks/bench_predict.py --checkpoint runs/quick-X --sample ...  # + agreement
+    python benchmarks/bench_predict.py ... --run RUN --json out.json  # + start-up seconds
+    python benchmarks/bench_predict.py --table out.json   # the README's tables from the JSON
 
 Cases, each on the same real images (the sample's cells preprocessed at the input size),
 batch 64, forward + softmax only (decoding is timed separately, once):
 
 * ``before``: what `evaluate` did before the fast path: fp32, channels-first, BatchNorm unfused.
 * ``fp32``: BatchNorm folded into the convs, channels-last, fp32.
-* ``bf16``: the same in bf16 autocast (the default on CPUs with native bf16).
-* ``onnxruntime``: the exported ONNX file run by ONNX Runtime (fp32, its own fusions).
+* ``jit``: the folded model traced, frozen and optimised by TorchScript
+  (``torch.jit.optimize_for_inference``: oneDNN convolutions with the ReLU fused in).
+* ``bf16``: the folded model in bf16 autocast (the default on CPUs with native bf16; where bf16
+  is emulated it is measured but not used by default).
+* ``onnxruntime``: the exported ONNX file run by ONNX Runtime (fp32, all graph optimisations,
+  Conv+ReLU fused).
+
+Each case also gets its GFLOP/s (``torch.utils.flop_counter`` on one image's forward pass) and
+its share of this machine's matmul peak, measured in the same run for fp32 and bf16 (the bf16
+peak is what the hardware can do at best; where bf16 is not native it is an emulated figure).
+With ``--run`` the start-up of ``hemacnn predict RUN one.jpg`` (median wall of 5, each a new
+process) and of ``hemacnn --help`` are measured too.
 
 Model: the quick config's MV3 (quarter width) at 64 and 128 px, untrained unless
 ``--checkpoint`` is given (speed does not depend on the weights). With a checkpoint the bf16
@@ -21,18 +33,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from hemacnn.data.cache import preprocess_image
 from hemacnn.export import export_model
-from hemacnn.inference import prepare_model
+from hemacnn.inference import bf16_native, prepare_model
 from hemacnn.loading import OnnxClassifier, load_checkpoint, predict_arrays
 from hemacnn.models import build_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_train import matmul_peak  # noqa: E402 - the same peak as the training benchmark
 
 
 def _images(sample: Path, size: int, limit: int) -> np.ndarray:
@@ -64,6 +85,32 @@ def _before(model: torch.nn.Module, images: np.ndarray, batch: int = 64) -> np.n
     return np.concatenate(out)
 
 
+@torch.no_grad()
+def _traced(model: torch.nn.Module, size: int) -> torch.nn.Module:
+    """The folded model traced, frozen and optimised by TorchScript for inference."""
+    x = torch.rand(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
+
+
+@torch.no_grad()
+def _jit_probs(model: torch.nn.Module, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    out = []
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).float() / 255
+        out.append(torch.softmax(model(x.contiguous(memory_format=torch.channels_last)),
+                                 dim=1).numpy())
+    return np.concatenate(out)
+
+
+def _gflop_per_image(model: torch.nn.Module, size: int) -> float:
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.rand(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
 def _checkpoint_for(model: torch.nn.Module, size: int, folder: Path) -> Path:
     card = {"format": "hemacnn-card/1", "classes": [f"C{i}" for i in range(8)],
             "class_names": [f"class {i}" for i in range(8)], "input_size": size,
@@ -74,7 +121,8 @@ def _checkpoint_for(model: torch.nn.Module, size: int, folder: Path) -> Path:
     return path
 
 
-def bench(size: int, images: np.ndarray, ckpt: Path | None, repeats: int) -> dict:
+def bench(size: int, images: np.ndarray, ckpt: Path | None, repeats: int,
+          peaks: dict[str, float]) -> dict:
     """img/s of each case at one input size (and agreement with fp32 when trained)."""
     with tempfile.TemporaryDirectory() as tmp:
         if ckpt is None:
@@ -82,46 +130,132 @@ def bench(size: int, images: np.ndarray, ckpt: Path | None, repeats: int) -> dic
             ckpt = _checkpoint_for(build_model("mv3", 8, size, width=0.25), size, Path(tmp))
         plain, card = load_checkpoint(ckpt, device="cpu", prepare=False)
         fast = prepare_model(plain, size)
+        t0 = time.perf_counter()
+        traced = _traced(fast, size)
+        jit_build_s = time.perf_counter() - t0
         onnx = OnnxClassifier(export_model(ckpt, Path(tmp) / "onnx")["onnx"])
         n = len(images)
         cases = {
             "before": lambda: _before(plain, images),
             "fp32": lambda: predict_arrays(fast, images, precision="fp32"),
+            "jit": lambda: _jit_probs(traced, images),
             "bf16": lambda: predict_arrays(fast, images, precision="bf16"),
             "onnxruntime": lambda: onnx.probs(images),
         }
+        if not bf16_native(torch.device("cpu")):  # emulated bf16 is ~9x slower than fp32
+            del cases["bf16"]
+        gflop = _gflop_per_image(plain, size)
+        rates = {k: round(_rate(f, n, repeats), 1) for k, f in cases.items()}
         out = {"input_size": size, "images": n, "threads": torch.get_num_threads(),
-               "img_per_s": {k: round(_rate(f, n, repeats), 1) for k, f in cases.items()}}
-        out["speedup_bf16_vs_before"] = round(out["img_per_s"]["bf16"]
-                                              / out["img_per_s"]["before"], 2)
+               "arch": card["arch"]["name"], "width": card["arch"]["options"].get("width"),
+               "gflop_per_image": round(gflop, 3), "jit_build_s": round(jit_build_s, 2),
+               "img_per_s": rates,
+               "gflop_per_s": {k: round(r * gflop, 1) for k, r in rates.items()},
+               "share_of_bf16_peak": {k: round(r * gflop / peaks["bf16"], 3)
+                                      for k, r in rates.items()},
+               "share_of_fp32_peak": {k: round(r * gflop / peaks["fp32"], 3)
+                                      for k, r in rates.items()}}
+        out["speedup_vs_before"] = {k: round(r / rates["before"], 2) for k, r in rates.items()}
         if card.get("classes", [""])[0] != "C0":  # a trained model: agreement with fp32
             ref = cases["before"]().argmax(1)
             out["same_class_as_fp32"] = {
                 k: round(float((cases[k]().argmax(1) == ref).mean()), 5)
-                for k in ("fp32", "bf16", "onnxruntime")}
+                for k in cases if k != "before"}
     return out
+
+
+def _median_wall(cmd: list[str], runs: int = 5) -> float:
+    walls = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        walls.append(time.perf_counter() - t0)
+    return round(statistics.median(walls), 3)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def startup(run: Path, sample: Path) -> dict:
+    """Median wall seconds of a one-image ``hemacnn predict`` and of ``hemacnn --help``."""
+    image = next(iter(sorted(sample.rglob("*.jpg"))))
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = [sys.executable, "-m", "hemacnn.cli"]
+        return {"run": str(run), "image": str(image), "runs": 5,
+                "predict_one_image_s": _median_wall(
+                    [*cli, "predict", str(run), str(image), "--out", f"{tmp}/one.csv"]),
+                "help_s": _median_wall([*cli, "--help"])}
+
+
+def table(results: dict) -> str:
+    """The README's tables (Markdown) from a JSON this script wrote."""
+    peaks = results["peak_gflop_per_s"]
+    lines = [f"Machine: {results['machine']}, {results['threads']} threads; matmul peak fp32 "
+             f"{peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s "
+             f"({'native' if results['bf16_native'] else 'emulated'} bf16).", "",
+             "| model, input | GFLOP/img | case | img/s | GFLOP/s | of bf16 peak "
+             "| of fp32 peak | vs before |", "|---|---|---|---|---|---|---|---|"]
+    for r in results["cases"]:
+        label = f"{r['arch']} ×{r['width']}, {r['input_size']} px"
+        for k, rate in r["img_per_s"].items():
+            lines.append(f"| {label} | {r['gflop_per_image']:.2f} | {k} | {rate:.1f} | "
+                         f"{r['gflop_per_s'][k]:.1f} | {r['share_of_bf16_peak'][k]:.1%} | "
+                         f"{r['share_of_fp32_peak'][k]:.1%} | "
+                         f"{r['speedup_vs_before'][k]:.2f}× |")
+            label = ""
+    if results.get("startup"):
+        s = results["startup"]
+        lines += ["", f"Start-up (median wall of {s['runs']} new processes): "
+                      f"`hemacnn predict RUN one.jpg` {s['predict_one_image_s']:.2f} s, "
+                      f"`hemacnn --help` {s['help_s']:.2f} s."]
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sample", type=Path, required=True, help="folder of real cell images")
+    p.add_argument("--sample", type=Path, help="folder of real cell images")
     p.add_argument("--checkpoint", type=Path, help="trained run/ckpt (its input size only)")
     p.add_argument("--limit", type=int, default=1024, help="images per case")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--run", type=Path, help="a run folder: also time a one-image predict")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--table", type=Path, help="print the Markdown tables of this JSON and stop")
     args = p.parse_args()
-    results = []
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
+    if args.sample is None:
+        p.error("--sample is required")
+    peaks = {"fp32": round(matmul_peak(torch.float32), 1),
+             "bf16": round(matmul_peak(torch.bfloat16), 1)}
+    print(f"matmul peak GFLOP/s: {peaks}", flush=True)
+    results = {"machine": _cpu_name(),
+               "threads": torch.get_num_threads(), "bf16_native": bf16_native(torch.device("cpu")),
+               "peak_gflop_per_s": peaks, "cases": []}
     if args.checkpoint:
         _, card = load_checkpoint(args.checkpoint, device="cpu", prepare=False)
         size = int(card["input_size"])
-        results.append(bench(size, _images(args.sample, size, args.limit), args.checkpoint,
-                             args.repeats))
-        print(json.dumps(results[-1]), flush=True)
-    for size in (64, 128):
-        results.append(bench(size, _images(args.sample, size, args.limit), None, args.repeats))
-        print(json.dumps(results[-1]), flush=True)
+        results["cases"].append(bench(size, _images(args.sample, size, args.limit),
+                                      args.checkpoint, args.repeats, peaks))
+        print(json.dumps(results["cases"][-1]), flush=True)
+    for size in args.sizes:
+        results["cases"].append(bench(size, _images(args.sample, size, args.limit), None,
+                                      args.repeats, peaks))
+        print(json.dumps(results["cases"][-1]), flush=True)
+    if args.run:
+        results["startup"] = startup(args.run, args.sample)
+        print(json.dumps(results["startup"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -339,7 +339,9 @@ class OnnxClassifier:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                      if p in ort.get_available_providers()]
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            options = ort.SessionOptions()  # every graph optimisation (Conv+ReLU fusion etc.)
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise HemacnnError(f"cannot load ONNX model {path}: {first[:200]}") from None
