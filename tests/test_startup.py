@@ -55,7 +55,7 @@ def test_loaded_weights_skip_random_init(name: str, tmp_path: Path) -> None:
     from hemacnn.models import build_model
 
     torch.manual_seed(0)
-    model = build_model(name, 3, 32, width=0.125)
+    model = build_model(name, 3, 48, width=0.125)
     arch = model.hemacnn_arch
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     loaded = _build_loaded(arch, saved)
