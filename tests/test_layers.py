@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -74,3 +75,51 @@ def test_run_folder_file_names_are_defined_once():
                 if f'"{name}"' in code or f"'{name}'" in code:
                     stray.append(f"{path.relative_to(REPO)}:{lineno}: {line.strip()}")
     assert not stray, "run-folder file names outside rundir.py:\n" + "\n".join(stray)
+
+
+
+def _function_level_imports(tree: ast.AST) -> list[ast.stmt]:
+    found = {}
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    found[node.lineno] = node
+    return [found[k] for k in sorted(found)]
+
+
+def unexplained_imports(source: str) -> list[tuple[int, str]]:
+    """(line, import) of function-level imports without a ``# lazy:`` comment on their lines
+    or in the comment right above; an import right below an explained one shares its comment."""
+    lines = source.splitlines()
+    explained_until = -1  # the last line of the block the latest comment explains
+    stray = []
+    for node in _function_level_imports(ast.parse(source)):
+        first = node.lineno - 1  # 0-based: the import's first line; walk up over its comment
+        while first > 0 and lines[first - 1].lstrip().startswith("#"):
+            first -= 1
+        own = lines[first:node.end_lineno]
+        if any("# lazy:" in line for line in own) or node.lineno - 1 == explained_until:
+            explained_until = node.end_lineno
+        else:
+            stray.append((node.lineno, ast.unparse(node)))
+    return stray
+
+
+def test_function_level_imports_say_why():
+    # Imports live at module level; outside the CLI (which keeps --help free of torch) a
+    # function may import only what a measured start-up cost keeps out, saying so in a
+    # `# lazy:` comment with the figure.
+    package = REPO / "src" / "hemacnn"
+    stray = [f"{path.relative_to(REPO)}:{line}: {text}"
+             for path in sorted(package.rglob("*.py")) if path != package / "cli.py"
+             for line, text in unexplained_imports(path.read_text(encoding="utf-8"))]
+    assert not stray, "function-level imports without a `# lazy:` reason:\n" + "\n".join(stray)
+
+
+def test_an_unexplained_function_level_import_is_caught():
+    source = ("import os\n\n\ndef f():\n    # lazy: ~1 s,\n    # only f needs it\n"
+              "    import json\n    import csv\n\n    import io\n\n\n"
+              "def g():\n    import re  # lazy: ~0 ms\n    from x import (\n        y,\n    )\n"
+              "    return re\n\n\ndef h():\n    import zlib\n")
+    assert unexplained_imports(source) == [(10, "import io"), (22, "import zlib")]

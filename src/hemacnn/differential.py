@@ -9,6 +9,7 @@ the bare table (one row per class).
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,8 +73,6 @@ def format_differential(d: dict[str, Any]) -> str:
 
 def write_differential(d: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:
     """``<stem>.differential.csv`` (the table) and ``.json`` (table, review share, notes)."""
-    import csv
-
     out = Path(out)
     stem = out.with_suffix("")
     csv_path = stem.with_name(stem.name + ".differential.csv")

@@ -8,6 +8,7 @@ figures under ``plots/``.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections import Counter
@@ -27,12 +28,18 @@ from hemacnn.classmap import (
     mapped_labels,
     resolve,
 )
+from hemacnn.data.cache import DRAFT_BY_DEFAULT, ImageCache
+from hemacnn.data.manifest import manifest_hash
+from hemacnn.data.paths import dataset_cache_dir
+from hemacnn.data.scan import check_file, load_or_scan
+from hemacnn.data.splits import load_splits
 from hemacnn.data.stain import normalize_for_card
 from hemacnn.errors import HemacnnError
 from hemacnn.inference import array_batches, prepare_model
 from hemacnn.loading import find_checkpoint, load_checkpoint, predict_arrays, read_card
 from hemacnn.metrics import compute_metrics
 from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
+from hemacnn.plots import plot_confusion, plot_reliability
 from hemacnn.predict import load_images
 from hemacnn.rundir import RunDir
 
@@ -42,8 +49,6 @@ SPLITS = ("train", "val", "test")
 def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray,
                    classes: Sequence[str], out_dir: Path, name: str,
                    paths: Sequence[str] | None) -> dict[str, Any]:
-    from hemacnn.plots import plot_confusion, plot_reliability
-
     out_dir = ensure_writable_dir(Path(out_dir))
     run = RunDir(out_dir)
     plots = run.plots
@@ -79,8 +84,6 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, classes: Sequenc
 
 def read_split(run_dir: Path, split: str) -> list[tuple[str, str]]:
     """(path, class) rows of the run's saved ``split``, paths relative to the card's data_root."""
-    from hemacnn.data.splits import load_splits
-
     if split not in SPLITS:
         raise HemacnnError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     return load_splits(RunDir(run_dir).splits).split(split)
@@ -114,11 +117,6 @@ def _cached_images(root: Path, card: dict, files: list[Path]
     content hashes of its files under the current scan of ``root`` are the ones it was built
     from (its ``manifest_hash``); otherwise the files are decoded as usual (None here).
     """
-    from hemacnn.data.cache import DRAFT_BY_DEFAULT, ImageCache
-    from hemacnn.data.manifest import manifest_hash
-    from hemacnn.data.paths import dataset_cache_dir
-    from hemacnn.data.scan import load_or_scan
-
     size, method = int(card["input_size"]), card.get("resize_method", "nearest")
     rel = [Path(os.path.relpath(f, root)).as_posix() for f in files]
     indexes = sorted(dataset_cache_dir(root).glob("cache-*/index.json"))
@@ -158,8 +156,6 @@ def read_labelled_csv(path: Path) -> LabelledList:
     and only its non-empty rows count: an empty one is a cell no person confirmed or
     re-assigned, whose ``class`` is the model's own call and so no ground truth.
     """
-    import csv
-
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -196,8 +192,6 @@ def _targets(label: str, filename: str, card: dict, resolved: ResolvedMap | None
 
 def _csv_items(data: Path, card: dict, resolved: ResolvedMap | None = None
                ) -> tuple[list[Path], list[Targets], list[dict], dict[str, int], int]:
-    from hemacnn.data.scan import check_file
-
     files, labels, skipped = [], [], []
     unknown: Counter[str] = Counter()
     listed = read_labelled_csv(data)
@@ -224,8 +218,6 @@ def _csv_items(data: Path, card: dict, resolved: ResolvedMap | None = None
 def _data_items(data: str | os.PathLike, card: dict, resolved: ResolvedMap | None = None
                 ) -> tuple[list[Path], list[Targets], list[dict], dict[str, int], int]:
     """Files, labels, skipped files, skipped classes and unreviewed CSV rows of ``data``."""
-    from hemacnn.data.scan import load_or_scan
-
     root = Path(data)
     if root.is_file() and root.suffix.lower() == ".csv":
         return _csv_items(root, card, resolved)

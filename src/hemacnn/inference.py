@@ -21,6 +21,10 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
+
+from hemacnn.data.augment import dihedral, dihedral_transforms
+from hemacnn.errors import HemacnnError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -40,8 +44,6 @@ def bf16_native(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> bf16 where native, else fp32; ``fp32``/``bf16`` as given."""
     if precision not in PRECISIONS:
-        from hemacnn.errors import HemacnnError
-
         raise HemacnnError(f"unknown precision {precision!r}; choose one of "
                            f"{', '.join(PRECISIONS)}")
     if precision == "auto":
@@ -54,8 +56,6 @@ def fold_batchnorm(model: nn.Module, input_size: int, in_channels: int = 3) -> n
 
     Returns ``model`` itself when fx cannot trace it or nothing changed numerically.
     """
-    from torch.fx.experimental.optimization import fuse
-
     model.eval()
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return model
@@ -95,8 +95,6 @@ def predict_batches(model: nn.Module, batches: Iterable[torch.Tensor], tta: bool
     With ``tta`` the probabilities are averaged over the 8 dihedral transforms. ``precision``
     is ``auto`` (bf16 autocast where native), ``fp32`` or ``bf16``; softmax is always fp32.
     """
-    from hemacnn.data.augment import dihedral, dihedral_transforms
-
     model.eval()
     device = next(model.parameters()).device
     use_bf16 = resolve_precision(precision, device) == "bf16"

@@ -27,9 +27,11 @@ from torch import nn
 from hemacnn import __version__
 from hemacnn.atomic import write_json
 from hemacnn.checkpoint import read_checkpoint
+from hemacnn.data.stain import normalize_for_card
 from hemacnn.errors import HemacnnError
 from hemacnn.inference import array_batches, predict_batches, prepare_model
 from hemacnn.models import build_model
+from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
 from hemacnn.rundir import RunDir
 
 __all__ = ["CARD_FORMAT", "Classifier", "EnsembleModel", "OnnxClassifier",
@@ -292,9 +294,6 @@ class TorchClassifier:
 
     def adapt(self, images: Iterable[np.ndarray], batch_size: int = 64) -> None:
         """Re-estimate BatchNorm statistics on uint8 NHWC image batches (labels unneeded)."""
-        from hemacnn.data.stain import normalize_for_card
-        from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
-
         def batches() -> Iterator[torch.Tensor]:
             for chunk in images:
                 yield from array_batches(normalize_for_card(chunk, self.card), batch_size)
@@ -306,8 +305,6 @@ class TorchClassifier:
 
     def probs(self, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
         """Softmax probabilities (N, C) (stain-normalised first when the card says so)."""
-        from hemacnn.data.stain import normalize_for_card
-
         if self.adapt_bn and self.adapted is None:
             raise HemacnnError("test-time BatchNorm adaptation: adapt() on the images first")
         return predict_arrays(self.model, normalize_for_card(images, self.card), batch_size,
@@ -330,7 +327,7 @@ class OnnxClassifier:
     """An exported model run by ONNX Runtime: ``probs(images)`` for uint8 NHWC arrays."""
 
     def __init__(self, path: str | os.PathLike):
-        import onnxruntime as ort  # only ONNX models need it (0.3 s to import)
+        import onnxruntime as ort  # lazy: ~190 ms (importtime, under load), ONNX only
 
         path = Path(path)
         if not path.is_file():
@@ -350,8 +347,6 @@ class OnnxClassifier:
 
     def probs(self, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
         """Softmax probabilities (N, C), fp32, optionally averaged over the 8 dihedral views."""
-        from hemacnn.data.stain import normalize_for_card
-
         # Stain normalisation is not in the graph (torchstain's per-image ops do not export):
         # the card's reference is applied here, before the session.
         images = normalize_for_card(images, self.card)

@@ -192,8 +192,8 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
     otherwise; ``{}`` makes the tolerant figures strict. ``names`` are the display names
     (default :func:`hemacnn.classes.class_names`: Matek's only for a Matek class set).
     """
-    # Imported here, not at the top: scikit-learn (with SciPy) costs ~10 s and ~200 MB, and the
-    # differential count, which serve and predict use, needs only the Wilson interval above.
+    # lazy: scikit-learn ~1.3 s (importtime, measured under load) and ~200 MB; the differential
+    # count, which serve and predict use, needs only the Wilson interval above
     from sklearn.metrics import confusion_matrix, roc_auc_score
 
     y_true = np.asarray(y_true).astype(int)

@@ -10,6 +10,7 @@ cannot be classified is a row that says why, never a silent gap.
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
@@ -22,9 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from hemacnn.classmap import ResolvedMap
-from hemacnn.data.inputcheck import Concern, InputWarning
-from hemacnn.data.stain import BatchColour
+from hemacnn.atomic import atomic_open, write_json
+from hemacnn.classmap import LeftOut, ResolvedMap, left_out_text, load_class_map, resolve
+from hemacnn.data.cache import preprocess_image
+from hemacnn.data.images import FORMATS_BY_EXTENSION
+from hemacnn.data.inputcheck import Concern, InputWarning, check_input
+from hemacnn.data.parallel import progress_bar
+from hemacnn.data.scan import IGNORED_NAMES
+from hemacnn.data.stain import BatchColour, batch_colour
 from hemacnn.differential import format_differential, from_predictions, write_differential
 from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.loading import load_classifier
@@ -102,8 +108,6 @@ def _missing(path: str | os.PathLike) -> UnreadableImage | None:
 def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
                 ) -> tuple[np.ndarray, list[int], list[UnreadableImage]]:
     """Preprocess files as the card says: (images, indices that loaded, why the others did not)."""
-    from hemacnn.data.cache import preprocess_image
-
     size, method = int(card["input_size"]), card.get("resize_method", "nearest")
     arrays, ok, errors = [], [], []
     for i, p in enumerate(paths):
@@ -129,8 +133,6 @@ class Inputs:
 
 
 def _is_image_name(name: str) -> bool:
-    from hemacnn.data.images import FORMATS_BY_EXTENSION
-
     return os.path.splitext(name)[1].lower() in FORMATS_BY_EXTENSION
 
 
@@ -141,8 +143,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> Inputs:
     command's own CSV/JSON output are skipped and counted); a file named on its own is always
     tried. A path that matches nothing stays in the list, so it becomes a row saying so.
     """
-    from hemacnn.data.scan import IGNORED_NAMES
-
     files: list[str] = []
     skipped: list[str] = []
     for item in map(str, inputs):
@@ -172,8 +172,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> Inputs:
 
 
 def _no_images_error(inputs: Sequence[str | os.PathLike], skipped: list[str]) -> HemacnnError:
-    from hemacnn.data.images import FORMATS_BY_EXTENSION
-
     kinds = ", ".join(sorted(FORMATS_BY_EXTENSION))
     where = ", ".join(map(str, inputs[:3])) + (" …" if len(inputs) > 3 else "")
     if skipped:
@@ -193,9 +191,6 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
     unlike the training cells (:func:`hemacnn.data.inputcheck.check_input`) is SUSPICIOUS.
     ``adapt_bn``: re-estimate BatchNorm statistics on these files first (a first pass over them).
     """
-    from hemacnn.data.inputcheck import check_input
-    from hemacnn.data.parallel import progress_bar
-
     if not 0.0 <= review_below <= 1.0:
         raise HemacnnError(f"--review-below must lie in [0, 1] (got {review_below})")
     if batch_size < 1:
@@ -249,8 +244,6 @@ def predict_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
 
 def colour_check(preds: Sequence[Prediction], card: dict[str, Any]) -> BatchColour:
     """How far the classified files' mean colour lies from the training images'."""
-    from hemacnn.data.stain import batch_colour
-
     return batch_colour(np.array([p.colour for p in preds if p.colour]), card)
 
 
@@ -269,8 +262,6 @@ def with_truth(preds: Sequence[Prediction], resolved: ResolvedMap
                ) -> tuple[list[Prediction], dict[str, int]]:
     """Each file's truth from its folder name (and file-name prefix) through the class map;
     the cells left out per truth."""
-    from hemacnn.classmap import LeftOut
-
     out, left_out = [], Counter()
     for p in preds:
         truth, got = resolved.label(Path(p.path).parent.name, Path(p.path).name)
@@ -284,8 +275,6 @@ def with_truth(preds: Sequence[Prediction], resolved: ResolvedMap
 
 def mapped_line(preds: Sequence[Prediction], left_out: dict[str, int], name: str) -> str:
     """How many mapped cells the model called correctly, and what the map left out."""
-    from hemacnn.classmap import left_out_text
-
     scored = [p.correct for p in preds if p.correct is not None]
     share = f" ({sum(scored) / len(scored):.1%})" if scored else ""
     line = f"class map {name}: {sum(scored)} of {len(scored)} mapped cells correct{share}"
@@ -326,10 +315,6 @@ def check_out(out: str | os.PathLike) -> Path:
 def write_predictions(preds: Sequence[Prediction], classes: Sequence[str],
                       out: str | os.PathLike, mapped: bool = False) -> Path:
     """The rows as CSV (or JSON when ``out`` ends in .json), written atomically."""
-    import csv
-
-    from hemacnn.atomic import atomic_open, write_json
-
     out = check_out(out)
     rows = [p.row(classes, mapped) for p in preds]
     if out.suffix.lower() == ".json":
@@ -372,8 +357,6 @@ def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
     every row and a summary line when far); ``class_map`` (default: the card's) adds each
     file's truth, from its folder name, and whether the call is correct in the map's terms.
     """
-    from hemacnn.classmap import load_class_map, resolve
-
     if out is not None:
         check_out(out)  # before the work, not after it
     found = expand_inputs(inputs)

@@ -18,8 +18,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torchvision.transforms import v2
 
 from hemacnn.config import Config, OptimizerConfig, RecipeConfig
+from hemacnn.data.balance import inverse_frequency_weights
+from hemacnn.models.batchnorm import batchnorm_layers
+from hemacnn.models.zoo import classifier_head, set_backbone_trainable
 
 
 def make_optimizer(params: Iterable[nn.Parameter] | list[dict[str, Any]], o: OptimizerConfig
@@ -47,8 +52,6 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0
     only adapt. The head's group is first, so ``param_groups[0]`` is the configured rate."""
     if backbone_lr_mult == 1.0:
         return model.parameters()
-    from hemacnn.models.zoo import classifier_head
-
     head = list(classifier_head(model).parameters())
     ids = {id(p) for p in head}
     backbone = [p for p in model.parameters() if id(p) not in ids]
@@ -119,8 +122,6 @@ def batch_mixer(mixup_alpha: float, cutmix_alpha: float, num_classes: int):
     """torchvision.transforms.v2 MixUp / CutMix (one of them per batch when both), or None."""
     if not mixup_alpha and not cutmix_alpha:
         return None
-    from torchvision.transforms import v2
-
     steps = []
     if cutmix_alpha:
         steps.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
@@ -157,8 +158,6 @@ def _ema_warmup_fn(decay: float):
 def make_ema(model: nn.Module, decay: float) -> nn.Module:
     """torch's exponential moving average (AveragedModel) of ``model``'s weights and BatchNorm
     buffers, with the usual decay warm-up (:func:`ema_decay_at`)."""
-    from torch.optim.swa_utils import AveragedModel
-
     ema = AveragedModel(model, multi_avg_fn=_ema_warmup_fn(decay), use_buffers=True)
     for p in ema.parameters():  # updated by averaging, never by the optimizer
         p.requires_grad_(False)
@@ -215,8 +214,6 @@ def class_weights(cfg: Config, dm) -> list[float] | None:
     """imbalance.class_weights: n / (k * n_class) over the training split, as plain floats."""
     if not cfg.imbalance.class_weights:
         return None
-    from hemacnn.data.balance import inverse_frequency_weights
-
     labels = dm.train_dataset().labels()
     return [float(w) for w in inverse_frequency_weights(labels, len(dm.class_codes))]
 
@@ -266,8 +263,6 @@ class FreezeBackbone(Callback):
         self.epochs = epochs
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from hemacnn.models.zoo import set_backbone_trainable
-
         set_backbone_trainable(pl_module.model, trainer.current_epoch >= self.epochs)
 
 
@@ -280,8 +275,6 @@ class FreezeBatchNorm(Callback):
     """
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from hemacnn.models.batchnorm import batchnorm_layers
-
         for bn in batchnorm_layers(pl_module.model):
             bn.eval()
 

@@ -20,11 +20,13 @@ import numpy as np
 
 from hemacnn.atomic import write_text
 from hemacnn.classes import is_matek_set
+from hemacnn.classmap import load_class_map, report_blocks
 from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluate import SPLITS
-from hemacnn.loading import read_card
+from hemacnn.loading import is_ensemble, read_card, read_ensemble
 from hemacnn.metrics import compute_metrics
+from hemacnn.plots import plot_confusion, plot_pr_curves, plot_reliability, plot_training_curves
 from hemacnn.published import comparability, published_for, published_macro_f1
 from hemacnn.rundir import RunDir
 
@@ -177,8 +179,6 @@ def _run_blocks(r: RunInfo, figs: dict[str, Path]) -> list[Block]:
 
 def _members_text(run: Path) -> list[str]:
     """For an ensemble folder: its members and weights (ensemble_members.json's figures)."""
-    from hemacnn.loading import is_ensemble, read_ensemble
-
     if not is_ensemble(run):
         return []
     figures = {}
@@ -279,13 +279,6 @@ def _metric_blocks(r: RunInfo, e: dict[str, Any], n_images: int) -> list[Block]:
 
 
 def _figures(r: RunInfo, fig_dir: Path, prefix: str) -> dict[str, Path]:
-    from hemacnn.plots import (
-        plot_confusion,
-        plot_pr_curves,
-        plot_reliability,
-        plot_training_curves,
-    )
-
     figs: dict[str, Path] = {}
     csv_path = RunDir(r.path).metrics
     if csv_path.is_file():
@@ -386,8 +379,6 @@ def render_html(blocks: list[Block], title: str) -> str:
 
 def _mapped_blocks(r: RunInfo, map_name: str) -> list[Block]:
     """The run's saved evaluations of another dataset through the map called ``map_name``."""
-    from hemacnn.classmap import report_blocks
-
     found = []
     for path in sorted(r.path.glob("evaluation_*.json")):
         try:
@@ -411,8 +402,6 @@ def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
         raise HemacnnError("give at least one run folder")
     map_name = None
     if class_map is not None:
-        from hemacnn.classmap import load_class_map
-
         map_name = load_class_map(class_map).name
     runs = [load_run(p) for p in run_dirs]
     md_path = Path(out) if out else runs[0].path / "report.md"

@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hemacnn import __version__
 
 
@@ -36,8 +38,6 @@ def _version(dist: str) -> str | None:
 def environment_info(seed: int, command: str = "") -> dict[str, Any]:
     """Everything needed to say later how a run was made; ``command`` is the command line that
     made it (the caller's: the library never reads argv)."""
-    import torch
-
     return {
         "hemacnn": __version__,
         "git": git_commit(),

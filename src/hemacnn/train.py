@@ -31,15 +31,19 @@ from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, wri
 from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
 from hemacnn.data.datamodule import HemaDataModule
+from hemacnn.data.inputcheck import CARD_KEY, source_images
 from hemacnn.data.manifest import Entry
+from hemacnn.data.splits import save_splits
 from hemacnn.data.stain import STAIN_KEY
 from hemacnn.domain import domain_card
 from hemacnn.errors import HemacnnError, Interrupted
+from hemacnn.evaluate import evaluate_predictions
 from hemacnn.finetune import finetune_callbacks
 from hemacnn.inference import bf16_native, predict_batches
 from hemacnn.loading import build_card, load_checkpoint, read_card, write_card
 from hemacnn.models import build_model, l2_penalty
 from hemacnn.models.zoo import load_pretrained, zero_head
+from hemacnn.plots import plot_pr_curves, plot_training_curves
 from hemacnn.recipe import (
     batch_mixer,
     class_weights,
@@ -54,6 +58,7 @@ from hemacnn.recipe import (
 from hemacnn.resume import AtomicCheckpointIO, RandomStateInCheckpoint, StopOnSignal
 from hemacnn.rundir import RunDir
 from hemacnn.runinfo import environment_info
+from hemacnn.steploss import StepLossCSV
 from hemacnn.trainlog import EpochLog, EpochMetricsCSV, KeepingCSVLogger, ProgressBar
 
 RUN_DIR_ENV = "HEMACNN_RUN_DIR"
@@ -210,8 +215,6 @@ def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: st
     ``entries`` (the scan's) give the training images' typical size and mode, so predict can
     warn about inputs far from them (:mod:`hemacnn.data.inputcheck`).
     """
-    from hemacnn.data.inputcheck import CARD_KEY, source_images
-
     return build_card(
         classes=classes, class_names=class_names(classes), input_size=cfg.data.image_size,
         resize_method=cfg.data.resize,
@@ -328,8 +331,6 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
         zero_head(module.model)  # the classifier starts at zero (as BiT fine-tunes)
     trainer = _trainer(cfg, run_dir, dm.class_codes, progress)
     if is_zero and not resume:
-        from hemacnn.data.splits import save_splits
-
         ensure_writable_dir(run_dir)
         save_splits(dm.splits, splits_dir)
         write_card(run.card, card)
@@ -378,8 +379,6 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
     if bar:
         callbacks.append(ProgressBar())
     if t.log_step_loss:
-        from hemacnn.steploss import StepLossCSV
-
         callbacks.append(StepLossCSV(run.step_loss))
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=t.patience))
@@ -445,9 +444,6 @@ def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False) -> dict:
 
     With ``tta`` the test probabilities are averaged over the 8 dihedral transforms.
     """
-    from hemacnn.evaluate import evaluate_predictions
-    from hemacnn.plots import plot_pr_curves, plot_training_curves
-
     model, card = load_checkpoint(checkpoint)
     labels: list[torch.Tensor] = []
 

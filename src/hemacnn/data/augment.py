@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from hemacnn.data.stain import hed_transform
+
 N_DIHEDRAL = 8
 
 
@@ -101,9 +103,9 @@ def stain_transform(image_size: int, stain_jitter: float = 0.0, crop_scale: floa
     HED colour augmentation (:class:`hemacnn.data.stain.HedJitter`). Training only; acts
     on uint8 CHW tensors and draws from torch's generator (seeded per run and per worker).
     """
+    # lazy: torchvision ~1.9 s beyond torch (importtime, measured under load); predict imports
+    # this module (dihedral TTA) and never trains
     from torchvision.transforms import v2
-
-    from hemacnn.data.stain import hed_transform
 
     steps: list[Callable] = []
     if crop_scale is not None:

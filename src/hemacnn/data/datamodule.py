@@ -27,7 +27,9 @@ from hemacnn.data.augment import (
 from hemacnn.data.balance import BalancedSampler, pool_other
 from hemacnn.data.cache import ImageCache, build_cache, preprocess_image
 from hemacnn.data.manifest import Entry, manifest_hash
+from hemacnn.data.scan import load_or_scan
 from hemacnn.data.splits import Item, Splits, load_splits, make_splits
+from hemacnn.data.stain import StainNormalizer
 from hemacnn.errors import HemacnnError
 
 
@@ -239,8 +241,6 @@ class HemaDataModule(L.LightningDataModule):
         if self.cache is not None:
             return
         d = self.cfg.data
-        from hemacnn.data.scan import load_or_scan
-
         entries = load_or_scan(self.root, progress=self.progress)
         usable = {e.path: e for e in entries if e.usable}
         if self.splits_dir is not None:
@@ -298,8 +298,6 @@ class HemaDataModule(L.LightningDataModule):
 
     def set_stain_norm(self, reference: dict[str, Any] | None) -> None:
         """Normalise every image served from now on to ``reference`` (None: none)."""
-        from hemacnn.data.stain import StainNormalizer
-
         self.stain = StainNormalizer(reference) if reference else None
         self._normalized = None
 

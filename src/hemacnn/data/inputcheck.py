@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hemacnn.data.manifest import Entry
+from hemacnn.data.scan import check_file
 
 SIZE_FACTOR = 4.0
 """A side more than this many times larger (or smaller) than the training images' is 'far'."""
@@ -79,8 +80,6 @@ def check_input(path: str | os.PathLike, pixels: np.ndarray,
                 card: dict[str, Any]) -> list[InputWarning]:
     """What makes ``path`` (preprocessed to ``pixels``, (H, W, 3) uint8) unlike the training
     images of ``card``; empty when nothing does."""
-    from hemacnn.data.scan import check_file
-
     path = Path(path)
     _, width, height, found = check_file(str(path.parent), path.name)
     rgb_training = (card.get(CARD_KEY) or {}).get("rgb_8bit", True)

@@ -29,6 +29,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold
 
 from hemacnn.atomic import ensure_writable_dir, write_json, write_text
 from hemacnn.classes import PAPER_CLASSES
@@ -297,8 +298,6 @@ SplitLists = tuple[list[Item], list[Item], list[Item]]
 def _kfold(grouped: dict[str, list[str]], classes: list[str], test_fraction: float,
            val_fraction: float, seed: int, folds: int, fold: int, m: int) -> SplitLists:
     """Fold ``fold`` of a stratified k-fold split is the test set; val is drawn from the rest."""
-    from sklearn.model_selection import StratifiedKFold
-
     paths = [p for code in classes for p in grouped[code]]
     labels = [code for code in classes for _ in grouped[code]]
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -322,8 +321,6 @@ def _kfold_holdout(grouped: dict[str, list[str]], classes: list[str], test_fract
                    val_fraction: float, seed: int, folds: int, fold: int, m: int
                    ) -> SplitLists:
     """One test split for every fold (the plain split's draw); fold ``fold`` of the rest is val."""
-    from sklearn.model_selection import StratifiedKFold
-
     test: list[Item] = []
     rest: list[Item] = []
     for code in classes:

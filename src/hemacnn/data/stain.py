@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchstain.torch.normalizers import TorchReinhardNormalizer
 
 from hemacnn.errors import HemacnnError
 
@@ -70,15 +71,6 @@ def hed_transform(sigma: float) -> Callable[[torch.Tensor], torch.Tensor] | None
     return HedJitter(sigma) if sigma > 0 else None
 
 
-def _torchstain():
-    try:
-        from torchstain.torch.normalizers import TorchReinhardNormalizer
-    except ImportError:
-        raise HemacnnError("stain normalisation needs torchstain: pip install torchstain"
-                           ) from None
-    return TorchReinhardNormalizer
-
-
 def _sample(images: np.ndarray, n: int = REFERENCE_IMAGES) -> np.ndarray:
     idx = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int))
     return np.asarray(images[idx])
@@ -93,7 +85,7 @@ def fit_reference(images: np.ndarray, method: str = "reinhard") -> dict[str, Any
         raise HemacnnError("stain normalisation needs training images to measure a reference")
     sample = _sample(images)
     mosaic = torch.from_numpy(np.concatenate(list(sample), axis=1)).permute(2, 0, 1)
-    normalizer = _torchstain()()
+    normalizer = TorchReinhardNormalizer()
     normalizer.fit(mosaic)
     return {"method": method, "target_means": [float(v) for v in normalizer.target_means],
             "target_stds": [float(v) for v in normalizer.target_stds], "images": len(sample)}
@@ -103,7 +95,7 @@ class StainNormalizer:
     """A card's stain reference applied to uint8 images (NHWC arrays or one CHW tensor)."""
 
     def __init__(self, reference: dict[str, Any]) -> None:
-        self.normalizer = _torchstain()()
+        self.normalizer = TorchReinhardNormalizer()
         self.normalizer.target_means = torch.tensor(reference["target_means"])
         self.normalizer.target_stds = torch.tensor(reference["target_stds"])
 

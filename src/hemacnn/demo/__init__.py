@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from hemacnn.data.manifest import write_manifest
+from hemacnn.data.scan import default_manifest_path, scan_dataset, scan_report_text
+from hemacnn.evaluate import evaluate_run, format_evaluation
+from hemacnn.report import write_report
 from hemacnn.rundir import RunDir
+from hemacnn.train import train
 
 
 def sample_root() -> Path:
@@ -41,12 +46,6 @@ def run_demo(out: str | os.PathLike | None = None, overrides: list[str] | None =
              progress: bool = True, say: Callable[[str], None] = print,
              command: str = "") -> DemoResult:
     """Scan the shipped sample, train the quick model, evaluate it and write the report."""
-    from hemacnn.data.manifest import write_manifest
-    from hemacnn.data.scan import default_manifest_path, scan_dataset, scan_report_text
-    from hemacnn.evaluate import evaluate_run, format_evaluation
-    from hemacnn.report import write_report
-    from hemacnn.train import train
-
     root = sample_root()
     say(f"== 1/4 scan: the demo sample shipped with hemacnn ({root})")
     scan = scan_dataset(root, progress=progress)

@@ -50,7 +50,7 @@ def _plain_options(name: str, opts: dict[str, Any], dropout_ok: bool) -> None:
 
 def build_torchvision(name: str, num_classes: int, opts: dict[str, Any]) -> nn.Module:
     """A torchvision ResNet/ResNeXt/MobileNetV2 with ``num_classes`` outputs, random weights."""
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # lazy: ~2.2 s beyond torch (importtime, under load)
 
     mobilenet = name == "mobilenet_v2"
     _plain_options(name, opts, dropout_ok=mobilenet)  # MobileNetV2's classifier has a dropout
@@ -70,14 +70,14 @@ def build_torchvision(name: str, num_classes: int, opts: dict[str, Any]) -> nn.M
 
 def timm_known(arch: str) -> bool:
     """Whether timm knows architecture ``arch`` (without the ``timm/`` prefix)."""
-    import timm
+    import timm  # lazy: ~3.6 s beyond torch (importtime, under load); the paper's nets skip it
 
     return timm.is_model(arch)
 
 
 def build_timm(name: str, num_classes: int, opts: dict[str, Any]) -> nn.Module:
     """``timm.create_model(arch, pretrained=False)`` with our class count and options."""
-    import timm
+    import timm  # lazy: see timm_known
 
     arch = name[len(TIMM_PREFIX):]
     _plain_options(name, opts, dropout_ok=True)

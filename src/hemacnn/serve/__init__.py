@@ -11,7 +11,11 @@ import os
 import socket
 import sys
 
+import uvicorn
+
 from hemacnn.errors import HemacnnError
+from hemacnn.predict import DEFAULT_REVIEW_BELOW
+from hemacnn.serve.app import create_app
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -22,10 +26,6 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
 
     ``review_below``: flag cells whose top probability is below it (default: predict's).
     """
-    import uvicorn
-
-    from hemacnn.serve.app import create_app
-
     if not 0 < port < 65536:
         raise HemacnnError(f"--port must lie in 1..65535 (got {port})")
     if review_below is not None and not 0.0 <= review_below <= 1.0:
@@ -38,8 +38,6 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     except OSError as exc:
         raise HemacnnError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "
                            "another --port") from None
-    from hemacnn.predict import DEFAULT_REVIEW_BELOW
-
     app = create_app(model_path, review_below=DEFAULT_REVIEW_BELOW if review_below is None
                      else review_below)
     if host not in LOCAL_HOSTS:

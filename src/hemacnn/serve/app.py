@@ -32,6 +32,8 @@ from hemacnn import __version__
 from hemacnn.data.images import DECODE_ERRORS, FORMATS_BY_EXTENSION, ImageDecodeError
 from hemacnn.differential import from_predictions
 from hemacnn.errors import HemacnnError, UnreadableImage
+from hemacnn.explain import explain_image, png_bytes
+from hemacnn.loading import load_checkpoint, load_classifier
 from hemacnn.predict import (
     DEFAULT_REVIEW_BELOW,
     Prediction,
@@ -141,8 +143,6 @@ class Models:
     """The classifier loaded once, and (lazily) the plain PyTorch model for heat maps."""
 
     def __init__(self, model_path: str | os.PathLike, precision: str = "auto"):
-        from hemacnn.loading import load_classifier
-
         self.path = str(model_path)
         self.classifier = load_classifier(model_path, precision=precision)
         self.card = self.classifier.card
@@ -160,8 +160,6 @@ class Models:
             raise UploadError(409, "heat maps need the PyTorch model; this server runs an "
                               "ONNX export (start it with the run folder or .ckpt)")
         if self._plain is None:
-            from hemacnn.loading import load_checkpoint
-
             self._plain, _ = load_checkpoint(self.path, device="cpu", prepare=False)
         return self._plain
 
@@ -263,8 +261,6 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
         The class, its probability and the method come back in the X-Class, X-Probability
         and X-Method headers.
         """
-        from hemacnn.explain import explain_image, png_bytes
-
         if file is None:
             raise UploadError(400, "no file in the request; send one image in the multipart "
                               "field 'file'")

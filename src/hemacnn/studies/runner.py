@@ -26,6 +26,7 @@ study folder trusts trials finished there.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue as queue_module
@@ -34,13 +35,20 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
+import sqlalchemy
+import torch
+from optuna.trial import TrialState
+
 from hemacnn.errors import HemacnnError, Interrupted
+from hemacnn.plots import read_metrics_csv
 from hemacnn.rundir import RunDir
+from hemacnn.train import train
 
 HEARTBEAT_S = 20  # a live worker writes a heartbeat this often (less with a short grace)
 GRACE_S = 120  # a RUNNING trial without a heartbeat for this long is failed (dead worker)
@@ -106,9 +114,6 @@ def heartbeat_of(grace_s: int) -> int:
 
 def open_storage(url: str, grace_s: int = GRACE_S):
     """An Optuna RDB storage with heartbeats; SQLite serialises writers (BEGIN IMMEDIATE)."""
-    import optuna
-    import sqlalchemy
-
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": 120}} if sqlite else {}
     for attempt in range(20):  # up to about a minute: a loaded machine creates tables slowly
@@ -168,8 +173,6 @@ def _point_of(trial: Any) -> str | None:
 
 def open_study(url: str, study_name: str, names: Sequence[str], grace_s: int = GRACE_S):
     """Create or load the Optuna study (a grid over the point names)."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(url, grace_s)
@@ -180,9 +183,6 @@ def open_study(url: str, study_name: str, names: Sequence[str], grace_s: int = G
 
 def reap_dead(study: Any) -> int:
     """Fail RUNNING trials whose worker was a process on this machine that no longer exists."""
-    import optuna
-    from optuna.trial import TrialState
-
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = t.user_attrs
@@ -198,8 +198,6 @@ def reap_dead(study: Any) -> int:
 def fail_stale(study: Any) -> None:
     """Fail RUNNING trials whose heartbeat is older than the grace period (dead workers on
     any machine), so their points can be claimed again."""
-    import optuna
-
     optuna.storages.fail_stale_trials(study)
 
 
@@ -213,8 +211,6 @@ def _deleted(trial: Any, out: Path, oid: str) -> bool:
 def study_state(study: Any, out: Path, oid: str) -> dict[str, set[str]]:
     """Point names by trial state: complete, running, waiting; and ``deleted``: points whose
     only COMPLETE trials have lost their run folder here (so they are not complete)."""
-    from optuna.trial import TrialState
-
     state: dict[str, set[str]] = {"complete": set(), "running": set(), "waiting": set(),
                                   "deleted": set()}
     key = {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running",
@@ -232,8 +228,6 @@ def study_state(study: Any, out: Path, oid: str) -> dict[str, set[str]]:
 
 
 def _best_val_loss(run_dir: Path) -> float:
-    from hemacnn.plots import read_metrics_csv
-
     try:
         losses = read_metrics_csv(RunDir(run_dir).metrics).get("val_loss")
         return float(min(v for v in losses if v == v))
@@ -243,8 +237,6 @@ def _best_val_loss(run_dir: Path) -> float:
 
 def train_point(point: RunPoint, run_dir: Path, progress: bool) -> str:
     """Train a point into its run folder; resume it if a checkpoint is there. Returns the mode."""
-    from hemacnn.train import train
-
     if RunDir(run_dir).last.is_file():
         train(resume=run_dir, progress=progress, command=point.command)
         return "resumed"
@@ -263,7 +255,6 @@ class _Job:
     study_name: str
     progress: bool
     grace_s: int = GRACE_S
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
@@ -271,9 +262,6 @@ def work(job: _Job, echo: Callable[[str], None] = print) -> Outcome:
     point is complete. While the only unfinished points are RUNNING in other workers it waits:
     a worker that dies (on any machine) stops its heartbeat, and after the grace period its
     point is failed here and claimed by this worker."""
-    import optuna
-
-    os.environ.update(job.env)
     out = Path(job.out)
     by_name = {p.name: p for p in job.points}
     study = open_study(job.url, job.study_name, list(by_name), job.grace_s)
@@ -355,10 +343,25 @@ def _worker_main(job: _Job, queue: Any) -> None:
         queue.put(Outcome(failed={"?": str(exc)}))
 
 
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` set in this process's environment for the block, then restored: a worker
+    spawned inside inherits it from its first instruction (torch reads OMP_NUM_THREADS and
+    CUDA_VISIBLE_DEVICES when it loads, which unpickling the worker's job already does)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _worker_envs(n: int) -> list[dict[str, str]]:
     """Per-worker environment: one GPU each when there are GPUs, else a share of the cores."""
-    import torch
-
     gpus = torch.cuda.device_count()
     if gpus:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(gpus))))
@@ -401,9 +404,9 @@ def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: s
     queue = ctx.Queue()
     procs = []
     for env in _worker_envs(min(workers, len(todo))):
-        proc = ctx.Process(target=_worker_main, args=(_Job(**{**job.__dict__, "env": env}),
-                                                      queue))
-        proc.start()
+        proc = ctx.Process(target=_worker_main, args=(job, queue))
+        with _environment(env):  # the new interpreter has it before it imports torch
+            proc.start()
         procs.append(proc)
     outcomes: list[Outcome] = []
     while len(outcomes) < len(procs):

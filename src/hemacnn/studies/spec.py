@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hemacnn.config import Config, build_config, parse_override, read_yaml_mapping
 from hemacnn.errors import HemacnnError
+from hemacnn.models import min_input_size
 from hemacnn.studies.verdicts import ClaimSpec
 
 DEFAULT_PROFILE = "paper"
@@ -265,8 +266,6 @@ def _check_claims(claims: list[ClaimSpec], names: list[str], source: str) -> Non
 
 
 def _check_model(cfg: Config, source: str) -> None:
-    from hemacnn.models import min_input_size
-
     try:
         need = min_input_size(cfg.model.name)  # also rejects an unknown model, listing all
     except HemacnnError as exc:

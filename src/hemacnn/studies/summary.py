@@ -31,13 +31,17 @@ import csv
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hemacnn.atomic import write_text
+from hemacnn.report import write_report
 from hemacnn.rundir import RunDir
+from hemacnn.steploss import read_step_loss
+from hemacnn.studies.figures import draw_figures
 from hemacnn.studies.verdicts import (
     RULE,
     ClaimResult,
@@ -90,8 +94,6 @@ def _epoch_rows(run_dir: Path) -> list[dict[str, float]]:
 
 def run_metrics(run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Every metric of the module docstring that the run folder allows."""
-    from hemacnn.steploss import read_step_loss  # imports Lightning: only when summarising
-
     m: dict[str, Any] = {}
     rows = _epoch_rows(run_dir)
     cfg = yaml.safe_load(RunDir(run_dir).config.read_text(encoding="utf-8"))
@@ -262,8 +264,6 @@ RAW_FILES = RunDir.RAW_FILES
 def copy_raw_files(out: str | Path, dest: str | Path) -> list[Path]:
     """Copy study.json and every run's :data:`RAW_FILES` from study folder ``out`` into
     ``dest`` (its runs/ replaced), so ``hemacnn sweep --report DEST`` re-derives the summary."""
-    import shutil
-
     out, dest = Path(out), Path(dest)
     record = json.loads((out / "study.json").read_text(encoding="utf-8"))
     shutil.rmtree(dest / "runs", ignore_errors=True)
@@ -285,8 +285,6 @@ def _mkdir(path: Path) -> Path:
 
 def write_summary(out: str | Path) -> list[Path]:
     """Write OUT/summary.csv, OUT/summary.md and the study's figures; returns the paths."""
-    from hemacnn.studies.figures import draw_figures
-
     out = Path(out)
     record = json.loads((out / "study.json").read_text(encoding="utf-8"))
     seeds = seed_rows(out, record)
@@ -308,8 +306,6 @@ def write_summary(out: str | Path) -> list[Path]:
     # The report needs each run's model card and predictions: not in a folder of raw files.
     if record.get("summary", {}).get("report") and runs and all(
             RunDir(r).card.is_file() for r in runs):
-        from hemacnn.report import write_report  # every run beside the published tables
-
         extra = write_report(runs, out=out / "report.md")
     return [*written, out / "summary.md", *figures, *extra]
 

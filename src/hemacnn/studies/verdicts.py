@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
+from scipy.stats import t
 
 RULE = ("decided only when the mean difference over seeds (paired by seed) lies outside its "
         "95% t-interval; fewer than two seeds, or an interval that holds 0, is inconclusive; "
@@ -130,8 +131,6 @@ def run_health(test: Mapping[str, Any] | None, val_recall: Mapping[str, float] |
 
 def t_quantile(df: int) -> float:
     """The 0.975 quantile of Student's t with ``df`` degrees of freedom."""
-    from scipy.stats import t
-
     return float(t.ppf(0.975, df))
 
 
