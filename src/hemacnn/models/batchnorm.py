@@ -112,15 +112,9 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
     modes = {m: m.training for m in model.modules()}
     model.eval()
     before = _outputs(model, layers[-1] if layers else None, first)  # the function to keep
-    n_batches = n_images = 0
     hooks = [bn.register_forward_pre_hook(measure) for bn in layers]
     try:
-        for x in itertools.chain([first], it):
-            model(x)
-            n_batches += 1
-            n_images += len(x)
-            if n_batches >= max_batches:
-                break
+        n_batches, n_images = _feed(model, itertools.chain([first], it), max_batches)
     finally:
         for h in hooks:
             h.remove()
@@ -140,6 +134,18 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
     for module, training in modes.items():
         module.training = training
     return BatchNormEstimate(len(sums), n_batches, n_images, change)
+
+
+def _feed(model: nn.Module, batches: Iterable[torch.Tensor], max_batches: int) -> tuple[int, int]:
+    """Run up to ``max_batches`` batches through ``model``; (batches, images) seen."""
+    n_batches = n_images = 0
+    for x in batches:
+        model(x)
+        n_batches += 1
+        n_images += len(x)
+        if n_batches >= max_batches:
+            break
+    return n_batches, n_images
 
 
 ADAPT_MAX_BATCHES = 100
@@ -165,18 +171,12 @@ def adapt_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
     model.eval()
     before = _outputs(model, layers[-1], first)
     momenta = {bn: bn.momentum for bn in layers}
-    n_batches = n_images = 0
     try:
         for bn in layers:
             bn.reset_running_stats()
             bn.momentum = None
             bn.train()
-        for x in itertools.chain([first], it):
-            model(x)
-            n_batches += 1
-            n_images += len(x)
-            if n_batches >= max_batches:
-                break
+        n_batches, n_images = _feed(model, itertools.chain([first], it), max_batches)
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum
