@@ -2,8 +2,9 @@
 
 Usage: python docs/results/domain_shift/collect.py OUT_DIR > OUT_DIR/table.md
 Prints a Markdown table (one row per start x option) and writes OUT_DIR/summary.json. A row's
-change is its mapped macro-F1 on PBC minus the plain model's (same start); "beyond the interval"
-says whether that change exceeds the half-width of the plain model's bootstrap interval.
+change is its mapped macro-F1 on PBC minus the plain model's (same start); "vs plain's half-width"
+says whether that change is better or worse by more than the half-width of the plain model's
+bootstrap interval, or within it.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def collect(out: Path) -> list[dict]:
 def table(rows: list[dict]) -> str:
     """The Markdown table."""
     head = ["start", "option", "in-domain macro F1 [95% CI]", "PBC mapped macro F1 [95% CI]",
-            "PBC accuracy [95% CI]", "change vs plain", "beyond plain's half-width",
+            "PBC accuracy [95% CI]", "change vs plain", "vs plain's half-width",
             *[f"PBC F1 {c}" for c in CLASSES]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     plain = {r["start"]: r["pbc"] for r in rows if r["option"] == "plain"}
@@ -82,7 +83,8 @@ def table(rows: list[dict]) -> str:
             delta = pbc["macro_f1"] - base["macro_f1"]
             half = _half(base)
             change = f"{delta:+.3f}"
-            beyond = "n/a" if half is None else ("yes" if delta > half else "no")
+            beyond = "n/a" if half is None else (
+                "better" if delta > half else "worse" if delta < -half else "within")
         per = [f"{(pbc or {}).get('per_class', {}).get(c, {}).get('f1') or 0:.3f}"
                if pbc else "n/a" for c in CLASSES]
         lines.append("| " + " | ".join([r["start"], r["option"], _ci(r["in_domain"], "macro_f1"),
