@@ -29,7 +29,7 @@ from hemacnn.data.cache import ImageCache, build_cache, preprocess_image
 from hemacnn.data.manifest import Entry, manifest_hash
 from hemacnn.data.scan import load_or_scan
 from hemacnn.data.splits import Item, Splits, load_splits, make_splits
-from hemacnn.data.stain import StainNormalizer
+from hemacnn.data.stain import REFERENCE_IMAGES, StainNormalizer, sample_index
 from hemacnn.errors import HemacnnError
 
 
@@ -290,11 +290,15 @@ class HemaDataModule(L.LightningDataModule):
             self._normalized = NormalizedImages(self.cache, self.stain)
         return self.splits, self._normalized
 
-    def train_images(self) -> np.ndarray:
-        """The training split's images as the cache holds them (uint8 NHWC, not normalised)."""
+    def train_images(self, limit: int | None = REFERENCE_IMAGES) -> np.ndarray:
+        """Up to ``limit`` evenly spaced images of the training split (None: all), as the cache
+        holds them (uint8 NHWC, not normalised). Only those are read: the full dataset's
+        training split would not fit in memory at once."""
         splits, _ = self._require_setup()
-        return np.asarray(self.cache.array[np.sort(self.cache.rows([p for p, _ in
-                                                                    splits.train]))])
+        rows = np.sort(self.cache.rows([p for p, _ in splits.train]))
+        if limit is not None:
+            rows = rows[sample_index(len(rows), limit)]
+        return np.asarray(self.cache.array[rows])
 
     def set_stain_norm(self, reference: dict[str, Any] | None) -> None:
         """Normalise every image served from now on to ``reference`` (None: none)."""

@@ -71,9 +71,13 @@ def hed_transform(sigma: float) -> Callable[[torch.Tensor], torch.Tensor] | None
     return HedJitter(sigma) if sigma > 0 else None
 
 
+def sample_index(count: int, n: int = REFERENCE_IMAGES) -> np.ndarray:
+    """Up to ``n`` evenly spaced positions among ``count`` images (all of them when fewer)."""
+    return np.unique(np.linspace(0, count - 1, min(n, count)).round().astype(int))
+
+
 def _sample(images: np.ndarray, n: int = REFERENCE_IMAGES) -> np.ndarray:
-    idx = np.unique(np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int))
-    return np.asarray(images[idx])
+    return np.asarray(images[sample_index(len(images), n)])
 
 
 def fit_reference(images: np.ndarray, method: str = "reinhard") -> dict[str, Any]:
