@@ -76,12 +76,15 @@ def _rate(fn, n: int, repeats: int) -> float:
 
 
 @torch.no_grad()
-def _before(model: torch.nn.Module, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The forward pass as it was: fp32, channels-first, the unfused trained module."""
+def _plain_probs(model: torch.nn.Module, images: np.ndarray, batch: int = 64,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> np.ndarray:
+    """fp32 softmax of ``model`` batch by batch, with no other step of the inference path.
+    Channels-first on the unfused trained module is the forward pass as it was (``before``)."""
     out = []
     for start in range(0, len(images), batch):
         x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).float() / 255
-        out.append(torch.softmax(model(x.contiguous()), dim=1).numpy())
+        out.append(torch.softmax(model(x.contiguous(memory_format=memory_format)),
+                                 dim=1).numpy())
     return np.concatenate(out)
 
 
@@ -92,16 +95,6 @@ def _traced(model: torch.nn.Module, size: int) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notice
         return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
-
-
-@torch.no_grad()
-def _jit_probs(model: torch.nn.Module, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    out = []
-    for start in range(0, len(images), batch):
-        x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2).float() / 255
-        out.append(torch.softmax(model(x.contiguous(memory_format=torch.channels_last)),
-                                 dim=1).numpy())
-    return np.concatenate(out)
 
 
 def _gflop_per_image(model: torch.nn.Module, size: int) -> float:
@@ -136,9 +129,10 @@ def bench(size: int, images: np.ndarray, ckpt: Path | None, repeats: int,
         onnx = OnnxClassifier(export_model(ckpt, Path(tmp) / "onnx")["onnx"])
         n = len(images)
         cases = {
-            "before": lambda: _before(plain, images),
+            "before": lambda: _plain_probs(plain, images),
             "fp32": lambda: predict_arrays(fast, images, precision="fp32"),
-            "jit": lambda: _jit_probs(traced, images),
+            "jit": lambda: _plain_probs(traced, images,
+                                        memory_format=torch.channels_last),
             "bf16": lambda: predict_arrays(fast, images, precision="bf16"),
             "onnxruntime": lambda: onnx.probs(images),
         }
