@@ -49,8 +49,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from hemacnn.data.cache import preprocess_image
 from hemacnn.export import export_model
 from hemacnn.inference import bf16_native, prepare_model
-from hemacnn.loading import OnnxClassifier, load_checkpoint, predict_arrays
+from hemacnn.loading import load_checkpoint, predict_arrays
 from hemacnn.models import build_model
+from hemacnn.onnxmodel import OnnxClassifier
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import matmul_peak  # noqa: E402 - the same peak as the training benchmark

@@ -22,10 +22,10 @@ import torch
 import yaml
 from PIL import Image
 
+from hemacnn.card import build_card
 from hemacnn.classes import class_name
 from hemacnn.data.scan import Entry
 from hemacnn.data.splits import Splits, save_splits
-from hemacnn.loading import build_card
 from hemacnn.models import build_model
 
 # Matek codes, and foreign (PBC-style) class names for the cross-dataset tests.

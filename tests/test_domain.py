@@ -138,7 +138,8 @@ def test_cli_evaluate_scores_another_dataset_through_the_shipped_map(trained_run
 def test_options_off_change_nothing(trained_run, matek_images):
     from hemacnn.config import Config
     from hemacnn.data.augment import stain_transform
-    from hemacnn.data.stain import COLOUR_KEY, HedJitter, normalize_for_card
+    from hemacnn.data.colour import COLOUR_KEY, normalize_for_card
+    from hemacnn.data.stain import HedJitter
     from hemacnn.domain import domain_card
     from hemacnn.loading import TorchClassifier, load_checkpoint, predict_arrays
     from hemacnn.predict import load_images
@@ -186,9 +187,10 @@ def test_stain_options_are_recorded_in_the_card_and_applied_at_inference(matek_i
                                                                           tmp_path, capsys):
     pytest.importorskip("torchstain", reason="stain normalisation needs torchstain")
     from factories import tiny_config
-    from hemacnn.data.stain import normalize_for_card
+    from hemacnn.data.colour import normalize_for_card
     from hemacnn.export import export_model
-    from hemacnn.loading import OnnxClassifier, TorchClassifier, load_checkpoint, predict_arrays
+    from hemacnn.loading import TorchClassifier, load_checkpoint, predict_arrays
+    from hemacnn.onnxmodel import OnnxClassifier
     from hemacnn.predict import load_images
 
     run = tmp_path / "run"

@@ -2,10 +2,14 @@
 is guarded by name (no timings here; the seconds are in benchmarks/bench_predict.py)."""
 from __future__ import annotations
 
+import csv
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Modules a prediction with one of the project's own architectures never needs. Each cost
@@ -17,9 +21,9 @@ HEAVY = ("lightning", "pytorch_lightning", "torchmetrics", "matplotlib", "sklear
          "hemacnn.plots")
 
 
-def _imported_by(args: list[str]) -> list[str]:
+def _imported_by(args: list[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
     code = ("import sys; from hemacnn.cli import main; code = main(sys.argv[1:]); "
-            f"heavy = {HEAVY!r}; "
+            f"heavy = {heavy!r}; "
             "print('LOADED=' + ','.join(m for m in heavy if m in sys.modules)); "
             "sys.exit(code)")
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
@@ -35,6 +39,56 @@ def test_predict_one_image_imports_nothing_heavy(trained_run: Path, matek_images
     out = tmp_path / "one.csv"
     assert _imported_by(["predict", str(trained_run), str(image), "--out", str(out)]) == []
     assert out.read_text().count("\n") == 2  # header + the one cell: it did predict
+
+
+@pytest.fixture
+def exported_run(trained_run: Path, tmp_path: Path) -> Path:
+    """A copy of the trained run with its default ONNX export (the shared run stays as it is)."""
+    from hemacnn.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("export"))
+    assert main(["export", str(run)]) == 0
+    return run
+
+
+def _probabilities(csv_path: Path) -> list[float]:
+    row = next(csv.DictReader(csv_path.open()))
+    return [float(v) for k, v in row.items() if k.startswith("p_")]
+
+
+def test_a_run_with_a_fresh_export_predicts_without_torch(exported_run: Path, trained_run: Path,
+                                                          matek_images: Path,
+                                                          tmp_path: Path) -> None:
+    image = next((matek_images / "NGS").rglob("*.jpg"))
+    before, after = tmp_path / "before.csv", tmp_path / "after.csv"
+    assert _imported_by(["predict", str(trained_run), str(image), "--out", str(before)],
+                        ("torch",)) == ["torch"]  # no export: the checkpoint, through torch
+    assert _imported_by(["predict", str(exported_run), str(image), "--out", str(after)],
+                        ("torch", *HEAVY)) == ["onnxruntime"]
+    assert before.read_text().splitlines()[0] == after.read_text().splitlines()[0]
+    np.testing.assert_allclose(_probabilities(after), _probabilities(before), atol=1e-4)
+    assert (next(csv.DictReader(after.open()))["class"]
+            == next(csv.DictReader(before.open()))["class"])
+
+
+def test_a_stale_export_is_not_used(exported_run: Path, tmp_path: Path) -> None:
+    from hemacnn.classifier import load_classifier
+    from hemacnn.onnxmodel import OnnxClassifier, fresh_export
+    from hemacnn.rundir import find_checkpoint
+
+    ckpt = find_checkpoint(exported_run)
+    assert fresh_export(exported_run) == exported_run / "export" / "model.onnx"
+    clf = load_classifier(exported_run)
+    assert isinstance(clf, OnnxClassifier) and clf.source == str(ckpt)  # serve shows the run's
+    assert fresh_export(exported_run / "export" / "model.onnx") is None  # a file, not a run
+    assert not isinstance(load_classifier(exported_run, precision="bf16"), OnnxClassifier)
+    data = bytearray(ckpt.read_bytes())
+    data[-1] ^= 0xFF  # same size, other content: a retrained or replaced checkpoint
+    ckpt.write_bytes(bytes(data))
+    assert fresh_export(exported_run) is None
+    ckpt.write_bytes(bytes(data[:-1]))  # another size
+    assert fresh_export(exported_run) is None
 
 
 def test_help_imports_no_torch() -> None:
@@ -81,3 +135,19 @@ def test_non_persistent_state_falls_back_to_a_normal_build(monkeypatch) -> None:
     model = loading._build_loaded({"name": "x", "num_classes": 2, "input_size": 8}, weights)
     assert not model.scale.is_meta and torch.equal(model.scale, torch.full((2,), 3.0))
     assert torch.equal(model.fc.weight, weights["fc.weight"])
+
+
+def test_evaluate_through_a_fresh_export_scores_as_the_checkpoint(exported_run: Path,
+                                                                   trained_run: Path,
+                                                                   tmp_path: Path) -> None:
+    from hemacnn.cli import main
+
+    assert main(["evaluate", str(trained_run), "--out", str(tmp_path / "torch")]) == 0
+    assert main(["evaluate", str(exported_run), "--out", str(tmp_path / "onnx")]) == 0
+    torch_run, onnx_run = (json.loads((tmp_path / d / "evaluation_test.json").read_text())
+                           for d in ("torch", "onnx"))
+    assert onnx_run["checkpoint"].startswith(str(exported_run))  # the checkpoint is named
+    assert onnx_run["confusion_matrix"] == torch_run["confusion_matrix"]
+    p_torch, p_onnx = (np.load(tmp_path / d / "predictions_test.npz")["probs"]
+                       for d in ("torch", "onnx"))
+    np.testing.assert_allclose(p_onnx, p_torch, atol=1e-4)

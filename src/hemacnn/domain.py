@@ -11,7 +11,8 @@ import numpy as np
 
 from hemacnn.classmap import SHIPPED, load_class_map, resolve
 from hemacnn.config import Config
-from hemacnn.data.stain import COLOUR_KEY, HED_KEY, STAIN_KEY, colour_stats, fit_reference
+from hemacnn.data.colour import COLOUR_KEY, HED_KEY, STAIN_KEY, colour_stats, sample
+from hemacnn.data.stain import fit_reference
 
 
 def domain_card(cfg: Config, classes: list[str], train_images: np.ndarray) -> dict[str, Any]:
@@ -19,7 +20,7 @@ def domain_card(cfg: Config, classes: list[str], train_images: np.ndarray) -> di
     from the colour statistics, which change no prediction)."""
     entries: dict[str, Any] = {COLOUR_KEY: colour_stats(train_images)}
     if cfg.data.stain_norm != "none":
-        entries[STAIN_KEY] = fit_reference(train_images, cfg.data.stain_norm)
+        entries[STAIN_KEY] = fit_reference(sample(train_images), cfg.data.stain_norm)
     if cfg.recipe.hed_jitter > 0:
         entries[HED_KEY] = cfg.recipe.hed_jitter  # training only: a record, not applied later
     spec = cfg.data.class_map

@@ -30,21 +30,15 @@ from typing import Any
 import numpy as np
 
 from hemacnn.atomic import ensure_writable_dir, write_json
+from hemacnn.card import build_card, read_card
 from hemacnn.classes import class_names
 from hemacnn.data.splits import Splits, load_splits, save_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluate import evaluate_run
-from hemacnn.loading import (
-    ENSEMBLE_FORMAT,
-    build_card,
-    find_checkpoint,
-    load_checkpoint,
-    predict_arrays,
-    read_card,
-)
+from hemacnn.loading import ENSEMBLE_FORMAT, load_checkpoint, predict_arrays
 from hemacnn.metrics import compute_metrics
 from hemacnn.predict import load_images
-from hemacnn.rundir import RunDir
+from hemacnn.rundir import RunDir, find_checkpoint
 from hemacnn.runinfo import environment_info
 
 

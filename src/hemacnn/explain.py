@@ -24,8 +24,8 @@ from torch import nn
 
 from hemacnn.atomic import ensure_writable_dir, write_bytes
 from hemacnn.data.cache import preprocess_image
+from hemacnn.data.colour import normalize_for_card
 from hemacnn.data.images import ImageDecodeError, load_rgb
-from hemacnn.data.stain import normalize_for_card
 from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.loading import load_checkpoint, predict_arrays
 

@@ -1,9 +1,12 @@
-"""ONNX export of a trained model (predicting from the file: ``loading.OnnxClassifier``).
+"""ONNX export of a trained model (predicting from the file: ``onnxmodel.OnnxClassifier``).
 
 ``hemacnn export RUN --format onnx --out DIR`` writes ``DIR/model.onnx`` (dynamic batch size,
 input ``image``: float32 NCHW RGB in [0, 1] at the card's input size, output ``logits``) and
 ``DIR/model_card.json`` beside it (MONAI-bundle style). The card is also stored in the ONNX
-file's metadata (``hemacnn_card``), so a copied ``model.onnx`` alone still predicts.
+file's metadata (``hemacnn_card``), so a copied ``model.onnx`` alone still predicts. The card
+records the checkpoint it was made from (name, size, SHA-256): while that checkpoint is the
+run's, ``hemacnn predict RUN`` (and ``serve``) run the default export ``RUN/export/model.onnx``
+in its place, without importing torch (:func:`hemacnn.onnxmodel.fresh_export`).
 
 The exported graph is the trained model as it is (BatchNorm not folded, fp32): ONNX Runtime
 folds and fuses on its own when it loads the file, and fp32 keeps the parity test meaningful.
@@ -27,9 +30,11 @@ import onnx
 import torch
 
 from hemacnn.atomic import ensure_writable_dir, write_json
+from hemacnn.card import ONNX_CARD_KEY
 from hemacnn.errors import HemacnnError
-from hemacnn.loading import ONNX_CARD_KEY, find_checkpoint, load_checkpoint
-from hemacnn.rundir import RunDir
+from hemacnn.loading import load_checkpoint
+from hemacnn.onnxmodel import SOURCE_KEY, checkpoint_source
+from hemacnn.rundir import RunDir, find_checkpoint
 
 FORMATS = ("onnx",)
 INPUT, OUTPUT = "image", "logits"
@@ -58,10 +63,13 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike | None = 
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
                               dynamo=True, external_data=False, verbose=False)
         proto = onnx.load(str(tmp_path))
-        onnx_card = {**card, "onnx": {"input": INPUT, "output": OUTPUT,
-                                      "input_layout": "NCHW float32 RGB in [0, 1]",
-                                      "input_shape": ["batch", channels, size, size],
-                                      "opset": proto.opset_import[0].version}}
+        # The checkpoint this file was made from: `predict RUN` runs a fresh export in its
+        # place (hemacnn.onnxmodel.fresh_export).
+        onnx_card = {**card, SOURCE_KEY: checkpoint_source(ckpt),
+                     "onnx": {"input": INPUT, "output": OUTPUT,
+                              "input_layout": "NCHW float32 RGB in [0, 1]",
+                              "input_shape": ["batch", channels, size, size],
+                              "opset": proto.opset_import[0].version}}
         entry = proto.metadata_props.add()
         entry.key, entry.value = ONNX_CARD_KEY, json.dumps(onnx_card)
         onnx.save(proto, str(tmp_path))

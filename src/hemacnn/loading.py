@@ -1,15 +1,12 @@
-"""The bottom of inference: the model card, the run folder, and one classifier for any MODEL.
+"""Torch models from checkpoints: rebuild a run's (or ensemble's) network with its weights, and
+the torch classifier that predicts with it.
 
-Everything that uses a trained model goes through here: ``predict``, ``evaluate``, ``export``,
-``ensemble``, ``explain`` and ``serve`` import this module, and it imports none of them (an
-import-linter contract in ``.importlinter`` holds the layers; a test runs it).
-
-* **Model card** (MONAI-bundle style): :func:`build_card` is the one place a card is made (a
-  training run's and an ensemble's), :func:`parse_card` the one place one is checked, wherever it
-  was stored (``model_card.json``, a checkpoint's ``hyper_parameters.card``, ONNX metadata).
-* **Run folder**: :class:`hemacnn.rundir.RunDir` names every file a run folder holds, once.
-* **Classifier**: :func:`load_classifier` turns a MODEL argument (run folder, ``.ckpt``,
-  ``.onnx``, ensemble folder) into an object with ``card`` and ``probs(images)``.
+Everything that uses a trained torch model goes through here: ``predict``, ``evaluate``,
+``export``, ``ensemble``, ``explain`` and ``serve`` import this module, and it imports none of
+them (an import-linter contract in ``.importlinter`` holds the layers; a test runs it). The
+model card is :mod:`hemacnn.card`, the run folder :class:`hemacnn.rundir.RunDir`, ONNX models
+:mod:`hemacnn.onnxmodel`, and :func:`hemacnn.classifier.load_classifier` picks the classifier
+for any MODEL argument.
 """
 
 from __future__ import annotations
@@ -24,83 +21,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from hemacnn import __version__
-from hemacnn.atomic import write_json
+from hemacnn.card import parse_card, read_card
 from hemacnn.checkpoint import read_checkpoint
-from hemacnn.data.stain import normalize_for_card
+from hemacnn.data.colour import normalize_for_card
 from hemacnn.errors import HemacnnError
 from hemacnn.inference import array_batches, predict_batches, prepare_model
 from hemacnn.models import build_model
 from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
-from hemacnn.rundir import RunDir
+from hemacnn.rundir import RunDir, find_checkpoint
 
-__all__ = ["CARD_FORMAT", "Classifier", "EnsembleModel", "OnnxClassifier",
-           "TorchClassifier", "build_card", "default_device", "find_checkpoint",
-           "is_ensemble", "load_checkpoint", "load_classifier", "load_ensemble", "parse_card",
-           "read_card", "read_ensemble", "write_card"]
+__all__ = ["Classifier", "EnsembleModel", "TorchClassifier", "default_device",
+           "is_ensemble", "load_checkpoint", "load_ensemble", "predict_arrays", "read_ensemble"]
 
-CARD_FORMAT = "hemacnn-card/1"
 ENSEMBLE_FORMAT = "hemacnn-ensemble/1"
-ONNX_SUFFIX = ".onnx"
-ONNX_CARD_KEY = "hemacnn_card"  # the ONNX metadata entry that holds the card
 EMA_PREFIX, MODEL_PREFIX = "ema.module.", "model."  # state-dict prefixes of the LightningModule
-
-
-# --------------------------------------------------------------------------- the model card
-
-
-def build_card(*, classes: Sequence[str], class_names: Sequence[str], input_size: int,
-               resize_method: str, arch: dict[str, Any], data_root: str | None,
-               manifest_hash: str | None, seed: int | None, **extra: Any) -> dict[str, Any]:
-    """The model card: all a checkpoint (or ONNX file, or ensemble) needs to be used alone.
-
-    ``extra`` entries (e.g. ``init_weights``) are added as they are; ``None`` ones are left out.
-    """
-    card = {
-        "format": CARD_FORMAT,
-        "classes": list(classes),
-        "class_names": list(class_names),
-        "input_size": int(input_size),
-        "resize_method": resize_method,
-        "value_range": [0, 1],
-        "channels": "RGB",
-        "arch": arch,
-        "hemacnn_version": __version__,
-        "data_root": data_root,
-        "manifest_hash": manifest_hash,
-        "seed": seed,
-    }
-    card.update({k: v for k, v in extra.items() if v is not None})
-    return card
-
-
-def parse_card(card: Any, where: str | os.PathLike) -> dict[str, Any]:
-    """``card`` when it is a hemacnn model card, else a one-line error naming ``where``."""
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "arch" not in card:
-        raise HemacnnError(f"{where} is not a hemacnn model (no model card); train one with "
-                           "`hemacnn train`")
-    return card
-
-
-def write_card(path: str | os.PathLike, card: dict[str, Any]) -> Path:
-    """Write ``card`` as JSON to ``path`` (atomically)."""
-    return write_json(Path(path), parse_card(card, path))
-
-
-def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The model card of a run (or ensemble) folder, or a one-line error when it is not one."""
-    run = RunDir(run_dir)
-    if not run.path.is_dir():
-        raise HemacnnError(f"run folder {run.path} not found; give the folder `hemacnn train` "
-                           "wrote")
-    if not run.card.is_file():
-        raise HemacnnError(f"{run.path} is not a hemacnn run folder (no {RunDir.CARD}); give "
-                           "the folder `hemacnn train` wrote")
-    try:
-        card = json.loads(run.card.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise HemacnnError(f"cannot read {run.card}: {exc}") from None
-    return parse_card(card, run.card)
 
 
 # --------------------------------------------------------------------------- torch models
@@ -109,18 +43,6 @@ def read_card(run_dir: str | os.PathLike) -> dict[str, Any]:
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """The checkpoint file for ``path``: the file itself, a run's best (else last) one, or an
-    ensemble folder's ``ensemble.json``."""
-    path = Path(path)
-    if path.is_dir():
-        run = RunDir(path)
-        return run.ensemble if run.is_ensemble else run.checkpoint()
-    if not path.is_file():
-        raise HemacnnError(f"checkpoint {path} not found; give a .ckpt file or a run folder")
-    return path
 
 
 def model_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -309,70 +231,3 @@ class TorchClassifier:
             raise HemacnnError("test-time BatchNorm adaptation: adapt() on the images first")
         return predict_arrays(self.model, normalize_for_card(images, self.card), batch_size,
                               tta=tta, precision=self.precision)
-
-
-def onnx_card(path: Path, session: Any) -> dict[str, Any]:
-    """The model card stored in an ONNX file's metadata, else ``model_card.json`` beside it."""
-    meta = session.get_modelmeta().custom_metadata_map
-    if ONNX_CARD_KEY in meta:
-        return parse_card(json.loads(meta[ONNX_CARD_KEY]), path)
-    beside = path.parent / RunDir.CARD
-    if beside.is_file():
-        return parse_card(json.loads(beside.read_text(encoding="utf-8")), path)
-    raise HemacnnError(f"{path} carries no hemacnn model card (no metadata and no "
-                       f"{RunDir.CARD} beside it); export it with `hemacnn export`")
-
-
-class OnnxClassifier:
-    """An exported model run by ONNX Runtime: ``probs(images)`` for uint8 NHWC arrays."""
-
-    def __init__(self, path: str | os.PathLike):
-        import onnxruntime as ort  # lazy: ~190 ms (importtime, under load), ONNX only
-
-        path = Path(path)
-        if not path.is_file():
-            raise HemacnnError(f"ONNX model {path} not found; export one with "
-                               "`hemacnn export RUN --format onnx`")
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                     if p in ort.get_available_providers()]
-        try:
-            options = ort.SessionOptions()  # every graph optimisation (Conv+ReLU fusion etc.)
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own error types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise HemacnnError(f"cannot load ONNX model {path}: {first[:200]}") from None
-        self.card, self.source = onnx_card(path, self.session), str(path)
-        self.input = self.session.get_inputs()[0].name
-
-    def probs(self, images: np.ndarray, batch_size: int = 64, tta: bool = False) -> np.ndarray:
-        """Softmax probabilities (N, C), fp32, optionally averaged over the 8 dihedral views."""
-        # Stain normalisation is not in the graph (torchstain's per-image ops do not export):
-        # the card's reference is applied here, before the session.
-        images = normalize_for_card(images, self.card)
-        ks = range(8) if tta else [0]
-        out = []
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].astype(np.float32).transpose(0, 3, 1, 2) / 255
-            total = 0.0
-            for k in ks:
-                xk = np.rot90(x, k % 4, axes=(2, 3))
-                xk = np.ascontiguousarray(xk[..., ::-1] if k >= 4 else xk)
-                logits = self.session.run(None, {self.input: xk})[0].astype(np.float64)
-                e = np.exp(logits - logits.max(axis=1, keepdims=True))
-                total = total + e / e.sum(axis=1, keepdims=True)
-            out.append((total / len(ks)).astype(np.float32))
-        if not out:
-            return np.zeros((0, len(self.card["classes"])), dtype=np.float32)
-        return np.concatenate(out)
-
-
-def load_classifier(path: str | os.PathLike, precision: str = "auto",
-                    adapt_bn: bool = False) -> Classifier:
-    """A classifier for a run folder, a ``.ckpt``, an ensemble folder or an exported ``.onnx``."""
-    if Path(path).suffix.lower() == ONNX_SUFFIX:
-        if adapt_bn:
-            raise HemacnnError(f"--adapt-bn needs the checkpoint: ONNX Runtime folds BatchNorm "
-                               f"into the convolutions of {path}; give the run folder instead")
-        return OnnxClassifier(path)
-    return TorchClassifier(path, precision=precision, adapt_bn=adapt_bn)

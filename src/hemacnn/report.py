@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from hemacnn.atomic import write_text
+from hemacnn.card import read_card
 from hemacnn.classes import is_matek_set
 from hemacnn.classmap import load_class_map, report_blocks
 from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluate import SPLITS
-from hemacnn.loading import is_ensemble, read_card, read_ensemble
+from hemacnn.loading import is_ensemble, read_ensemble
 from hemacnn.metrics import compute_metrics
 from hemacnn.plots import plot_confusion, plot_pr_curves, plot_reliability, plot_training_curves
 from hemacnn.published import comparability, published_for, published_macro_f1

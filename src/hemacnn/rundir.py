@@ -71,3 +71,15 @@ class RunDir:
                 return ckpt
         raise HemacnnError(f"{self.path} has no checkpoints/{self.BEST} or "
                            f"checkpoints/{self.LAST}; give a finished run folder or a .ckpt file")
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """The checkpoint file for ``path``: the file itself, a run's best (else last) one, or an
+    ensemble folder's ``ensemble.json``."""
+    path = Path(path)
+    if path.is_dir():
+        run = RunDir(path)
+        return run.ensemble if run.is_ensemble else run.checkpoint()
+    if not path.is_file():
+        raise HemacnnError(f"checkpoint {path} not found; give a .ckpt file or a run folder")
+    return path

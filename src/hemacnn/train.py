@@ -28,19 +28,20 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassPrecision, MulticlassRecall
 
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
+from hemacnn.card import build_card, read_card, write_card
 from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
+from hemacnn.data.colour import STAIN_KEY
 from hemacnn.data.datamodule import HemaDataModule
 from hemacnn.data.inputcheck import CARD_KEY, source_images
 from hemacnn.data.manifest import Entry
 from hemacnn.data.splits import save_splits
-from hemacnn.data.stain import STAIN_KEY
 from hemacnn.domain import domain_card
 from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.evaluate import evaluate_predictions
 from hemacnn.finetune import finetune_callbacks
 from hemacnn.inference import bf16_native, predict_batches
-from hemacnn.loading import build_card, load_checkpoint, read_card, write_card
+from hemacnn.loading import load_checkpoint
 from hemacnn.models import build_model, l2_penalty
 from hemacnn.models.zoo import load_pretrained, zero_head
 from hemacnn.plots import plot_pr_curves, plot_training_curves

@@ -26,10 +26,11 @@ from hemacnn.data.augment import (
 )
 from hemacnn.data.balance import BalancedSampler, pool_other
 from hemacnn.data.cache import ImageCache, build_cache, preprocess_image
+from hemacnn.data.colour import REFERENCE_IMAGES, sample_index
 from hemacnn.data.manifest import Entry, manifest_hash
 from hemacnn.data.scan import load_or_scan
 from hemacnn.data.splits import Item, Splits, load_splits, make_splits
-from hemacnn.data.stain import REFERENCE_IMAGES, StainNormalizer, sample_index
+from hemacnn.data.stain import StainNormalizer
 from hemacnn.errors import HemacnnError
 
 

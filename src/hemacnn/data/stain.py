@@ -1,4 +1,4 @@
-"""Stain and scanner robustness: HED jitter, stain normalisation, the training colour statistics.
+"""Stain robustness in torch: HED jitter (training) and Reinhard stain normalisation.
 
 * **HED jitter** (Tellez et al. 2019, "Quantifying the effects of data augmentation and stain
   color normalization", Med Image Anal 58): each training image is moved to the
@@ -8,20 +8,19 @@
   in torch so it runs per image inside the training transforms without another dependency.
 * **Stain normalisation** (Reinhard et al. 2001, via torchstain): every input image's LAB means
   and standard deviations are mapped to a reference measured on the training images; the
-  reference is stored in the model card, so every inference path (:func:`normalize_for_card`)
+  reference is stored in the model card, so every inference path
+  (:func:`hemacnn.data.colour.normalize_for_card`, which loads this module only then)
   applies the same map. It is applied to uint8 images before the network, outside the model
   (torchstain works per image with masked in-place ops that ONNX cannot express): an exported
   ONNX file carries the reference in its card and ``OnnxClassifier`` applies it before the
   session.
-* **Colour statistics**: the training images' per-channel mean/std and the spread of their
-  per-image mean colours; a batch whose mean colour lies far from them gets a warning
-  (:func:`batch_colour`), the first sign that another stain or scanner made it.
+* The training colour statistics and the batch colour check are in :mod:`hemacnn.data.colour`
+  (no torch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,19 +28,6 @@ import torch
 from torchstain.torch.normalizers import TorchReinhardNormalizer
 
 from hemacnn.errors import HemacnnError
-
-STAIN_KEY = "stain_norm"
-COLOUR_KEY = "colour_stats"
-HED_KEY = "hed_jitter"
-REFERENCE_IMAGES = 512
-"""Training images (evenly spaced) that the stain reference and colour statistics are measured
-on: enough for stable means, cheap on the full 171k-image dataset."""
-
-COLOUR_WARN_DISTANCE = 4.0
-"""Mahalanobis distance (over the training images' per-image mean colours) beyond which a
-batch's mean colour is 'far'. On the bone-marrow sample 99% of single training images lie
-within 3.6 and batches of any one class within 1.1; PBC's cells (another lab and stain) lie at
-about 5, class by class."""
 
 # Ruifrok & Johnston's stain vectors (rows: haematoxylin, eosin, DAB), as scikit-image has them.
 _RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
@@ -71,28 +57,19 @@ def hed_transform(sigma: float) -> Callable[[torch.Tensor], torch.Tensor] | None
     return HedJitter(sigma) if sigma > 0 else None
 
 
-def sample_index(count: int, n: int = REFERENCE_IMAGES) -> np.ndarray:
-    """Up to ``n`` evenly spaced positions among ``count`` images (all of them when fewer)."""
-    return np.unique(np.linspace(0, count - 1, min(n, count)).round().astype(int))
-
-
-def _sample(images: np.ndarray, n: int = REFERENCE_IMAGES) -> np.ndarray:
-    return np.asarray(images[sample_index(len(images), n)])
-
-
 def fit_reference(images: np.ndarray, method: str = "reinhard") -> dict[str, Any]:
     """The stain reference of uint8 NHWC training images (torchstain's Reinhard ``fit`` on one
-    mosaic of up to :data:`REFERENCE_IMAGES` of them), as the card stores it."""
+    mosaic of all of them: give a sample, :func:`hemacnn.data.colour.sample`), as the card
+    stores it."""
     if method != "reinhard":
         raise HemacnnError(f"unknown stain normalisation {method!r}; choose reinhard or none")
     if not len(images):
         raise HemacnnError("stain normalisation needs training images to measure a reference")
-    sample = _sample(images)
-    mosaic = torch.from_numpy(np.concatenate(list(sample), axis=1)).permute(2, 0, 1)
+    mosaic = torch.from_numpy(np.concatenate(list(images), axis=1)).permute(2, 0, 1)
     normalizer = TorchReinhardNormalizer()
     normalizer.fit(mosaic)
     return {"method": method, "target_means": [float(v) for v in normalizer.target_means],
-            "target_stds": [float(v) for v in normalizer.target_stds], "images": len(sample)}
+            "target_stds": [float(v) for v in normalizer.target_stds], "images": len(images)}
 
 
 class StainNormalizer:
@@ -115,73 +92,3 @@ class StainNormalizer:
         if not len(images):
             return images
         return np.stack([self.hwc(im) for im in images])
-
-
-def card_normalizer(card: dict[str, Any]) -> StainNormalizer | None:
-    """The stain normaliser a model card asks for, or None."""
-    ref = card.get(STAIN_KEY)
-    return StainNormalizer(ref) if ref else None
-
-
-def normalize_for_card(images: np.ndarray, card: dict[str, Any]) -> np.ndarray:
-    """uint8 NHWC images as the model expects them: stain-normalised when its card says so,
-    else the very same array."""
-    normalizer = card_normalizer(card)
-    return images if normalizer is None else normalizer(images)
-
-
-# --------------------------------------------------------------------------- colour statistics
-
-
-def colour_stats(images: np.ndarray) -> dict[str, Any]:
-    """Per-channel pixel mean/std of uint8 NHWC training images and the mean and covariance of
-    their per-image mean colours (what :func:`batch_colour` measures distances with)."""
-    sample = _sample(images).astype(np.float64)
-    per_image = sample.mean(axis=(1, 2))
-    return {"mean": [float(v) for v in sample.mean(axis=(0, 1, 2))],
-            "std": [float(v) for v in sample.std(axis=(0, 1, 2))],
-            "image_mean": [float(v) for v in per_image.mean(axis=0)],
-            "image_mean_cov": np.cov(per_image.T).tolist() if len(per_image) > 1
-            else np.eye(3).tolist(),
-            "images": len(sample)}
-
-
-@dataclass(frozen=True)
-class BatchColour:
-    """How far a batch's mean colour lies from the training images' (None: not measured)."""
-
-    distance: float | None
-    mean: list[float]
-    far: bool
-
-    def summary(self) -> str:
-        """One line for predict and the review page."""
-        if self.distance is None:
-            return "colour: the model card holds no training colour statistics"
-        rgb = ", ".join(f"{v:.0f}" for v in self.mean)
-        if self.far:
-            return (f"colour warning: this batch's mean colour (RGB {rgb}) lies {self.distance:.1f}"
-                    f" training spreads from the training images' (over {COLOUR_WARN_DISTANCE:g}"
-                    " is far): another stain or scanner? Expect lower accuracy; stain "
-                    "normalisation or --adapt-bn may help")
-        return f"colour: batch mean RGB {rgb}, {self.distance:.1f} spreads from the training mean"
-
-
-def image_means(images: np.ndarray) -> np.ndarray:
-    """Mean RGB of each uint8 NHWC image, (N, 3) float."""
-    return images.reshape(len(images), -1, images.shape[-1]).mean(axis=1)
-
-
-def batch_colour(means: np.ndarray, card: dict[str, Any]) -> BatchColour:
-    """The Mahalanobis distance of a batch's mean colour (``means``: each image's mean RGB,
-    before any stain normalisation) from the training images' per-image mean colours."""
-    means = np.asarray(means, dtype=np.float64).reshape(-1, 3)
-    stats = card.get(COLOUR_KEY)
-    mean = means.mean(axis=0) if len(means) else np.zeros(3)
-    if not stats or not len(means):
-        return BatchColour(None, [float(v) for v in mean], False)
-    cov = np.asarray(stats["image_mean_cov"], dtype=np.float64)
-    cov = cov + np.eye(len(cov)) * 1e-3 * max(float(np.trace(cov)) / len(cov), 1.0)  # ridge
-    d = mean - np.asarray(stats["image_mean"], dtype=np.float64)
-    distance = float(np.sqrt(d @ np.linalg.solve(cov, d)))
-    return BatchColour(distance, [float(v) for v in mean], distance > COLOUR_WARN_DISTANCE)

@@ -29,11 +29,12 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from hemacnn import __version__
+from hemacnn.classifier import load_classifier
 from hemacnn.data.images import DECODE_ERRORS, FORMATS_BY_EXTENSION, ImageDecodeError
 from hemacnn.differential import from_predictions
 from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.explain import explain_image, png_bytes
-from hemacnn.loading import load_checkpoint, load_classifier
+from hemacnn.loading import load_checkpoint
 from hemacnn.predict import (
     DEFAULT_REVIEW_BELOW,
     Prediction,

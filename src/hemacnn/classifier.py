@@ -1,0 +1,37 @@
+"""One classifier for any MODEL argument: a run folder, a ``.ckpt``, an ensemble folder or an
+exported ``.onnx``; an object with ``card``, ``source`` and ``probs(images)``.
+
+A run folder with a fresh ONNX export (:func:`hemacnn.onnxmodel.fresh_export`) predicts through
+ONNX Runtime without importing torch: the same network, fp32, the same probabilities within
+1e-4. ``--precision bf16`` and ``--adapt-bn`` need the checkpoint and use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hemacnn.card import ONNX_SUFFIX
+from hemacnn.errors import HemacnnError
+from hemacnn.onnxmodel import OnnxClassifier, fresh_export
+from hemacnn.rundir import find_checkpoint
+
+
+def load_classifier(path: str | os.PathLike, precision: str = "auto",
+                    adapt_bn: bool = False):  # -> hemacnn.loading.Classifier
+    """A classifier for a run folder, a ``.ckpt``, an ensemble folder or an exported ``.onnx``."""
+    if Path(path).suffix.lower() == ONNX_SUFFIX:
+        if adapt_bn:
+            raise HemacnnError(f"--adapt-bn needs the checkpoint: ONNX Runtime folds BatchNorm "
+                               f"into the convolutions of {path}; give the run folder instead")
+        return OnnxClassifier(path)
+    onnx = fresh_export(path) if precision in ("auto", "32") and not adapt_bn else None
+    if onnx is not None:
+        clf = OnnxClassifier(onnx)
+        clf.source = str(find_checkpoint(path))  # the model is the checkpoint; ONNX runs it
+        return clf
+    # lazy: torch, ~3.5 s of start-up on 2 cores (most of a one-image predict); a run with a
+    # fresh ONNX export predicts without it
+    from hemacnn.loading import TorchClassifier
+
+    return TorchClassifier(path, precision=precision, adapt_bn=adapt_bn)
