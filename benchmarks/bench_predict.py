@@ -22,7 +22,8 @@ Each case also gets its GFLOP/s (``torch.utils.flop_counter`` on one image's for
 its share of this machine's matmul peak, measured in the same run for fp32 and bf16 (the bf16
 peak is what the hardware can do at best; where bf16 is not native it is an emulated figure).
 With ``--run`` the start-up of ``hemacnn predict RUN one.jpg`` (median wall of 5, each a new
-process) and of ``hemacnn --help`` are measured too.
+process; once from the checkpoint, once with a fresh ONNX export) and of ``hemacnn --help``
+are measured too (``--startup-only``: nothing else).
 
 Model: the quick config's MV3 (quarter width) at 64 and 128 px, untrained unless
 ``--checkpoint`` is given (speed does not depend on the weights). With a checkpoint the bf16
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -179,14 +181,21 @@ def _cpu_name() -> str:
 
 
 def startup(run: Path, sample: Path) -> dict:
-    """Median wall seconds of a one-image ``hemacnn predict`` and of ``hemacnn --help``."""
+    """Median wall seconds of a one-image ``hemacnn predict`` of the run (its checkpoint, through
+    torch), of the same run once ``hemacnn export`` gave it a fresh ONNX export (ONNX Runtime,
+    no torch), and of ``hemacnn --help``. The run is copied first: its own folder is not touched."""
     image = next(iter(sorted(sample.rglob("*.jpg"))))
     with tempfile.TemporaryDirectory() as tmp:
         cli = [sys.executable, "-m", "hemacnn.cli"]
-        return {"run": str(run), "image": str(image), "runs": 5,
-                "predict_one_image_s": _median_wall(
-                    [*cli, "predict", str(run), str(image), "--out", f"{tmp}/one.csv"]),
-                "help_s": _median_wall([*cli, "--help"])}
+        copy = Path(tmp) / "run"
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export"))
+        one = [*cli, "predict", str(copy), str(image), "--out", f"{tmp}/one.csv"]
+        result = {"run": str(run), "image": str(image), "runs": 5,
+                  "predict_one_image_s": _median_wall(one)}
+        subprocess.run([*cli, "export", str(copy)], check=True, capture_output=True)
+        result["predict_one_image_onnx_s"] = _median_wall(one)
+        result["help_s"] = _median_wall([*cli, "--help"])
+        return result
 
 
 def table(results: dict) -> str:
@@ -210,8 +219,11 @@ def table(results: dict) -> str:
             label = ""
     if results.get("startup"):
         s = results["startup"]
+        onnx = (f", the same run with a fresh `hemacnn export` (ONNX Runtime, no torch) "
+                f"{s['predict_one_image_onnx_s']:.2f} s" if "predict_one_image_onnx_s" in s
+                else "")
         lines += ["", f"Start-up (median wall of {s['runs']} new processes): "
-                      f"`hemacnn predict RUN one.jpg` {s['predict_one_image_s']:.2f} s, "
+                      f"`hemacnn predict RUN one.jpg` {s['predict_one_image_s']:.2f} s{onnx}, "
                       f"`hemacnn --help` {s['help_s']:.2f} s."]
     return "\n".join(lines)
 
@@ -224,6 +236,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     p.add_argument("--run", type=Path, help="a run folder: also time a one-image predict")
+    p.add_argument("--startup-only", action="store_true",
+                   help="with --run: only the start-up figures (seconds, not minutes)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--table", type=Path, help="print the Markdown tables of this JSON and stop")
     args = p.parse_args()
@@ -241,6 +255,9 @@ def main() -> None:
     if args.run:  # first: ONNX Runtime's spinning thread pool would slow the child processes
         results["startup"] = startup(args.run, args.sample)
         print(json.dumps(results["startup"]), flush=True)
+        if args.startup_only:
+            print(json.dumps(results["startup"], indent=2))
+            return
     if args.checkpoint:
         _, card = load_checkpoint(args.checkpoint, device="cpu", prepare=False)
         size = int(card["input_size"])
