@@ -4,6 +4,7 @@ made-up study folder of raw files only (what docs/results/<study>/runs/ holds)."
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,16 @@ def test_a_degenerate_seed_makes_its_claims_not_tested(tmp_path):
     row = (out / "summary.csv").read_text().splitlines()
     head = row[0].split(",")
     assert dict(zip(head, row[2].split(","), strict=True))["degenerate_seeds"] == "1"
+
+
+def test_report_rewrites_a_committed_study_identically(tmp_path):
+    """docs/results/input_size holds the raw files of its real runs: --report on a copy of the
+    folder (no run folders, no data) rewrites its summary and claims byte for byte."""
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "input_size"
+    copy = tmp_path / "input_size"
+    shutil.copytree(committed, copy)
+    for name in ("summary.md", "summary.csv", "summary_seeds.csv", "claims.csv"):
+        (copy / name).unlink()
+    assert main(["sweep", "--report", str(copy)]) == 0
+    for name in ("summary.md", "summary.csv", "summary_seeds.csv", "claims.csv"):
+        assert (copy / name).read_text() == (committed / name).read_text(), name

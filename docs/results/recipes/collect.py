@@ -43,6 +43,13 @@ PAPER = {  # the paper's recipe: what a row's "changes" column is measured again
 _ABSENT = object()
 
 
+def _command(command: str | list[str]) -> str:
+    """env.json's command: a string now; a list (sys.argv) in runs made before that change."""
+    if isinstance(command, str):
+        return command
+    return " ".join(shlex.quote(a) for a in ["hemacnn", *command[1:]])
+
+
 def _get(cfg: dict, dotted: str, default=None):
     node = cfg
     for part in dotted.split("."):
@@ -81,7 +88,7 @@ def row(run: Path, epoch_base: int = 1) -> dict:
         "val_macro_f1": round(val_f1, 4), "test_macro_f1": round(test["macro_f1"], 4),
         "test_macro_f1_ci": (test.get("headline_ci") or {}).get("macro_f1"),
         "train_min": round(sum(float(e["time_s"]) for e in epochs) / 60, 2),
-        "command": " ".join(shlex.quote(a) for a in ["hemacnn", *env["command"][1:]]),
+        "command": _command(env["command"]),
     }
     log = run.parent / f"{run.name}.log"
     if log.is_file():
