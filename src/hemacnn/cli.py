@@ -281,7 +281,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export a trained model to ONNX (with its model card)",
                        description="Write MODEL as DIR/model.onnx (dynamic batch size) with "
                        "DIR/model_card.json beside it; `hemacnn predict DIR/model.onnx` runs it "
-                       "with ONNX Runtime.")
+                       "with ONNX Runtime. Into the run folder (the default DIR), it also serves "
+                       "predict/evaluate/serve on the run while the run's checkpoint is the one "
+                       "it was made from (faster, and no torch start-up).")
     x.add_argument("model", metavar="MODEL", help="run folder or .ckpt")
     x.add_argument("--format", default="onnx", choices=["onnx"])
     x.add_argument("--out", metavar="DIR", help="output folder (default: RUN/export)")
@@ -383,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify cell images with a trained model",
                         description="Classify image files, folders (recursively) and globs "
                         "with a run folder, a .ckpt or an exported .onnx: one row per file "
-                        "(class, probability of every class, review flag, status).")
+                        "(class, probability of every class, review flag, status). A run folder "
+                        "with a fresh `hemacnn export` runs through ONNX Runtime.")
     pr.add_argument("model", metavar="MODEL", help="run folder, .ckpt or .onnx file")
     pr.add_argument("inputs", nargs="+", metavar="PATH", help="image files, folders or globs")
     pr.add_argument("--out", metavar="FILE.csv", help="write the rows as CSV (or .json) into "
