@@ -21,7 +21,7 @@ EXPECTED = {
     "regularization": ["plain", "noise", "noise-l2"],
     "input_size": {"paper": ["px250", "px128", "px64"], "cpu": ["px128", "px64", "px48"]},
     "balancing": ["mv2", "mv2-rotated", "mv2mod-rotated"],
-    "architectures": ["mv1", "mv2", "mv3", "vgg16"],
+    "architectures": ["mv1", "mv2", "mv3", "mv3-nonoise", "vgg16"],
 }
 
 
