@@ -33,7 +33,7 @@ from hemacnn.atomic import ensure_writable_dir, write_json
 from hemacnn.card import ONNX_CARD_KEY
 from hemacnn.errors import HemacnnError
 from hemacnn.loading import load_checkpoint
-from hemacnn.onnxmodel import SOURCE_KEY, checkpoint_source
+from hemacnn.onnxmodel import EXPORT_DIR, SOURCE_KEY, checkpoint_source
 from hemacnn.rundir import RunDir, find_checkpoint
 
 FORMATS = ("onnx",)
@@ -49,7 +49,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike | None = 
     model, card = load_checkpoint(ckpt, device="cpu", prepare=False)
     if out is None:
         run = Path(model_path) if Path(model_path).is_dir() else ckpt.parent.parent
-        out = run / "export"
+        out = run / EXPORT_DIR
     out = ensure_writable_dir(Path(out))
     size, channels = int(card["input_size"]), int(card["arch"]["options"].get("in_channels", 3))
     example = (torch.rand(2, channels, size, size),)
