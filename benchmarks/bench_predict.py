@@ -256,7 +256,8 @@ def main() -> None:
         results["startup"] = startup(args.run, args.sample)
         print(json.dumps(results["startup"]), flush=True)
         if args.startup_only:
-            print(json.dumps(results["startup"], indent=2))
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2) + "\n")
             return
     if args.checkpoint:
         _, card = load_checkpoint(args.checkpoint, device="cpu", prepare=False)
