@@ -91,6 +91,16 @@ def test_a_stale_export_is_not_used(exported_run: Path, tmp_path: Path) -> None:
     assert fresh_export(exported_run) is None
 
 
+def test_a_damaged_export_falls_back_to_the_checkpoint(exported_run: Path) -> None:
+    from hemacnn.classifier import load_classifier
+    from hemacnn.loading import TorchClassifier
+    from hemacnn.onnxmodel import fresh_export
+
+    onnx = fresh_export(exported_run)
+    onnx.write_bytes(onnx.read_bytes()[:1000])  # truncated: the card beside it still matches
+    assert isinstance(load_classifier(exported_run), TorchClassifier)
+
+
 def test_help_imports_no_torch() -> None:
     code = ("import sys\nfrom hemacnn.cli import main\ntry:\n    main(['--help'])\n"
             "except SystemExit:\n    pass\nprint('TORCH=' + str('torch' in sys.modules))")

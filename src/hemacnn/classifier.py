@@ -27,9 +27,13 @@ def load_classifier(path: str | os.PathLike, precision: str = "auto",
         return OnnxClassifier(path)
     onnx = fresh_export(path) if precision in ("auto", "32") and not adapt_bn else None
     if onnx is not None:
-        clf = OnnxClassifier(onnx)
-        clf.source = str(find_checkpoint(path))  # the model is the checkpoint; ONNX runs it
-        return clf
+        try:
+            clf = OnnxClassifier(onnx)
+        except HemacnnError:  # a damaged export: the checkpoint beside it still predicts
+            pass
+        else:
+            clf.source = str(find_checkpoint(path))  # the model is the checkpoint; ONNX runs it
+            return clf
     # lazy: torch, ~3.5 s of start-up on 2 cores (most of a one-image predict); a run with a
     # fresh ONNX export predicts without it
     from hemacnn.loading import TorchClassifier
