@@ -31,16 +31,12 @@ from hemacnn.classmap import (
     resolve,
 )
 from hemacnn.data.cache import DRAFT_BY_DEFAULT, ImageCache
-from hemacnn.data.colour import normalize_for_card
 from hemacnn.data.manifest import manifest_hash
 from hemacnn.data.paths import dataset_cache_dir
 from hemacnn.data.scan import check_file, load_or_scan
 from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
-from hemacnn.inference import array_batches, prepare_model
-from hemacnn.loading import load_checkpoint, predict_arrays
 from hemacnn.metrics import compute_metrics
-from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
 from hemacnn.plots import plot_confusion, plot_reliability
 from hemacnn.predict import load_images
 from hemacnn.rundir import RunDir, find_checkpoint
@@ -285,23 +281,19 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         name += "_adaptbn"
     cached = _cached_images(root, card, files) if files else None
     images, ok, errors = cached if cached is not None else load_images(files, card)
-    adapted = None
+    # The checkpoint, or its fresh ONNX export (hemacnn.onnxmodel, ~2x on a CPU); with
+    # adapt_bn the checkpoint, its BatchNorm statistics re-estimated on these images first.
+    clf = load_classifier(run_dir, adapt_bn=adapt_bn)
+    card = clf.card
     if adapt_bn:
-        model, card = load_checkpoint(ckpt, prepare=False)
-        images = normalize_for_card(images, card)
-        adapted = adapt_batchnorm(model, array_batches(images), ADAPT_MAX_BATCHES)
-        model = prepare_model(model, int(card["input_size"]))
-        clf = None
-    else:  # the checkpoint, or its fresh ONNX export (hemacnn.onnxmodel): ~2x on a CPU
-        clf = load_classifier(run_dir)
+        clf.adapt([images])
     for exc in errors:
         skipped.append({"path": os.path.relpath(exc.path, root), "status": "unreadable",
                         "detail": str(exc)})
     if not ok:
         raise HemacnnError(f"no readable images to evaluate in {root}")
     classes = card["classes"]
-    probs = (clf.probs(images, tta=tta) if clf is not None  # (stain-normalised inside)
-             else predict_arrays(model, images, tta=tta))
+    probs = clf.probs(images, tta=tta)  # (stain-normalised inside)
     y_true = mapped_labels([[classes.index(c) for c in labels[i]] for i in ok], probs)
     rel_paths = [os.path.relpath(files[i], root) for i in ok]
     result = {
@@ -315,7 +307,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "skipped_classes": unknown if resolved is None else {},
         "skipped_files": skipped,
         "skipped_unreviewed": unreviewed,
-        "adapt_bn": adapted.summary() if adapted is not None else None,
+        "adapt_bn": clf.adapted.summary() if adapt_bn else None,
     }
     if resolved is not None:
         result["class_map"] = {**resolved.describe(), "left_out_counts": unknown,
