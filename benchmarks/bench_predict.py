@@ -53,7 +53,7 @@ from hemacnn.export import export_model
 from hemacnn.inference import bf16_native, prepare_model
 from hemacnn.loading import load_checkpoint, predict_arrays
 from hemacnn.models import build_model
-from hemacnn.onnxmodel import OnnxClassifier
+from hemacnn.onnxmodel import EXPORT_DIR, OnnxClassifier
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import matmul_peak  # noqa: E402 - the same peak as the training benchmark
@@ -188,7 +188,7 @@ def startup(run: Path, sample: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cli = [sys.executable, "-m", "hemacnn.cli"]
         copy = Path(tmp) / "run"
-        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export"))
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns(EXPORT_DIR))
         one = [*cli, "predict", str(copy), str(image), "--out", f"{tmp}/one.csv"]
         result = {"run": str(run), "image": str(image), "runs": 5,
                   "predict_one_image_s": _median_wall(one)}
