@@ -4,13 +4,14 @@
 # Usage (from the repository root): docs/results/run_studies.sh WORK_DIR STUDY...
 #   e.g. docs/results/run_studies.sh /tmp/studies optimizers input_size balancing
 # Two such lanes were run side by side with OMP_NUM_THREADS=1 each (one core per lane).
+# WORKERS=N passes --workers N (points trained at once, each with OMP_NUM_THREADS threads).
 set -uo pipefail
 WORK=${1:?give a work folder}; shift
 DATA=../shared/data/bm_sample/BM_cytomorphology_data
 mkdir -p "$WORK"
 for study in "$@"; do
     out="$WORK/$study"
-    cmd="hemacnn sweep configs/studies/$study.yaml --profile cpu --out $out --no-progress data.root=$DATA"
+    cmd="hemacnn sweep configs/studies/$study.yaml --profile cpu --out $out --no-progress${WORKERS:+ --workers $WORKERS} data.root=$DATA"
     start="$(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
     t0=$(date +%s.%N)
     /usr/bin/time -f "%U %S" -o "$WORK/$study.cpu" $cmd > "$WORK/$study.log" 2>&1
@@ -37,7 +38,7 @@ for study in "$@"; do
 
 Wall time: **${wall} s** ($(echo "scale=1; $wall / 60" | bc) min); CPU time ${user} s user +
 ${sys} s system. Run on the project's 2-core machine with one thread
-(OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}) while one other study lane used the other core.
+(OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}, ${WORKERS:-1} worker(s)) ${LOAD_NOTE:-while one other study lane used the other core.}
 Start ${start}; end ${end} (1-, 5-, 15-minute load averages).
 
 summary.md, summary.csv, summary_seeds.csv, claims.csv and figures/ are the files \`hemacnn
