@@ -189,7 +189,8 @@ def _bars(out: Path, rows: list[dict], spec: dict, seeds: list[dict], record: di
     ax.set_xticklabels([k.removeprefix(prefix or "") for k in keys])
     ax.set_ylabel(spec.get("ylabel", prefix.rstrip("_") if prefix else "value"))
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    # Beside the axes, not on them: inside, the box covered the first groups' bars.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
