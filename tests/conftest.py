@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# As the `hemacnn` command does (cli.main): the tests train in this process, on huge pages.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 from factories import cell_folder, onecycle_config, trainer_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -161,3 +161,22 @@ def test_evaluate_through_a_fresh_export_scores_as_the_checkpoint(exported_run: 
     p_torch, p_onnx = (np.load(tmp_path / d / "predictions_test.npz")["probs"]
                        for d in ("torch", "onnx"))
     np.testing.assert_allclose(p_onnx, p_torch, atol=1e-4)
+
+
+def test_the_command_puts_large_cpu_tensors_on_huge_pages(monkeypatch, capsys):
+    """`hemacnn` turns on PyTorch's huge-page CPU allocation unless the user chose; env.json says
+    which was in force (the speed is in benchmarks/bench_alloc.py)."""
+    import os
+
+    from hemacnn.cli import THP_ENV, main
+    from hemacnn.runinfo import environment_info
+
+    monkeypatch.setenv(THP_ENV, "unset below")  # so that monkeypatch restores the original
+    monkeypatch.delenv(THP_ENV)
+    assert main([]) == 2  # no command: the help, and nothing else
+    assert os.environ[THP_ENV] == "1"
+    assert environment_info(0)["thp_mem_alloc"] == "1"
+    monkeypatch.setenv(THP_ENV, "0")
+    main([])
+    assert os.environ[THP_ENV] == "0"
+    assert environment_info(0)["thp_mem_alloc"] == "0"

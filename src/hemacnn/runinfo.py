@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -48,6 +49,7 @@ def environment_info(seed: int, command: str = "") -> dict[str, Any]:
                                               "numpy", "pillow", "scikit-learn")},
         "cuda": torch.cuda.is_available() and torch.cuda.get_device_name(0),
         "cpu_threads": torch.get_num_threads(),
+        "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"),  # set by the hemacnn command
         "command": command,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
