@@ -1,8 +1,9 @@
 """The probes' table: python docs/results/probes/table.py docs/results/probes/*/
 
-One row per probe run: its overrides (env.json's command), the epochs it ran (a probe stopped
-by hand has fewer than it asked for), the last epoch's training loss and accuracy and
-validation accuracy (metrics.csv), and its test macro-F1 where it finished.
+One row per probe run: its overrides (env.json's command), its seed and the epochs it ran (a
+probe stopped by hand has fewer than it asked for; both from config.yaml), the last epoch's
+training loss and accuracy and validation accuracy (metrics.csv), and, where it finished, its
+test macro-F1 and how many classes it predicted on test (test_metrics.json).
 """
 
 from __future__ import annotations
@@ -12,23 +13,31 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 
 def row(run: Path) -> str:
     cmd = json.loads((run / "env.json").read_text())["command"].split()
     overrides = [w for w in cmd if "=" in w and not w.startswith(("data.root=", "data.classes="))]
-    asked = next((w.split("=")[1] for w in cmd if w.startswith("trainer.max_epochs=")), "?")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    asked = config["trainer"]["max_epochs"]
     with (run / "metrics.csv").open(newline="") as f:
         last = list(csv.DictReader(f))[-1]
     test = run / "test_metrics.json"
-    f1 = f"{json.loads(test.read_text())['macro_f1']:.3f}" if test.is_file() else "stopped"
-    return (f"| {run.name} | `{cmd[2]}` {' '.join(overrides)} | {last['epoch']} of {asked} | "
-            f"{float(last['train_loss']):.3f} | {float(last['train_acc']):.3f} | "
-            f"{float(last['val_acc']):.3f} | {f1} |")
+    f1 = predicted = "stopped"
+    if test.is_file():
+        metrics = json.loads(test.read_text())
+        f1 = f"{metrics['macro_f1']:.3f}"
+        predicted = str(sum(any(r[c] for r in metrics["confusion_matrix"]["counts"])
+                            for c in range(len(metrics["confusion_matrix"]["labels"]))))
+    return (f"| {run.name} | `{cmd[2]}` {' '.join(overrides)} | {config['seed']} | "
+            f"{last['epoch']} of {asked} | {float(last['train_loss']):.3f} | "
+            f"{float(last['train_acc']):.3f} | {float(last['val_acc']):.3f} | {f1} | {predicted} |")
 
 
 if __name__ == "__main__":
-    print("| probe | config and overrides | epochs | train loss | train acc | val acc "
-          "| test macro-F1 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| probe | config and overrides | seed | epochs | train loss | train acc | val acc "
+          "| test macro-F1 | classes predicted on test |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for arg in sys.argv[1:]:
         print(row(Path(arg)))
