@@ -40,4 +40,5 @@ if __name__ == "__main__":
           "| test macro-F1 | classes predicted on test |")
     print("|---|---|---|---|---|---|---|---|---|")
     for arg in sys.argv[1:]:
-        print(row(Path(arg)))
+        if (Path(arg) / "env.json").is_file():  # a run folder (not a folder of kept study runs)
+            print(row(Path(arg)))
