@@ -9,8 +9,8 @@ Without it, PyTorch's CPU allocator returns every tensor of 2 MiB or more to the
 is freed, and the next step faults the memory in again 4 KiB at a time: system time, not
 arithmetic. Each case runs in a fresh process per setting (PyTorch reads the variable once),
 times optimizer steps (forward + backward + Adadelta, channels-last as the trainer) on a random
-batch of 32, and reports the median step, user and system CPU time per step, minor page faults per step, and whether the two
-settings computed the same loss to the last bit.
+batch of 32, and reports the median step, user and system CPU time per step, minor page faults
+per step, and whether the two settings computed the same loss to the last bit.
 """
 
 from __future__ import annotations

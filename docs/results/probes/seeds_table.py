@@ -32,9 +32,9 @@ def row(run: Path) -> str:
         with (run / "step_loss.csv").open(newline="") as f:
             losses = [float(r["loss"]) for r in csv.DictReader(f)][-10:]
         final = f"{sum(losses) / len(losses):.3f}"
-    return (f"| {run.parent.name} | {run.name} | {last['epoch']} | {float(last['train_acc']):.3f} | "
-            f"{final} | {float(last['val_acc']):.3f} | {test['macro_f1']:.3f} | {baseline:.3f} | "
-            f"{' '.join(predicted)} |")
+    return (f"| {run.parent.name} | {run.name} | {last['epoch']} | "
+            f"{float(last['train_acc']):.3f} | {final} | {float(last['val_acc']):.3f} | "
+            f"{test['macro_f1']:.3f} | {baseline:.3f} | {' '.join(predicted)} |")
 
 
 if __name__ == "__main__":
