@@ -434,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     # PyTorch's CPU allocator hands every tensor of 2 MiB or more back to the kernel when it is
     # freed, so each training step faults its activations in again, 4 KiB at a time: on a CPU
     # that was 43% of a study's time (system time). With this PyTorch option those tensors sit
-    # on transparent huge pages (benchmarks/bench_alloc.py: 1.7x faster steps, same numbers).
+    # on transparent huge pages (benchmarks/bench_alloc.py: MV1 1.8x faster a step, the small
+    # MV3s within noise, the same numbers).
     # PyTorch reads it at the first large allocation, which comes after this line; a value the
     # user has set wins.
     os.environ.setdefault(THP_ENV, "1")
