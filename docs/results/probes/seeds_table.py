@@ -15,27 +15,20 @@ import json
 import sys
 from pathlib import Path
 
+from hemacnn.studies.summary import run_metrics
+
 
 def row(run: Path) -> str:
     with (run / "metrics.csv").open(newline="") as f:
         last = list(csv.DictReader(f))[-1]
-    test = json.loads((run / "test_metrics.json").read_text())
-    counts = test["confusion_matrix"]["counts"]
-    labels = test["confusion_matrix"]["labels"]
-    predicted = [labels[j] for j in range(len(labels)) if sum(r[j] for r in counts)]
-    n = sum(map(sum, counts))
-    majority = max(map(sum, counts)) / n  # accuracy of always answering the largest class
-    k = len(labels)
-    baseline = 2 * majority / (1 + majority) / k  # that answer's macro-F1
-    final = ""
-    if (run / "step_loss.csv").is_file():
-        with (run / "step_loss.csv").open(newline="") as f:
-            losses = [float(r["loss"]) for r in csv.DictReader(f)][-10:]
-        final = f"{sum(losses) / len(losses):.3f}"
+    # The study summary's own figures (final loss, macro-F1, the majority-class baseline).
+    m = run_metrics(run, {"final_steps": 10})
+    final = f"{m['final_train_loss']:.3f}" if m.get("steps") else ""  # step losses only
+    per = json.loads((run / "test_metrics.json").read_text())["per_class"]
+    predicted = [c for c, v in per.items() if v["predicted"]]
     return (f"| {run.parent.name} | {run.name} | {last['epoch']} | "
             f"{float(last['train_acc']):.3f} | {final} | {float(last['val_acc']):.3f} | "
-            f"{test['macro_f1']:.3f} | {baseline:.3f} | {' '.join(predicted)} |")
-
+            f"{m['test_macro_f1']:.3f} | {m['baseline_macro_f1']:.3f} | {' '.join(predicted)} |")
 
 if __name__ == "__main__":
     print("| study | run | epochs | train acc | final train loss | val acc | test macro-F1 "

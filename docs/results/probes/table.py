@@ -28,8 +28,7 @@ def row(run: Path) -> str:
     if test.is_file():
         metrics = json.loads(test.read_text())
         f1 = f"{metrics['macro_f1']:.3f}"
-        predicted = str(sum(any(r[c] for r in metrics["confusion_matrix"]["counts"])
-                            for c in range(len(metrics["confusion_matrix"]["labels"]))))
+        predicted = str(sum(1 for v in metrics["per_class"].values() if v["predicted"]))
     return (f"| {run.name} | `{cmd[2]}` {' '.join(overrides)} | {config['seed']} | "
             f"{last['epoch']} of {asked} | {float(last['train_loss']):.3f} | "
             f"{float(last['train_acc']):.3f} | {float(last['val_acc']):.3f} | {f1} | {predicted} |")
