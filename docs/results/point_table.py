@@ -24,6 +24,8 @@ def cell(row: dict[str, str], column: str) -> str:
 
 
 def main(study: Path, columns: list[str]) -> None:
+    if not (study / "summary.csv").is_file():
+        sys.exit(f"error: {study / 'summary.csv'} not found; give a study folder of docs/results")
     with (study / "summary.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     missing = [c for c in columns if c not in rows[0]]

@@ -31,6 +31,8 @@ def row(run: Path) -> str:
             f"{m['test_macro_f1']:.3f} | {m['baseline_macro_f1']:.3f} | {' '.join(predicted)} |")
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or not list(Path(sys.argv[1]).glob("*/*/metrics.csv")):
+        sys.exit("error: give one folder of kept study runs (FOLDER/<study>/<run>/metrics.csv)")
     print("| study | run | epochs | train acc | final train loss | val acc | test macro-F1 "
           "| majority class's | classes predicted on test |")
     print("|---|---|---|---|---|---|---|---|---|")
