@@ -49,11 +49,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hemacnn.data.cache import preprocess_image
-from hemacnn.export import export_model
-from hemacnn.inference import bf16_native, prepare_model
-from hemacnn.loading import load_checkpoint, predict_arrays
+from hemacnn.inference.engine import bf16_native, prepare_model
+from hemacnn.inference.export import export_model
+from hemacnn.inference.loading import load_checkpoint, predict_arrays
+from hemacnn.inference.onnxmodel import EXPORT_DIR, OnnxClassifier
 from hemacnn.models import build_model
-from hemacnn.onnxmodel import EXPORT_DIR, OnnxClassifier
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import matmul_peak  # noqa: E402 - the same peak as the training benchmark

@@ -108,7 +108,7 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run of :func:`factories.trainer_config` (two epochs), trained once: tests
     that only read it share it (seconds)."""
-    from hemacnn.train import train
+    from hemacnn.training.train import train
 
     base = tmp_path_factory.mktemp("tiny_run")
     with _session_cache(tmp_path_factory):
@@ -119,7 +119,7 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def onecycle_reference(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted run of :func:`factories.onecycle_config`: what every interrupted and
     resumed run of that config must equal."""
-    from hemacnn.train import train
+    from hemacnn.training.train import train
 
     base = tmp_path_factory.mktemp("onecycle")
     with _session_cache(tmp_path_factory):

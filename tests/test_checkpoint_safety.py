@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hemacnn.checkpoint import read_checkpoint
 from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
-from hemacnn.train import AtomicCheckpointIO
+from hemacnn.inference.checkpoint import read_checkpoint
+from hemacnn.training.train import AtomicCheckpointIO
 
 
 class _Evil:

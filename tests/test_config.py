@@ -115,10 +115,10 @@ def test_shipped_config_builds_its_model(name):
 
 
 def test_overrides_may_follow_options(monkeypatch):
-    import hemacnn.train
+    import hemacnn.training.train
 
     seen = {}
-    monkeypatch.setattr(hemacnn.train, "train",
+    monkeypatch.setattr(hemacnn.training.train, "train",
                         lambda config, overrides, **kw: seen.update(c=config, ov=overrides,
                                                                     **kw) or Path("x"))
     assert main(["train", "c.yaml", "a.b=1", "--no-progress", "model.width=0.5"]) == 0

@@ -16,10 +16,16 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
-from hemacnn.classmap import LeftOut, load_class_map, mapped_labels, parse_class_map, resolve
 from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
-from hemacnn.metrics import compute_metrics
+from hemacnn.scoring.classmap import (
+    LeftOut,
+    load_class_map,
+    mapped_labels,
+    parse_class_map,
+    resolve,
+)
+from hemacnn.scoring.metrics import compute_metrics
 
 PBC = SHARED_DATA / "pbc_dev"
 
@@ -140,9 +146,9 @@ def test_options_off_change_nothing(trained_run, matek_images):
     from hemacnn.data.augment import stain_transform
     from hemacnn.data.colour import COLOUR_KEY, normalize_for_card
     from hemacnn.data.stain import HedJitter
-    from hemacnn.domain import domain_card
-    from hemacnn.loading import TorchClassifier, load_checkpoint, predict_arrays
-    from hemacnn.predict import load_images
+    from hemacnn.inference.loading import TorchClassifier, load_checkpoint, predict_arrays
+    from hemacnn.inference.predict import load_images
+    from hemacnn.training.domain import domain_card
 
     assert stain_transform(48, 0.0, None, 0.0) is None  # no HED step is even added
     x = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
@@ -160,8 +166,8 @@ def test_options_off_change_nothing(trained_run, matek_images):
 
 
 def test_adapt_bn_re_estimates_statistics_on_the_target_images(trained_run, tmp_path):
-    from hemacnn.evaluate import evaluate_run
-    from hemacnn.loading import load_checkpoint
+    from hemacnn.evaluation.evaluate import evaluate_run
+    from hemacnn.inference.loading import load_checkpoint
     from hemacnn.models.batchnorm import adapt_batchnorm, batchnorm_layers
 
     model, _ = load_checkpoint(trained_run, device="cpu", prepare=False)
@@ -188,10 +194,10 @@ def test_stain_options_are_recorded_in_the_card_and_applied_at_inference(matek_i
     pytest.importorskip("torchstain", reason="stain normalisation needs torchstain")
     from factories import tiny_config
     from hemacnn.data.colour import normalize_for_card
-    from hemacnn.export import export_model
-    from hemacnn.loading import TorchClassifier, load_checkpoint, predict_arrays
-    from hemacnn.onnxmodel import OnnxClassifier
-    from hemacnn.predict import load_images
+    from hemacnn.inference.export import export_model
+    from hemacnn.inference.loading import TorchClassifier, load_checkpoint, predict_arrays
+    from hemacnn.inference.onnxmodel import OnnxClassifier
+    from hemacnn.inference.predict import load_images
 
     run = tmp_path / "run"
     cfg = tiny_config(tmp_path / "tiny.yaml", matek_images, data={
@@ -221,7 +227,7 @@ def test_stain_options_are_recorded_in_the_card_and_applied_at_inference(matek_i
 
 def test_batch_colour_warning_for_another_labs_cells_not_for_matek_cells(trained_run,
                                                                          sample_root, tmp_path):
-    from hemacnn.predict import run_predict
+    from hemacnn.inference.predict import run_predict
 
     matek = [str(p) for c in ("BLA", "LYT", "NGS", "EOS", "MON")
              for p in sorted((sample_root / c).rglob("*.jpg"))[:6]]

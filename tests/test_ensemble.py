@@ -103,7 +103,7 @@ def test_ensemble_with_tta_scores_members_the_same_way(tmp_path, fold_runs, caps
     for path, p in _probs_by_path_named(ens, "test_tta").items():
         np.testing.assert_allclose(p, 0.5 * member_probs[0][path] + 0.5 * member_probs[1][path],
                                    atol=2e-5)
-    from hemacnn.report import load_run
+    from hemacnn.evaluation.report import load_run
 
     assert load_run(ens).evaluation["tta"] is True  # the report finds the TTA evaluation
 

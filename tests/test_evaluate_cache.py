@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hemacnn.evaluate as evaluate_module
+import hemacnn.evaluation.evaluate as evaluate_module
 from factories import RUN_SIZE, fake_run, labelled_images
 from hemacnn.data.cache import build_cache
 from hemacnn.data.scan import load_or_scan
-from hemacnn.evaluate import evaluate_run
+from hemacnn.evaluation.evaluate import evaluate_run
 
 
 @pytest.fixture()

@@ -15,8 +15,8 @@ from factories import model_card, save_checkpoint
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
 from hemacnn.errors import HemacnnError
-from hemacnn.explain import CAPTION_HEIGHT, MIN_WIDTH, class_activation, target_layer
-from hemacnn.loading import load_checkpoint
+from hemacnn.inference.explain import CAPTION_HEIGHT, MIN_WIDTH, class_activation, target_layer
+from hemacnn.inference.loading import load_checkpoint
 from hemacnn.models import build_model, list_models, min_input_size
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
 from hemacnn.errors import HemacnnError
-from hemacnn.loading import load_checkpoint, predict_arrays
-from hemacnn.onnxmodel import OnnxClassifier
+from hemacnn.inference.loading import load_checkpoint, predict_arrays
+from hemacnn.inference.onnxmodel import OnnxClassifier
 
 
 @pytest.fixture(scope="module")

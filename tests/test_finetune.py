@@ -21,7 +21,6 @@ from hemacnn.cli import main
 from hemacnn.config import OptimizerConfig, RecipeConfig
 from hemacnn.data.cache import preprocess_image
 from hemacnn.errors import HemacnnError
-from hemacnn.finetune import BatchNormReestimation
 from hemacnn.models import NormalizedNet, build_model, core_model
 from hemacnn.models.batchnorm import (
     batchnorm_layers,
@@ -29,7 +28,8 @@ from hemacnn.models.batchnorm import (
     reestimate_batchnorm,
 )
 from hemacnn.models.zoo import load_pretrained, zero_head
-from hemacnn.recipe import make_optimizer, make_scheduler, param_groups
+from hemacnn.training.finetune import BatchNormReestimation
+from hemacnn.training.recipe import make_optimizer, make_scheduler, param_groups
 
 REPO = Path(__file__).resolve().parents[1]
 TIMM_FILE = "mobilenet_v2_imagenet_timm.pth"
@@ -167,8 +167,8 @@ def test_reestimation_runs_only_at_the_start_and_only_when_folded(shared_weights
 
 def test_freeze_bn_keeps_batchnorm_in_eval_mode():
     from hemacnn.config import build_config
-    from hemacnn.recipe import FreezeBatchNorm, recipe_callbacks
-    from hemacnn.train import CellClassifier
+    from hemacnn.training.recipe import FreezeBatchNorm, recipe_callbacks
+    from hemacnn.training.train import CellClassifier
 
     card = {"classes": list(CLASSES), "arch": {"name": "timm/mobilenetv2_100", "num_classes": 3,
                                                "input_size": 32, "options": dict(HALF)}}
@@ -266,7 +266,7 @@ def test_checkpoint_onnx_and_serve_give_the_same_classes(finetuned, sample_root,
                                                          capsys):
     from fastapi.testclient import TestClient
 
-    from hemacnn.loading import load_checkpoint
+    from hemacnn.inference.loading import load_checkpoint
     from hemacnn.serve.app import create_app
 
     run, _ = finetuned
@@ -287,7 +287,7 @@ def test_checkpoint_onnx_and_serve_give_the_same_classes(finetuned, sample_root,
     for a, b in zip(by_ckpt, by_onnx, strict=True):
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
     # explain explains the class predict gives (same model, normalisation and all).
-    from hemacnn.explain import explain_files
+    from hemacnn.inference.explain import explain_files
 
     line = explain_files(run, [cells[0]], out=tmp_path / "heat")[0]
     assert line.split()[1] == classes[0] and any((tmp_path / "heat").glob("*.png"))

@@ -14,7 +14,7 @@ from sklearn.metrics import (
 
 from hemacnn.classes import CLASSES, TOLERANCE_GROUPS
 from hemacnn.errors import HemacnnError
-from hemacnn.metrics import bootstrap_ci, calibration, compute_metrics, wilson_interval
+from hemacnn.scoring.metrics import bootstrap_ci, calibration, compute_metrics, wilson_interval
 
 
 def onehot(pred: list[int], c: int, p: float = 0.9) -> np.ndarray:

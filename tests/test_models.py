@@ -375,7 +375,7 @@ def test_bn_momentum_reaches_every_batchnorm_layer(name: str, own: float) -> Non
 
 def test_bn_momentum_in_a_config_round_trips_into_the_card() -> None:
     from hemacnn.config import build_config
-    from hemacnn.train import make_card
+    from hemacnn.training.train import make_card
 
     cfg = build_config({"model": {"name": "mv3", "width": 0.125, "bn_momentum": 0.95}})
     card = json.loads(json.dumps(make_card(cfg, ["BLA", "LYT"], "hash", "/data")))  # as saved

@@ -14,8 +14,8 @@ from hemacnn.classes import class_name
 from hemacnn.cli import main
 from hemacnn.data.augment import dihedral
 from hemacnn.errors import HemacnnError
-from hemacnn.loading import load_checkpoint, predict_arrays
-from hemacnn.predict import Status, classify_files, format_predictions, predict_files
+from hemacnn.inference.loading import load_checkpoint, predict_arrays
+from hemacnn.inference.predict import Status, classify_files, format_predictions, predict_files
 
 SIZE = RUN_SIZE
 

@@ -12,8 +12,8 @@ import pytest
 
 from hemacnn.cli import main
 from hemacnn.data.cache import preprocess_image
-from hemacnn.differential import RESEARCH_NOTE, WHO_NOTE, differential, write_differential
-from hemacnn.loading import load_checkpoint, predict_arrays
+from hemacnn.inference.differential import RESEARCH_NOTE, WHO_NOTE, differential, write_differential
+from hemacnn.inference.loading import load_checkpoint, predict_arrays
 
 CLASSES = ("BLA", "LYT", "NGS")
 

@@ -16,7 +16,7 @@ from PIL import Image
 from factories import read_csv
 from hemacnn.cli import main
 from hemacnn.data.scan import check_file
-from hemacnn.predict import DEFAULT_REVIEW_BELOW, Status, classify_files
+from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW, Status, classify_files
 
 CLASSES = ("BLA", "LYT", "NGS")
 

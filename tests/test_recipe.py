@@ -22,7 +22,7 @@ from factories import cell_folder, read_metrics, tiny_config
 from hemacnn.config import Config, OptimizerConfig, RecipeConfig, load_config
 from hemacnn.data.augment import stain_transform
 from hemacnn.errors import HemacnnError
-from hemacnn.recipe import (
+from hemacnn.training.recipe import (
     batch_mixer,
     classification_loss,
     make_ema,
@@ -33,7 +33,7 @@ from hemacnn.recipe import (
     train_size,
     warmup_cosine,
 )
-from hemacnn.train import CellClassifier, train
+from hemacnn.training.train import CellClassifier, train
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("BLA", "LYT", "NGS")
@@ -195,7 +195,7 @@ def test_ema_is_torchs_exponential_average() -> None:
     d = 2 / 11  # warm-up: min(0.9, (1 + n) / (10 + n)) after n = 1 average
     assert ema.module.weight.item() == pytest.approx(d * 2.0 + (1 - d) * 3.0)
     assert not any(p.requires_grad for p in ema.parameters())
-    from hemacnn.recipe import ema_decay_at
+    from hemacnn.training.recipe import ema_decay_at
 
     assert ema_decay_at(0.9, 0) == pytest.approx(0.1) and ema_decay_at(0.9, 1000) == 0.9
     # Long after the warm-up the update is torch's plain EMA at the configured decay.
@@ -285,7 +285,7 @@ def test_gradient_clipping_bounds_each_step(tmp_path, colour_root) -> None:
 
 
 def test_ema_weights_are_validated_saved_and_predict(tmp_path, colour_root) -> None:
-    from hemacnn.loading import load_checkpoint
+    from hemacnn.inference.loading import load_checkpoint
 
     cfg = tiny(tmp_path, colour_root, recipe={"ema_decay": 0.5}, trainer={"max_epochs": 2})
     run = train(cfg, out=tmp_path / "run", progress=False)
@@ -331,7 +331,7 @@ def test_onecycle_spans_exactly_the_steps_trained(tmp_path, colour_root, limit, 
 
 
 def test_test_tta_averages_the_end_of_training_test(tmp_path, colour_root) -> None:
-    from hemacnn.evaluate import evaluate_run
+    from hemacnn.evaluation.evaluate import evaluate_run
 
     cfg = tiny(tmp_path, colour_root, recipe={"test_tta": True}, trainer={"max_epochs": 1})
     run = train(cfg, out=tmp_path / "run", progress=False)
@@ -346,7 +346,7 @@ def test_test_tta_averages_the_end_of_training_test(tmp_path, colour_root) -> No
 
 
 def test_progressive_sizes_ramp_linearly_to_full_size() -> None:
-    from hemacnn.recipe import progressive_size
+    from hemacnn.training.recipe import progressive_size
 
     sizes = [progressive_size(64, 128, e / 4) for e in range(5)]
     assert sizes == [64, 80, 96, 112, 128]
@@ -366,7 +366,7 @@ def test_progressive_trains_a_zoo_model_and_refuses_a_fixed_head(tmp_path, colou
     cfg = tiny(tmp_path, colour_root, model={"name": "timm/resnet18", "width": 1.0},
                data={"image_size": 48}, recipe={"progressive": [24, 2]},
                trainer={"max_epochs": 3})
-    import hemacnn.train as train_module
+    import hemacnn.training.train as train_module
 
     original = train_module.CellClassifier.forward
 
@@ -382,7 +382,7 @@ def test_progressive_trains_a_zoo_model_and_refuses_a_fixed_head(tmp_path, colou
         train_module.CellClassifier.forward = original
     per_epoch = len(seen) // 3
     assert seen[:per_epoch] == [24] * per_epoch and seen[-per_epoch:] == [48] * per_epoch
-    from hemacnn.recipe import progressive_size
+    from hemacnn.training.recipe import progressive_size
 
     assert set(seen[per_epoch:2 * per_epoch]) == {progressive_size(24, 48, 0.5)}
     assert (run / "test_metrics.json").is_file()

@@ -18,10 +18,10 @@ from PIL import Image
 from factories import fake_labelled_run, fake_run, labelled_images
 from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
-from hemacnn.evaluate import evaluate_predictions, evaluate_run, format_evaluation
-from hemacnn.metrics import compute_metrics
-from hemacnn.published import load_published
-from hemacnn.report import compare_runs, write_report
+from hemacnn.evaluation.evaluate import evaluate_predictions, evaluate_run, format_evaluation
+from hemacnn.evaluation.published import load_published
+from hemacnn.evaluation.report import compare_runs, write_report
+from hemacnn.scoring.metrics import compute_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -223,7 +223,7 @@ def test_reliability_legend_covers_no_bar(tmp_path: Path, monkeypatch):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    import hemacnn.plots as plots
+    import hemacnn.evaluation.plots as plots
 
     kept = []
     monkeypatch.setattr(plots, "_save", lambda fig, out_png: kept.append(fig) or out_png)
@@ -263,7 +263,7 @@ def test_real_images_split_and_another_folder(sample_root: Path, corrupt_root: P
 
 
 def test_plots_need_epoch_rows(tmp_path: Path):
-    from hemacnn.plots import plot_training_curves
+    from hemacnn.evaluation.plots import plot_training_curves
 
     empty = tmp_path / "metrics.csv"
     empty.write_text("epoch,train_loss\n")

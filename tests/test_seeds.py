@@ -14,7 +14,7 @@ from factories import read_csv, two_class_folder, write_study
 from hemacnn.cli import main
 from hemacnn.data.datamodule import HemaDataModule
 from hemacnn.studies import expand_points, load_study
-from hemacnn.train import make_card
+from hemacnn.training.train import make_card
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def two_class_root(tmp_path_factory) -> Path:
 
 def initial_state(cfg, root):
     """What train() builds before the first step, in train()'s order: seed, data, model."""
-    from hemacnn.train import CellClassifier
+    from hemacnn.training.train import CellClassifier
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = HemaDataModule(cfg, None, False)

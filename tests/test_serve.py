@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-import hemacnn.loading as loading_module
+import hemacnn.inference.loading as loading_module
 from hemacnn.cli import main
-from hemacnn.evaluate import evaluate_run, format_evaluation
-from hemacnn.predict import DEFAULT_REVIEW_BELOW, predict_files
+from hemacnn.evaluation.evaluate import evaluate_run, format_evaluation
+from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW, predict_files
 from hemacnn.serve.app import create_app
 from liveserver import serving
 
@@ -235,7 +235,7 @@ def test_starting_the_app_imports_nothing_serving_does_not_need(trained_run):
     code = ("import sys; from hemacnn.serve.app import create_app; create_app(sys.argv[1]); "
             "heavy = ['lightning', 'pytorch_lightning', 'matplotlib', 'sklearn', 'scipy', "
             "'torchvision', 'torch._dynamo', 'timm', 'optuna', 'pandas', 'pytorch_grad_cam', "
-            "'hemacnn.train']; print(','.join(m for m in heavy if m in sys.modules))")
+            "'hemacnn.training.train']; print(','.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(trained_run)], capture_output=True,
                          text=True, check=True, timeout=300)
     assert out.stdout.strip() == ""

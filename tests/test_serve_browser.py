@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from hemacnn.cli import main
-from hemacnn.evaluate import evaluate_run
-from hemacnn.predict import DEFAULT_REVIEW_BELOW, predict_files
+from hemacnn.evaluation.evaluate import evaluate_run
+from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW, predict_files
 from liveserver import serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

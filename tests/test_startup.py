@@ -17,8 +17,9 @@ import pytest
 # torch._dynamo; timm pulls in torchvision).
 HEAVY = ("lightning", "pytorch_lightning", "torchmetrics", "matplotlib", "sklearn", "scipy",
          "torchvision", "torch._dynamo", "timm", "optuna", "pandas", "onnx", "onnxruntime",
-         "pydantic", "rich", "pytorch_grad_cam", "hemacnn.train", "hemacnn.evaluate",
-         "hemacnn.plots")
+         "pydantic", "rich", "pytorch_grad_cam",
+         "hemacnn.training.train", "hemacnn.evaluation.evaluate",
+         "hemacnn.evaluation.plots")
 
 
 def _imported_by(args: list[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
@@ -73,8 +74,8 @@ def test_a_run_with_a_fresh_export_predicts_without_torch(exported_run: Path, tr
 
 
 def test_a_stale_export_is_not_used(exported_run: Path, tmp_path: Path) -> None:
-    from hemacnn.classifier import load_classifier
-    from hemacnn.onnxmodel import OnnxClassifier, fresh_export
+    from hemacnn.inference.classifier import load_classifier
+    from hemacnn.inference.onnxmodel import OnnxClassifier, fresh_export
     from hemacnn.rundir import find_checkpoint
 
     ckpt = find_checkpoint(exported_run)
@@ -92,9 +93,9 @@ def test_a_stale_export_is_not_used(exported_run: Path, tmp_path: Path) -> None:
 
 
 def test_a_damaged_export_falls_back_to_the_checkpoint(exported_run: Path) -> None:
-    from hemacnn.classifier import load_classifier
-    from hemacnn.loading import TorchClassifier
-    from hemacnn.onnxmodel import fresh_export
+    from hemacnn.inference.classifier import load_classifier
+    from hemacnn.inference.loading import TorchClassifier
+    from hemacnn.inference.onnxmodel import fresh_export
 
     onnx = fresh_export(exported_run)
     onnx.write_bytes(onnx.read_bytes()[:1000])  # truncated: the card beside it still matches
@@ -115,7 +116,7 @@ def test_loaded_weights_skip_random_init(name: str, tmp_path: Path) -> None:
     meta device it was built on."""
     import torch
 
-    from hemacnn.loading import _build_loaded
+    from hemacnn.inference.loading import _build_loaded
     from hemacnn.models import build_model
 
     torch.manual_seed(0)
@@ -132,7 +133,7 @@ def test_non_persistent_state_falls_back_to_a_normal_build(monkeypatch) -> None:
     import torch
     from torch import nn
 
-    from hemacnn import loading
+    from hemacnn.inference import loading
 
     class WithScratch(nn.Module):  # a buffer the weights do not carry
         def __init__(self) -> None:

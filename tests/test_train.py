@@ -20,8 +20,8 @@ import torch
 
 from factories import cli_env, cli_process, onecycle_config, read_metrics, trainer_config
 from hemacnn.cli import main
-from hemacnn.steploss import read_step_loss
-from hemacnn.train import train
+from hemacnn.training.steploss import read_step_loss
+from hemacnn.training.train import train
 
 CLASSES = ("BLA", "LYT", "NGS")
 
@@ -79,14 +79,14 @@ def test_train_fraction_reaches_the_run_and_its_report(tmp_path, synthetic_root)
     assert meta["counts"]["train"] == dict.fromkeys(CLASSES, 15)
     assert meta["counts"]["val"] == dict.fromkeys(CLASSES, 7)
     assert meta["train_fraction"] == 0.5 and meta["train_unused"] == 3 * 14
-    from hemacnn.report import load_run
+    from hemacnn.evaluation.report import load_run
 
     assert "training on 0.5 of the training images" in load_run(run).split_desc
 
 
 def test_l2_term_is_in_the_loss_that_is_backpropagated():
     from hemacnn.models import kernel_weights
-    from hemacnn.train import CellClassifier
+    from hemacnn.training.train import CellClassifier
 
     card = {"classes": list(CLASSES), "arch": {"name": "mv3", "num_classes": 3,
                                                "input_size": 48, "options": {"width": 0.125}}}
@@ -391,7 +391,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
 from hemacnn.config import build_config
-from hemacnn.train import CellClassifier, _trainer
+from hemacnn.training.train import CellClassifier, _trainer
 
 out = Path(sys.argv[1])
 cfg = build_config({"seed": 3, "trainer": {
@@ -427,7 +427,7 @@ trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=4))
 def test_ddp_ranks_train_one_model_as_one_process_would(tmp_path):
     """Both ranks end the step with the same weights, those of one process stepping on the
     union of their batches (BatchNorm normalises each rank's half, as DDP does)."""
-    from hemacnn.train import CellClassifier
+    from hemacnn.training.train import CellClassifier
 
     script = tmp_path / "ddp_step.py"
     script.write_text(_DDP_STEP)

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from hemacnn.trainlog import ProgressBar
+from hemacnn.training.trainlog import ProgressBar
 
 
 class _Flat(L.LightningModule):
@@ -35,7 +35,7 @@ def _loader():
 def test_early_stopping_is_named_with_the_best_epoch(tmp_path, capsys):
     from lightning.pytorch.callbacks import EarlyStopping
 
-    from hemacnn.trainlog import EpochLog
+    from hemacnn.training.trainlog import EpochLog
 
     metrics = tmp_path / "metrics.csv"
     metrics.write_text("epoch,val_loss\n1,1.0\n2,1.0\n3,1.0\n")  # as EpochMetricsCSV leaves it
@@ -62,7 +62,7 @@ def test_progress_bar_counts_epochs_from_one():
 def test_model_summary_shows_real_flops():
     from lightning.pytorch.utilities.model_summary import ModelSummary
 
-    from hemacnn.train import CellClassifier
+    from hemacnn.training.train import CellClassifier
 
     card = {"classes": ["A", "B"], "arch": {"name": "mv3", "num_classes": 2, "input_size": 48,
                                             "options": {"width": 0.125}}}
@@ -71,7 +71,7 @@ def test_model_summary_shows_real_flops():
 
 
 def test_plots_name_the_split_and_mark_the_best_epoch(tmp_path, monkeypatch):
-    import hemacnn.plots as plots
+    import hemacnn.evaluation.plots as plots
 
     seen = []
 
@@ -97,7 +97,7 @@ def test_plots_name_the_split_and_mark_the_best_epoch(tmp_path, monkeypatch):
 
 
 def test_metrics_csv_epochs_are_read_from_one_and_old_files_by_their_stated_base(tmp_path):
-    from hemacnn.plots import read_metrics_csv
+    from hemacnn.evaluation.plots import read_metrics_csv
 
     new = tmp_path / "new.csv"
     new.write_text("epoch,val_loss\n1,0.9\n2,0.8\n")

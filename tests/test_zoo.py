@@ -18,7 +18,7 @@ from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
 from hemacnn.models import build_model, count_parameters
 from hemacnn.models.zoo import classifier_head, load_pretrained, set_backbone_trainable
-from hemacnn.train import train
+from hemacnn.training.train import train
 
 
 def test_timm_and_torchvision_builds_match_their_libraries() -> None:

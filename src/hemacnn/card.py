@@ -4,7 +4,7 @@ is checked, wherever it was stored (``model_card.json``, a checkpoint's
 ``hyper_parameters.card``, ONNX metadata).
 
 Plain JSON and paths, no torch: a run folder with a fresh ONNX export predicts without it
-(:mod:`hemacnn.classifier`).
+(:mod:`hemacnn.inference.classifier`).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hemacnn.train import train
+    from hemacnn.training.train import train
 
     if args.resume and args.config:
         raise HemacnnError("give either CONFIG or --resume RUN_DIR, not both")
@@ -63,7 +63,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     progress=not args.no_progress, command=args.command_line)
     test = RunDir(run_dir).test_metrics
     if test.is_file():  # absent on DDP worker ranks, which only train
-        from hemacnn.evaluate import format_evaluation
+        from hemacnn.evaluation.evaluate import format_evaluation
 
         print(format_evaluation(json.loads(test.read_text())))
     print(f"run folder: {run_dir}")
@@ -71,7 +71,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from hemacnn.evaluate import evaluate_run, format_evaluation
+    from hemacnn.evaluation.evaluate import evaluate_run, format_evaluation
 
     result = evaluate_run(args.run_dir, data=args.data, split=args.split, tta=args.tta,
                           out=args.out, class_map=args.class_map, adapt_bn=args.adapt_bn)
@@ -80,7 +80,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from hemacnn.report import write_report
+    from hemacnn.evaluation.report import write_report
 
     paths = write_report(args.run_dirs, out=args.out, class_map=args.class_map)
     for p in paths:
@@ -89,7 +89,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from hemacnn.report import compare_runs
+    from hemacnn.evaluation.report import compare_runs
 
     print(compare_runs(args.run_dirs))
     return 0
@@ -100,7 +100,7 @@ CLASS_MAP_HELP = ("another dataset's folder names -> the model's classes (a YAML
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from hemacnn.predict import run_predict
+    from hemacnn.inference.predict import run_predict
 
     review = {} if args.review_below is None else {"review_below": args.review_below}
     text, n_classified = run_predict(
@@ -124,7 +124,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # --- combine runs: ensemble and cross-validation ----------------------------------------
 def _cmd_ensemble(args: argparse.Namespace) -> int:
-    from hemacnn.ensemble import format_ensemble, make_ensemble
+    from hemacnn.evaluation.ensemble import format_ensemble, make_ensemble
 
     weights = None
     if args.weights:
@@ -245,7 +245,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 # --- put a trained model to work: export, explain, serve ---
 def _cmd_export(args: argparse.Namespace) -> int:
-    from hemacnn.export import export_model
+    from hemacnn.inference.export import export_model
 
     for kind, path in export_model(args.model, out=args.out, fmt=args.format).items():
         print(f"wrote {path}" + ("  (model card)" if kind == "card" else ""))
@@ -253,7 +253,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from hemacnn.explain import explain_files
+    from hemacnn.inference.explain import explain_files
 
     for line in explain_files(args.model, args.images, out=args.out, method=args.method,
                               target=args.target):
@@ -263,10 +263,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 class _PredictDefault:
     """Predict's review threshold, read only when ``--help`` shows it: importing
-    :mod:`hemacnn.predict` imports torch, which every other command would pay for."""
+    :mod:`hemacnn.inference.predict` imports torch, which every other command would pay for."""
 
     def __str__(self) -> str:
-        from hemacnn.predict import DEFAULT_REVIEW_BELOW
+        from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW
 
         return f"{DEFAULT_REVIEW_BELOW:g}"
 
@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "a folder that exists")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
-    # The default lives in hemacnn.predict (DEFAULT_REVIEW_BELOW, shared with serve); importing
+    # The default lives in inference.predict (DEFAULT_REVIEW_BELOW, shared with serve); importing
     # it here would load torch for every command, so the help says it and a test holds the two
     # equal.
     pr.add_argument("--review-below", type=float, default=None, metavar="P",

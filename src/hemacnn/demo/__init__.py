@@ -17,10 +17,10 @@ from pathlib import Path
 
 from hemacnn.data.manifest import write_manifest
 from hemacnn.data.scan import default_manifest_path, scan_dataset, scan_report_text
-from hemacnn.evaluate import evaluate_run, format_evaluation
-from hemacnn.report import write_report
+from hemacnn.evaluation.evaluate import evaluate_run, format_evaluation
+from hemacnn.evaluation.report import write_report
 from hemacnn.rundir import RunDir
-from hemacnn.train import train
+from hemacnn.training.train import train
 
 
 def sample_root() -> Path:

@@ -14,7 +14,7 @@ import sys
 import uvicorn
 
 from hemacnn.errors import HemacnnError
-from hemacnn.predict import DEFAULT_REVIEW_BELOW
+from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW
 from hemacnn.serve.app import create_app
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -1,7 +1,8 @@
 """The FastAPI application: the review page, the JSON API and its limits.
 
 The model is loaded once when the app is made and shared by every request. Uploads are written
-to a private temporary folder and classified by :func:`hemacnn.predict.predict_files`, so the page,
+to a private temporary folder and classified by :func:`hemacnn.inference.predict.predict_files`, so
+the page,
 the API and ``hemacnn predict`` give the same rows (class, probabilities, review, status).
 Every input error is a 4xx JSON answer naming the file; a mixed batch classifies the good files
 and returns each bad one with its error.
@@ -29,13 +30,13 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from hemacnn import __version__
-from hemacnn.classifier import load_classifier
 from hemacnn.data.images import DECODE_ERRORS, FORMATS_BY_EXTENSION, ImageDecodeError
-from hemacnn.differential import from_predictions
 from hemacnn.errors import HemacnnError, UnreadableImage
-from hemacnn.explain import explain_image, png_bytes
-from hemacnn.loading import load_checkpoint
-from hemacnn.predict import (
+from hemacnn.inference.classifier import load_classifier
+from hemacnn.inference.differential import from_predictions
+from hemacnn.inference.explain import explain_image, png_bytes
+from hemacnn.inference.loading import load_checkpoint
+from hemacnn.inference.predict import (
     DEFAULT_REVIEW_BELOW,
     Prediction,
     Status,

@@ -30,12 +30,12 @@ import numpy as np
 from hemacnn.atomic import write_json, write_text
 from hemacnn.classes import is_matek_set
 from hemacnn.config import load_config
-from hemacnn.ensemble import format_ensemble, make_ensemble
 from hemacnn.errors import HemacnnError
-from hemacnn.metrics import compute_metrics
-from hemacnn.plots import plot_cv_f1
-from hemacnn.published import load_published
+from hemacnn.evaluation.ensemble import format_ensemble, make_ensemble
+from hemacnn.evaluation.plots import plot_cv_f1
+from hemacnn.evaluation.published import load_published
 from hemacnn.rundir import RunDir
+from hemacnn.scoring.metrics import compute_metrics
 from hemacnn.studies.pipeline import StudyPlan, run_plan
 from hemacnn.studies.runner import GRACE_S, is_finished, run_dir_of
 from hemacnn.studies.spec import StudySpec, expand_points

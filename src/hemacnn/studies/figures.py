@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from hemacnn.plots import _save, plt, read_metrics_csv
+from hemacnn.evaluation.plots import _save, plt, read_metrics_csv
 from hemacnn.rundir import RunDir
-from hemacnn.steploss import read_step_loss
+from hemacnn.training.steploss import read_step_loss
 
 
 def _panels(n: int, width: float = 5.0, height: float = 3.6):

@@ -46,9 +46,9 @@ import torch
 from optuna.trial import TrialState
 
 from hemacnn.errors import HemacnnError, Interrupted
-from hemacnn.plots import read_metrics_csv
+from hemacnn.evaluation.plots import read_metrics_csv
 from hemacnn.rundir import RunDir
-from hemacnn.train import train
+from hemacnn.training.train import train
 
 HEARTBEAT_S = 20  # a live worker writes a heartbeat this often (less with a short grace)
 GRACE_S = 120  # a RUNNING trial without a heartbeat for this long is failed (dead worker)

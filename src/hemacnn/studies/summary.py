@@ -38,9 +38,8 @@ from typing import Any
 import yaml
 
 from hemacnn.atomic import write_text
-from hemacnn.report import write_report
+from hemacnn.evaluation.report import write_report
 from hemacnn.rundir import RunDir
-from hemacnn.steploss import read_step_loss
 from hemacnn.studies.figures import draw_figures
 from hemacnn.studies.verdicts import (
     RULE,
@@ -51,6 +50,7 @@ from hemacnn.studies.verdicts import (
     majority_baseline,
     run_health,
 )
+from hemacnn.training.steploss import read_step_loss
 
 DEFAULT_METRICS = ["epochs", "final_train_loss", "final_val_loss", "best_val_loss", "best_epoch",
                    "best_val_acc", "test_macro_f1"]

@@ -2,11 +2,11 @@
 
 :class:`OnnxClassifier` predicts from a ``.onnx`` file. A run folder whose default export
 (``RUN/export/model.onnx``) was made from the checkpoint the run predicts with now is "fresh"
-(:func:`fresh_export`): :func:`hemacnn.classifier.load_classifier` then predicts through it, which
-spares the ~3.5 s of ``import torch`` on a 2-core CPU and runs the network ~2x faster there
-(ONNX Runtime fuses convolution, BatchNorm and ReLU). The export records its checkpoint's size
-and SHA-256 (:func:`checkpoint_source`); a retrained, resumed or replaced checkpoint no longer
-matches and the run predicts from the checkpoint again.
+(:func:`fresh_export`): :func:`hemacnn.inference.classifier.load_classifier` then predicts
+through it, which spares the ~3.5 s of ``import torch`` on a 2-core CPU and runs the network
+~2x faster there (ONNX Runtime fuses convolution, BatchNorm and ReLU). The export records its
+checkpoint's size and SHA-256 (:func:`checkpoint_source`); a retrained, resumed or replaced
+checkpoint no longer matches and the run predicts from the checkpoint again.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``hemacnn ensemble RUN ... --out DIR`` writes a folder that every command taking a run accepts
 (evaluate, report, compare, predict, export): ``ensemble.json`` names the member runs and their
 weights, ``model_card.json`` describes the whole as one model, and
-:func:`hemacnn.loading.load_ensemble` turns it into one ``torch.nn.Module`` whose output is the
+:func:`~hemacnn.inference.loading.load_ensemble` turns it into one ``torch.nn.Module`` whose output
+is the
 log of the weighted mean of the members' softmax probabilities. Because ``softmax(log p) = p``
 when ``p`` sums to one, code that applies a softmax to a model's output gets the averaged
 probabilities without knowing it holds an ensemble.
@@ -34,12 +35,12 @@ from hemacnn.card import build_card, read_card
 from hemacnn.classes import class_names
 from hemacnn.data.splits import Splits, load_splits, save_splits
 from hemacnn.errors import HemacnnError
-from hemacnn.evaluate import evaluate_run
-from hemacnn.loading import ENSEMBLE_FORMAT, load_checkpoint, predict_arrays
-from hemacnn.metrics import compute_metrics
-from hemacnn.predict import load_images
+from hemacnn.evaluation.evaluate import evaluate_run
+from hemacnn.inference.loading import ENSEMBLE_FORMAT, load_checkpoint, predict_arrays
+from hemacnn.inference.predict import load_images
 from hemacnn.rundir import RunDir, find_checkpoint
 from hemacnn.runinfo import environment_info
+from hemacnn.scoring.metrics import compute_metrics
 
 
 def _member_cards(runs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Evaluate a trained run: predict a split or a labelled folder, compute metrics, save results.
 
-Metric maths lives in :mod:`hemacnn.metrics` (arrays in, dict out). This module handles run
+Metric maths lives in :mod:`hemacnn.scoring.metrics` (arrays in, dict out). This module handles run
 folders and files: it writes ``evaluation_<name>.json``, ``predictions_<name>.npz`` (so the
 metrics can be recomputed later without the model) and the confusion-matrix and reliability
 figures under ``plots/``.
@@ -21,8 +21,17 @@ import numpy as np
 
 from hemacnn.atomic import atomic_open, ensure_writable_dir, write_json
 from hemacnn.card import read_card
-from hemacnn.classifier import load_classifier
-from hemacnn.classmap import (
+from hemacnn.data.cache import DRAFT_BY_DEFAULT, ImageCache
+from hemacnn.data.manifest import manifest_hash
+from hemacnn.data.paths import dataset_cache_dir
+from hemacnn.data.scan import check_file, load_or_scan
+from hemacnn.data.splits import load_splits
+from hemacnn.errors import HemacnnError
+from hemacnn.evaluation.plots import plot_confusion, plot_reliability
+from hemacnn.inference.classifier import load_classifier
+from hemacnn.inference.predict import load_images
+from hemacnn.rundir import RunDir, find_checkpoint
+from hemacnn.scoring.classmap import (
     LeftOut,
     ResolvedMap,
     format_mapped,
@@ -30,16 +39,7 @@ from hemacnn.classmap import (
     mapped_labels,
     resolve,
 )
-from hemacnn.data.cache import DRAFT_BY_DEFAULT, ImageCache
-from hemacnn.data.manifest import manifest_hash
-from hemacnn.data.paths import dataset_cache_dir
-from hemacnn.data.scan import check_file, load_or_scan
-from hemacnn.data.splits import load_splits
-from hemacnn.errors import HemacnnError
-from hemacnn.metrics import compute_metrics
-from hemacnn.plots import plot_confusion, plot_reliability
-from hemacnn.predict import load_images
-from hemacnn.rundir import RunDir, find_checkpoint
+from hemacnn.scoring.metrics import compute_metrics
 
 SPLITS = ("train", "val", "test")
 
@@ -251,7 +251,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     """Evaluate a run's best checkpoint on its split (or on folder ``data``); save and return.
 
     ``class_map`` (a map file or a shipped map's name; default: the card's ``class_map``)
-    scores ``data`` of another dataset in the model's classes (:mod:`hemacnn.classmap`).
+    scores ``data`` of another dataset in the model's classes (:mod:`hemacnn.scoring.classmap`).
     ``adapt_bn`` re-estimates BatchNorm statistics on the evaluated images first (their labels
     unused): test-time adaptation to another stain or scanner.
     """
@@ -281,7 +281,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         name += "_adaptbn"
     cached = _cached_images(root, card, files) if files else None
     images, ok, errors = cached if cached is not None else load_images(files, card)
-    # The checkpoint, or its fresh ONNX export (hemacnn.onnxmodel, ~2x on a CPU); with
+    # The checkpoint, or its fresh ONNX export (hemacnn.inference.onnxmodel, ~2x on a CPU); with
     # adapt_bn the checkpoint, its BatchNorm statistics re-estimated on these images first.
     clf = load_classifier(run_dir, adapt_bn=adapt_bn)
     card = clf.card

@@ -1,7 +1,8 @@
 """One classifier for any MODEL argument: a run folder, a ``.ckpt``, an ensemble folder or an
 exported ``.onnx``; an object with ``card``, ``source`` and ``probs(images)``.
 
-A run folder with a fresh ONNX export (:func:`hemacnn.onnxmodel.fresh_export`) predicts through
+A run folder with a fresh ONNX export (:func:`hemacnn.inference.onnxmodel.fresh_export`) predicts
+through
 ONNX Runtime without importing torch: the same network, fp32, the same probabilities within
 1e-4. ``--precision bf16`` and ``--adapt-bn`` need the checkpoint and use it.
 """
@@ -13,12 +14,12 @@ from pathlib import Path
 
 from hemacnn.card import ONNX_SUFFIX
 from hemacnn.errors import HemacnnError
-from hemacnn.onnxmodel import OnnxClassifier, fresh_export
+from hemacnn.inference.onnxmodel import OnnxClassifier, fresh_export
 from hemacnn.rundir import find_checkpoint
 
 
 def load_classifier(path: str | os.PathLike, precision: str = "auto",
-                    adapt_bn: bool = False):  # -> hemacnn.loading.Classifier
+                    adapt_bn: bool = False):  # -> hemacnn.inference.loading.Classifier
     """A classifier for a run folder, a ``.ckpt``, an ensemble folder or an exported ``.onnx``."""
     if Path(path).suffix.lower() == ONNX_SUFFIX:
         if adapt_bn:
@@ -36,6 +37,6 @@ def load_classifier(path: str | os.PathLike, precision: str = "auto",
             return clf
     # lazy: torch, ~3.5 s of start-up on 2 cores (most of a one-image predict); a run with a
     # fresh ONNX export predicts without it
-    from hemacnn.loading import TorchClassifier
+    from hemacnn.inference.loading import TorchClassifier
 
     return TorchClassifier(path, precision=precision, adapt_bn=adapt_bn)

@@ -21,15 +21,20 @@ import numpy as np
 from hemacnn.atomic import write_text
 from hemacnn.card import read_card
 from hemacnn.classes import is_matek_set
-from hemacnn.classmap import load_class_map, report_blocks
 from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
-from hemacnn.evaluate import SPLITS
-from hemacnn.loading import is_ensemble, read_ensemble
-from hemacnn.metrics import compute_metrics
-from hemacnn.plots import plot_confusion, plot_pr_curves, plot_reliability, plot_training_curves
-from hemacnn.published import comparability, published_for, published_macro_f1
+from hemacnn.evaluation.evaluate import SPLITS
+from hemacnn.evaluation.plots import (
+    plot_confusion,
+    plot_pr_curves,
+    plot_reliability,
+    plot_training_curves,
+)
+from hemacnn.evaluation.published import comparability, published_for, published_macro_f1
+from hemacnn.inference.loading import is_ensemble, read_ensemble
 from hemacnn.rundir import RunDir
+from hemacnn.scoring.classmap import load_class_map, report_blocks
+from hemacnn.scoring.metrics import compute_metrics
 
 # A block: ("h1"|"h2"|"h3"|"p", text), ("ul", [items]), ("table", head, rows) or
 # ("img", png_path, caption).
@@ -397,7 +402,7 @@ def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
     """Write report.md (default: in the first run) and report.html beside it; return both.
 
     With ``class_map`` each run's saved evaluations of another dataset through that map are
-    added (the in-domain / other-dataset table of :func:`hemacnn.classmap.report_blocks`).
+    added (the in-domain / other-dataset table of :func:`hemacnn.scoring.classmap.report_blocks`).
     """
     if not run_dirs:
         raise HemacnnError("give at least one run folder")

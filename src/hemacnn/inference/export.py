@@ -6,7 +6,7 @@ input ``image``: float32 NCHW RGB in [0, 1] at the card's input size, output ``l
 file's metadata (``hemacnn_card``), so a copied ``model.onnx`` alone still predicts. The card
 records the checkpoint it was made from (name, size, SHA-256): while that checkpoint is the
 run's, ``hemacnn predict RUN`` (and ``serve``) run the default export ``RUN/export/model.onnx``
-in its place, without importing torch (:func:`hemacnn.onnxmodel.fresh_export`).
+in its place, without importing torch (:func:`hemacnn.inference.onnxmodel.fresh_export`).
 
 The exported graph is the trained model as it is (BatchNorm not folded, fp32): ONNX Runtime
 folds and fuses on its own when it loads the file, and fp32 keeps the parity test meaningful.
@@ -32,8 +32,8 @@ import torch
 from hemacnn.atomic import ensure_writable_dir, write_json
 from hemacnn.card import ONNX_CARD_KEY
 from hemacnn.errors import HemacnnError
-from hemacnn.loading import load_checkpoint
-from hemacnn.onnxmodel import EXPORT_DIR, SOURCE_KEY, checkpoint_source
+from hemacnn.inference.loading import load_checkpoint
+from hemacnn.inference.onnxmodel import EXPORT_DIR, SOURCE_KEY, checkpoint_source
 from hemacnn.rundir import RunDir, find_checkpoint
 
 FORMATS = ("onnx",)
@@ -64,7 +64,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike | None = 
                               dynamo=True, external_data=False, verbose=False)
         proto = onnx.load(str(tmp_path))
         # The checkpoint this file was made from: `predict RUN` runs a fresh export in its
-        # place (hemacnn.onnxmodel.fresh_export).
+        # place (hemacnn.inference.onnxmodel.fresh_export).
         onnx_card = {**card, SOURCE_KEY: checkpoint_source(ckpt),
                      "onnx": {"input": INPUT, "output": OUTPUT,
                               "input_layout": "NCHW float32 RGB in [0, 1]",

@@ -5,7 +5,8 @@ Everything that uses a trained torch model goes through here: ``predict``, ``eva
 ``export``, ``ensemble``, ``explain`` and ``serve`` import this module, and it imports none of
 them (an import-linter contract in ``.importlinter`` holds the layers; a test runs it). The
 model card is :mod:`hemacnn.card`, the run folder :class:`hemacnn.rundir.RunDir`, ONNX models
-:mod:`hemacnn.onnxmodel`, and :func:`hemacnn.classifier.load_classifier` picks the classifier
+:mod:`hemacnn.inference.onnxmodel`, and :func:`hemacnn.inference.classifier.load_classifier` picks
+the classifier
 for any MODEL argument.
 """
 
@@ -22,10 +23,10 @@ import torch
 from torch import nn
 
 from hemacnn.card import parse_card, read_card
-from hemacnn.checkpoint import read_checkpoint
 from hemacnn.data.colour import normalize_for_card
 from hemacnn.errors import HemacnnError
-from hemacnn.inference import array_batches, predict_batches, prepare_model
+from hemacnn.inference.checkpoint import read_checkpoint
+from hemacnn.inference.engine import array_batches, predict_batches, prepare_model
 from hemacnn.models import build_model
 from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
 from hemacnn.rundir import RunDir, find_checkpoint
@@ -81,7 +82,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     """Rebuild a checkpoint's model (file, run folder or ensemble) in eval mode, with its card.
 
     With ``prepare`` (the default) the model is made ready for fast inference
-    (:func:`hemacnn.inference.prepare_model`); ``prepare=False`` keeps the trained module as
+    (:func:`hemacnn.inference.engine.prepare_model`); ``prepare=False`` keeps the trained module as
     it is (for export and heat maps, which need the original layers).
     """
     ckpt_path = find_checkpoint(path)
@@ -203,7 +204,7 @@ def predict_arrays(model: nn.Module, images: np.ndarray, batch_size: int = 64,
 
 
 class TorchClassifier:
-    """A checkpoint's (or ensemble's) model on the fast path (:mod:`hemacnn.inference`).
+    """A checkpoint's (or ensemble's) model on the fast path (:mod:`hemacnn.inference.engine`).
 
     With ``adapt_bn`` the model waits, unfolded, for :meth:`adapt` (test-time BatchNorm
     adaptation on the images to classify) before it is prepared for fast inference.

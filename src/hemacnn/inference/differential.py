@@ -17,7 +17,7 @@ from typing import Any
 
 from hemacnn.atomic import atomic_open, write_json
 from hemacnn.classes import class_name
-from hemacnn.metrics import wilson_interval
+from hemacnn.scoring.metrics import wilson_interval
 
 RESEARCH_NOTE = ("Research use only: a model's differential is not a diagnosis; a qualified "
                  "person must review the cells.")
@@ -47,8 +47,8 @@ def differential(labels: Sequence[str], classes: Sequence[str],
 
 
 def from_predictions(preds: Sequence[Any], classes: Sequence[str]) -> dict[str, Any]:
-    """The differential of :class:`hemacnn.predict.Prediction` results (each with ``code`` and
-    ``review``); files that could not be classified (no code) are left out."""
+    """The differential of :class:`hemacnn.inference.predict.Prediction` results (each with
+    ``code`` and ``review``); files that could not be classified (no code) are left out."""
     done = [p for p in preds if p.code]
     return differential([p.code for p in done], classes, [bool(p.review) for p in done])
 

@@ -8,7 +8,8 @@ class to score instead or null). Any other class named in the map that the model
 error: a typo would otherwise quietly leave a whole class out.
 
 Scoring: a cell whose truth maps to model classes T is correct when the prediction is in T. To
-reuse every metric of :mod:`hemacnn.metrics` (intervals, confusion matrix, calibration), each cell
+reuse every metric of :mod:`hemacnn.scoring.metrics` (intervals, confusion matrix, calibration),
+each cell
 gets one label in the model's classes: the prediction when it is in T, else T's first class
 (:func:`mapped_labels`). Accuracy and calibration are then exactly the any-of scores.
 """
@@ -31,7 +32,7 @@ from hemacnn.errors import HemacnnError
 
 MAP_FORMAT = "hemacnn-classmap/1"
 SHIPPED = ("matek-pbc",)
-"""Maps shipped in the package (``hemacnn/classmaps/<name>.yaml``); give the name or a file."""
+"""Maps shipped in the package (``scoring/classmaps/<name>.yaml``); give the name or a file."""
 
 
 class LeftOut(Enum):
@@ -114,7 +115,8 @@ def load_class_map(spec: str | os.PathLike) -> ClassMap:
     """A map file, or a shipped map by name; a malformed one is a one-line error naming it."""
     path = _map_path(spec)
     if path is None:
-        text = resources.files("hemacnn").joinpath(f"classmaps/{spec}.yaml").read_text("utf-8")
+        shipped = resources.files("hemacnn.scoring").joinpath(f"classmaps/{spec}.yaml")
+        text = shipped.read_text("utf-8")
         source = f"{spec} (shipped)"
     else:
         try:
@@ -134,7 +136,7 @@ def parse_class_map(raw: Any, source: str) -> ClassMap:
     """Check a map's structure (not yet against a model)."""
     if not isinstance(raw, dict) or raw.get("format") != MAP_FORMAT:
         raise HemacnnError(f"class map {source} needs 'format: {MAP_FORMAT}' and a 'classes' "
-                           "section (see hemacnn/classmaps/matek-pbc.yaml)")
+                           "section (see hemacnn/scoring/classmaps/matek-pbc.yaml)")
     unknown = sorted(set(raw) - {"format", "name", "classes", "prefixes", "optional"})
     if unknown:
         raise HemacnnError(f"class map {source}: unknown key {unknown[0]}; valid keys: format, "
@@ -275,8 +277,8 @@ def format_mapped(result: dict[str, Any]) -> list[str]:
 
 
 def report_blocks(result: dict[str, Any]) -> list[tuple]:
-    """Report blocks (see :mod:`hemacnn.report`) for one mapped evaluation: the in-domain /
-    other-dataset table, the headline beside the run's own, what was left out."""
+    """Report blocks (see :mod:`hemacnn.evaluation.report`) for one mapped evaluation: the
+    in-domain / other-dataset table, the headline beside the run's own, what was left out."""
     cm = result["class_map"]
     blocks: list[tuple] = [("h3", f"Another dataset: {Path(result.get('data', '')).name} "
                                   f"(class map {cm['name']})")]

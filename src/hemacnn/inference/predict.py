@@ -1,4 +1,4 @@
-"""Classify image files with any model :func:`hemacnn.classifier.load_classifier` accepts.
+"""Classify image files with any model :func:`hemacnn.inference.classifier.load_classifier` accepts.
 
 The model's card (carried by the checkpoint, the ONNX file or the ensemble folder) selects the
 same deterministic preprocessing as training (:func:`hemacnn.data.cache.preprocess_image`).
@@ -24,16 +24,16 @@ from typing import Any
 import numpy as np
 
 from hemacnn.atomic import atomic_open, write_json
-from hemacnn.classifier import load_classifier
-from hemacnn.classmap import LeftOut, ResolvedMap, left_out_text, load_class_map, resolve
 from hemacnn.data.cache import preprocess_image
 from hemacnn.data.colour import BatchColour, batch_colour
 from hemacnn.data.images import FORMATS_BY_EXTENSION
 from hemacnn.data.inputcheck import Concern, InputWarning, check_input
 from hemacnn.data.parallel import progress_bar
 from hemacnn.data.scan import IGNORED_NAMES
-from hemacnn.differential import format_differential, from_predictions, write_differential
 from hemacnn.errors import HemacnnError, UnreadableImage
+from hemacnn.inference.classifier import load_classifier
+from hemacnn.inference.differential import format_differential, from_predictions, write_differential
+from hemacnn.scoring.classmap import LeftOut, ResolvedMap, left_out_text, load_class_map, resolve
 
 DEFAULT_REVIEW_BELOW = 0.7
 """A cell whose top probability is below this is flagged for a person's review (predict, serve)."""

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from hemacnn.classmap import SHIPPED, load_class_map, resolve
 from hemacnn.config import Config
 from hemacnn.data.colour import COLOUR_KEY, HED_KEY, STAIN_KEY, colour_stats, sample
 from hemacnn.data.stain import fit_reference
+from hemacnn.scoring.classmap import SHIPPED, load_class_map, resolve
 
 
 def domain_card(cfg: Config, classes: list[str], train_images: np.ndarray) -> dict[str, Any]:

@@ -52,7 +52,8 @@ class PublishedResult:
 @lru_cache(maxsize=1)
 def load_published() -> tuple[PublishedResult, ...]:
     """All published results, in file order."""
-    text = resources.files("hemacnn").joinpath("published.yaml").read_text(encoding="utf-8")
+    here = resources.files("hemacnn.evaluation")
+    text = here.joinpath("published.yaml").read_text(encoding="utf-8")
     known = set(PublishedResult.__dataclass_fields__) - {"extra"}
     out = []
     for src in yaml.safe_load(text)["sources"]:

@@ -24,8 +24,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from hemacnn.checkpoint import read_checkpoint
 from hemacnn.errors import Interrupted
+from hemacnn.inference.checkpoint import read_checkpoint
 
 RNG_KEY = "hemacnn_rng"  # the checkpoint entry of the random state (runs saved before read it)
 
@@ -33,7 +33,8 @@ RNG_KEY = "hemacnn_rng"  # the checkpoint entry of the random state (runs saved 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temp file and rename, so kill -9 never leaves a torn last.ckpt.
 
-    Loading (resume) goes through :func:`hemacnn.checkpoint.read_checkpoint` (weights only).
+    Loading (resume) goes through :func:`hemacnn.inference.checkpoint.read_checkpoint`
+    (weights only).
     """
 
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:

@@ -27,7 +27,7 @@ from hemacnn.data.cache import preprocess_image
 from hemacnn.data.colour import normalize_for_card
 from hemacnn.data.images import ImageDecodeError, load_rgb
 from hemacnn.errors import HemacnnError, UnreadableImage
-from hemacnn.loading import load_checkpoint, predict_arrays
+from hemacnn.inference.loading import load_checkpoint, predict_arrays
 
 METHODS = {  # CLI name -> pytorch_grad_cam class name
     "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",

@@ -36,16 +36,18 @@ from hemacnn.data.datamodule import HemaDataModule
 from hemacnn.data.inputcheck import CARD_KEY, source_images
 from hemacnn.data.manifest import Entry
 from hemacnn.data.splits import save_splits
-from hemacnn.domain import domain_card
 from hemacnn.errors import HemacnnError, Interrupted
-from hemacnn.evaluate import evaluate_predictions
-from hemacnn.finetune import finetune_callbacks
-from hemacnn.inference import bf16_native, predict_batches
-from hemacnn.loading import load_checkpoint
+from hemacnn.evaluation.evaluate import evaluate_predictions
+from hemacnn.evaluation.plots import plot_pr_curves, plot_training_curves
+from hemacnn.inference.engine import bf16_native, predict_batches
+from hemacnn.inference.loading import load_checkpoint
 from hemacnn.models import build_model, l2_penalty
 from hemacnn.models.zoo import load_pretrained, zero_head
-from hemacnn.plots import plot_pr_curves, plot_training_curves
-from hemacnn.recipe import (
+from hemacnn.rundir import RunDir
+from hemacnn.runinfo import environment_info
+from hemacnn.training.domain import domain_card
+from hemacnn.training.finetune import finetune_callbacks
+from hemacnn.training.recipe import (
     batch_mixer,
     class_weights,
     classification_loss,
@@ -56,11 +58,9 @@ from hemacnn.recipe import (
     recipe_callbacks,
     total_steps,
 )
-from hemacnn.resume import AtomicCheckpointIO, RandomStateInCheckpoint, StopOnSignal
-from hemacnn.rundir import RunDir
-from hemacnn.runinfo import environment_info
-from hemacnn.steploss import StepLossCSV
-from hemacnn.trainlog import EpochLog, EpochMetricsCSV, KeepingCSVLogger, ProgressBar
+from hemacnn.training.resume import AtomicCheckpointIO, RandomStateInCheckpoint, StopOnSignal
+from hemacnn.training.steploss import StepLossCSV
+from hemacnn.training.trainlog import EpochLog, EpochMetricsCSV, KeepingCSVLogger, ProgressBar
 
 RUN_DIR_ENV = "HEMACNN_RUN_DIR"
 """Set by the launching process so DDP workers (which re-run the same command) find one folder."""
@@ -211,7 +211,7 @@ class CellClassifier(L.LightningModule):
 
 def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: str,
               entries: Sequence[Entry] = ()) -> dict:
-    """The model card of a training run (:func:`hemacnn.loading.build_card`).
+    """The model card of a training run (:func:`hemacnn.inference.loading.build_card`).
 
     ``entries`` (the scan's) give the training images' typical size and mode, so predict can
     warn about inputs far from them (:mod:`hemacnn.data.inputcheck`).

@@ -2,7 +2,7 @@
 
 A ``.ckpt`` is a pickle, and a pickle can call any function while it loads. People share
 trained models, so every checkpoint hemacnn opens (predict, evaluate, report, export, serve,
-and resume through :class:`hemacnn.resume.AtomicCheckpointIO`) goes through
+and resume through :class:`hemacnn.training.resume.AtomicCheckpointIO`) goes through
 :func:`read_checkpoint`, which uses ``torch.load(weights_only=True)``: PyTorch's restricted
 unpickler that builds tensors, numbers, strings, lists, tuples and dicts and refuses anything
 else *before* calling it. hemacnn's own checkpoints need nothing more (the model card is

@@ -1,0 +1,1 @@
+"""Evaluation: metrics on runs, reports, plots, published figures, ensembles."""

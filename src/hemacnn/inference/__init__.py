@@ -1,0 +1,1 @@
+"""Inference: model loading, the torch and ONNX classifiers, predict, explain, export."""

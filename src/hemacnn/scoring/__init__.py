@@ -1,0 +1,1 @@
+"""Scoring from arrays: metrics and class maps (below inference: predict uses them)."""

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, the trainer and its callbacks, fine-tuning."""
