@@ -91,11 +91,6 @@ class BatchColour:
         return f"colour: batch mean RGB {rgb}, {self.distance:.1f} spreads from the training mean"
 
 
-def image_means(images: np.ndarray) -> np.ndarray:
-    """Mean RGB of each uint8 NHWC image, (N, 3) float."""
-    return images.reshape(len(images), -1, images.shape[-1]).mean(axis=1)
-
-
 def batch_colour(means: np.ndarray, card: dict[str, Any]) -> BatchColour:
     """The Mahalanobis distance of a batch's mean colour (``means``: each image's mean RGB,
     before any stain normalisation) from the training images' per-image mean colours."""

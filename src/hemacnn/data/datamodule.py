@@ -25,7 +25,7 @@ from hemacnn.data.augment import (
     stain_transform,
 )
 from hemacnn.data.balance import BalancedSampler, pool_other
-from hemacnn.data.cache import ImageCache, build_cache, preprocess_image
+from hemacnn.data.cache import ImageCache, build_cache
 from hemacnn.data.colour import REFERENCE_IMAGES, sample_index
 from hemacnn.data.manifest import Entry, manifest_hash
 from hemacnn.data.scan import load_or_scan
@@ -34,34 +34,10 @@ from hemacnn.data.stain import StainNormalizer
 from hemacnn.errors import HemacnnError
 
 
-class DecodedImages:
-    """Images decoded on demand (same preprocessing as the cache), for lists not in a cache."""
-
-    def __init__(self, root: str | os.PathLike, paths: Sequence[str], size: int,
-                 method: str = "nearest") -> None:
-        self.root = Path(root)
-        self.paths = list(dict.fromkeys(paths))
-        self.size = size
-        self.method = method
-        self._row = {p: i for i, p in enumerate(self.paths)}
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def rows(self, paths: Sequence[str]) -> np.ndarray:
-        """Row numbers of ``paths``."""
-        return np.array([self._row[p] for p in paths], dtype=np.int64)
-
-    def get(self, i: int) -> np.ndarray:
-        """Image ``i`` as a uint8 (size, size, 3) array."""
-        p = Path(self.paths[i])
-        return preprocess_image(p if p.is_absolute() else self.root / p, self.size, self.method)
-
-
 class NormalizedImages:
     """An image store whose images are stain-normalised on first use (then kept in memory)."""
 
-    def __init__(self, images: ImageCache | DecodedImages, normalizer: Any) -> None:
+    def __init__(self, images: ImageCache, normalizer: Any) -> None:
         self.images, self.normalizer = images, normalizer
         self._done: dict[int, np.ndarray] = {}
 
@@ -85,7 +61,7 @@ class NormalizedImages:
 class CellDataset(Dataset):
     """(path, class) items over an image store -> (float32 3xHxW in [0, 1], int64 label)."""
 
-    def __init__(self, images: ImageCache | DecodedImages, items: Sequence[Item],
+    def __init__(self, images: ImageCache | NormalizedImages, items: Sequence[Item],
                  classes: Sequence[str], offline_rotate: Sequence[str] = (),
                  augment: bool = False, seed: int = 0, extra: Callable | None = None,
                  balanced: int | bool | None = None) -> None:
@@ -314,13 +290,13 @@ class HemaDataModule(L.LightningDataModule):
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return done if done < trainer.num_training_batches else 0
 
-    def _loader(self, dataset: CellDataset, batch_size: int | None, shuffle: bool,
+    def _loader(self, dataset: CellDataset, shuffle: bool,
                 order: Sequence[int] | None = None) -> DataLoader:
         kind, extra = (ResumableLoader, {"position": self._batches_done}) if shuffle else (
             DataLoader, {})
         return kind(
             dataset, **extra,
-            batch_size=batch_size or self.batch_size,
+            batch_size=self.batch_size,
             sampler=dataset.sampler() if shuffle else order,
             shuffle=False,
             drop_last=False,
@@ -343,7 +319,7 @@ class HemaDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Seeded, shuffled training batches."""
-        return self._loader(self.train_dataset(), None, shuffle=True)
+        return self._loader(self.train_dataset(), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in one fixed seeded order, never augmented.
@@ -354,27 +330,8 @@ class HemaDataModule(L.LightningDataModule):
         """
         dataset = self.eval_dataset("val")
         order = np.random.default_rng([self.seed, 2]).permutation(len(dataset)).tolist()
-        return self._loader(dataset, None, shuffle=False, order=order)
+        return self._loader(dataset, shuffle=False, order=order)
 
     def test_dataloader(self) -> DataLoader:
         """Test batches in file order, never augmented."""
-        return self._loader(self.eval_dataset("test"), None, shuffle=False)
-
-    def dataloader_for(self, items: Sequence[Item], batch_size: int | None = None,
-                       root: str | os.PathLike | None = None) -> DataLoader:
-        """Batches for any (path, class) list, unaugmented, in the given order.
-
-        Items already in this data module's cache are read from it; others (another folder,
-        files never scanned) are decoded on the fly with the same preprocessing.
-        """
-        items = list(items)
-        same_root = root is None or Path(root).resolve() == self.root.resolve()
-        if same_root and self.cache is not None and all(p in self.cache for p, _ in items):
-            images: Any = self.cache
-        else:
-            images = DecodedImages(root if root is not None else self.root,
-                                   [p for p, _ in items], self.image_size, self.cfg.data.resize)
-        if self.stain is not None:
-            images = NormalizedImages(images, self.stain)
-        return self._loader(CellDataset(images, items, self.class_codes), batch_size,
-                            shuffle=False)
+        return self._loader(self.eval_dataset("test"), shuffle=False)

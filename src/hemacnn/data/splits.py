@@ -70,15 +70,6 @@ class Splits:
             out[name] = {code: c.get(code, 0) for code in self.classes}
         return out
 
-    def label_index(self, code: str) -> int:
-        """Integer label of a class code (its position in ``classes``)."""
-        try:
-            return self.classes.index(code)
-        except ValueError:
-            raise HemacnnError(
-                f"class {code} is not one of the selected classes {', '.join(self.classes)}"
-            ) from None
-
     def meta(self) -> dict:
         """The JSON-serialisable description written to splits.json."""
         return {

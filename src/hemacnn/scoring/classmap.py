@@ -17,7 +17,6 @@ gets one label in the model's classes: the prediction when it is in T, else T's 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -209,11 +208,6 @@ def mapped_labels(targets: Sequence[Sequence[int]], probs: np.ndarray) -> np.nda
 def left_out_text(counts: dict[str, int]) -> str:
     """``basophil 100, erythroblast 100`` in order of the truth keys."""
     return ", ".join(f"{t} {n}" for t, n in sorted(counts.items()))
-
-
-def count_left_out(rows: Sequence[tuple[str, LeftOut]]) -> dict[str, int]:
-    """Cells per left-out truth key."""
-    return dict(Counter(t for t, _ in rows))
 
 
 def _f(v: float | None) -> str:
