@@ -15,7 +15,7 @@ from hemacnn.cli import main
 from hemacnn.data.augment import dihedral
 from hemacnn.errors import HemacnnError
 from hemacnn.inference.loading import load_checkpoint, predict_arrays
-from hemacnn.inference.predict import Status, classify_files, format_predictions, predict_files
+from hemacnn.inference.predict import Status, classify_files, format_predictions
 
 SIZE = RUN_SIZE
 
@@ -65,13 +65,15 @@ def test_tta_averages_the_eight_dihedral_transforms(synthetic_run: Path):
     assert not np.allclose(predict_arrays(model, x), tta)  # TTA actually changed something
 
 
-def test_predict_files_reports_bad_files_without_crashing(synthetic_run: Path, tmp_path: Path):
+def test_classify_files_reports_bad_files_without_crashing(synthetic_run: Path, tmp_path: Path):
     good = sorted((tmp_path / "data" / "BLA").glob("*.jpg"))[:2]
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    rows = predict_files(synthetic_run, [good[0], empty, good[1], text])
+    preds = classify_files(synthetic_run, [good[0], empty, good[1], text])
+    assert [x.status for x in preds] == [Status.OK, Status.ERROR, Status.OK, Status.ERROR]
+    rows = [x.row(["BLA", "LYT", "NGS"]) for x in preds]
     assert [r["status"].startswith("error: ") for r in rows] == [False, True, False, True]
     assert rows[1]["path"] == str(empty) and "empty.jpg" in rows[1]["status"]
     assert rows[1]["class"] == "" and rows[1]["probability"] is None
@@ -80,9 +82,6 @@ def test_predict_files_reports_bad_files_without_crashing(synthetic_run: Path, t
     probs = {c: p[f"p_{c}"] for c in ("BLA", "LYT", "NGS")}
     assert p["probability"] == pytest.approx(max(probs.values()))
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
-    preds = classify_files(synthetic_run, [good[0], empty, good[1], text])
-    assert [x.status for x in preds] == [Status.OK, Status.ERROR, Status.OK, Status.ERROR]
-    assert [x.row(["BLA", "LYT", "NGS"]) for x in preds] == rows
     out = format_predictions(preds)
     assert "ERROR" in out and p["class"] in out
 
@@ -106,7 +105,7 @@ def test_damaged_real_file_is_predicted_with_a_warning(synthetic_run: Path, corr
                                                       sample_root: Path):
     damaged = corrupt_root / "LYT_19975.jpg"
     clean = sorted((sample_root / "LYT").rglob("*.jpg"))[0]
-    rows = predict_files(synthetic_run, [damaged, clean])
+    rows = [p.row(["BLA", "LYT", "NGS"]) for p in classify_files(synthetic_run, [damaged, clean])]
     assert rows[0]["status"].startswith("suspicious: ") and rows[0]["class"]
     assert rows[0]["warning"] == "pixels"
     assert rows[1]["status"] == "ok" and rows[1]["warning"] == ""

@@ -17,7 +17,7 @@ import pytest
 import hemacnn.inference.loading as loading_module
 from hemacnn.cli import main
 from hemacnn.evaluation.evaluate import evaluate_run, format_evaluation
-from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW, predict_files
+from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW, classify_files
 from hemacnn.serve.app import create_app
 from liveserver import serving
 
@@ -68,9 +68,9 @@ def test_predict_api_matches_predict(client, trained_run, cells):
     r = client.post("/api/predict", files=_files(cells))
     assert r.status_code == 200
     body = r.json()
-    rows = predict_files(trained_run, cells, review_below=DEFAULT_REVIEW_BELOW)
+    preds = classify_files(trained_run, cells, review_below=DEFAULT_REVIEW_BELOW)
     assert [x["file"] for x in body["results"]] == [p.name for p in cells]
-    assert [x["class"] for x in body["results"]] == [r["class"] for r in rows]
+    assert [x["class"] for x in body["results"]] == [p.code for p in preds]
     first = body["results"][0]
     assert set(first["probabilities"]) == {"BLA", "LYT", "NGS"}
     assert first["probability"] == pytest.approx(max(first["probabilities"].values()))

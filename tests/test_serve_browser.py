@@ -18,7 +18,7 @@ import pytest
 
 from hemacnn.cli import main
 from hemacnn.evaluation.evaluate import evaluate_run
-from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW, predict_files
+from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW, classify_files
 from liveserver import serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -66,8 +66,8 @@ def test_review_page_end_to_end(server, onnx_server, trained_run, sample_root, t
         shutil.copy(f, cells / f.name)
     files = sorted(cells.iterdir())
     assert len(files) == N_CELLS
-    expected = {Path(r["path"]).name: (r["class"], r["review"])
-                for r in predict_files(trained_run, files, review_below=DEFAULT_REVIEW_BELOW)}
+    expected = {Path(p.path).name: (p.code, p.review)
+                for p in classify_files(trained_run, files, review_below=DEFAULT_REVIEW_BELOW)}
     (tmp_path / "notes.jpg").write_text("not an image")
 
     with sync_playwright() as pw:

@@ -3,9 +3,10 @@
 The model's card (carried by the checkpoint, the ONNX file or the ensemble folder) selects the
 same deterministic preprocessing as training (:func:`hemacnn.data.cache.preprocess_image`).
 
-:func:`predict_files` classifies files, folders (recursively) and globs in batches: one row per
-file with the class, the probability of every class, a review flag and a status, so a file that
-cannot be classified is a row that says why, never a silent gap.
+:func:`run_predict` classifies files, folders (recursively) and globs in batches
+(:func:`classify_files`): one row per file with the class, the probability of every class, a
+review flag and a status, so a file that cannot be classified is a row that says why, never a
+silent gap.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from hemacnn.scoring.classmap import LeftOut, ResolvedMap, left_out_text, load_c
 DEFAULT_REVIEW_BELOW = 0.7
 """A cell whose top probability is below this is flagged for a person's review (predict, serve)."""
 
-__all__ = ["Prediction", "Status", "classify_files", "predict_files", "load_images",
-           "format_predictions", "run_predict"]
+__all__ = ["Prediction", "Status", "classify_files", "load_images", "format_predictions",
+           "run_predict"]
 
 
 class Status(Enum):
@@ -226,20 +227,6 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
                     colour=tuple(float(v) for v in pixels.reshape(-1, 3).mean(axis=0))))
             advance(len(chunk))
     return preds
-
-
-def predict_files(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
-                  tta: bool = False, review_below: float = DEFAULT_REVIEW_BELOW,
-                  batch_size: int = 64, precision: str = "auto", progress: bool = False,
-                  classifier: Any = None) -> list[dict[str, Any]]:
-    """Classify files, folders and globs; the rows as ``--out`` writes them (see
-    :meth:`Prediction.row`): status ``ok``, ``suspicious: ...`` (classified, but unlike the
-    training cells) or ``error: ...`` (not classified)."""
-    clf = classifier or load_classifier(model, precision=precision)
-    preds = classify_files(model, expand_inputs(inputs).files, tta=tta,
-                           review_below=review_below, batch_size=batch_size, progress=progress,
-                           classifier=clf)
-    return [p.row(clf.card["classes"]) for p in preds]
 
 
 def colour_check(preds: Sequence[Prediction], card: dict[str, Any]) -> BatchColour:

@@ -1,9 +1,9 @@
 """The FastAPI application: the review page, the JSON API and its limits.
 
 The model is loaded once when the app is made and shared by every request. Uploads are written
-to a private temporary folder and classified by :func:`hemacnn.inference.predict.predict_files`, so
-the page,
-the API and ``hemacnn predict`` give the same rows (class, probabilities, review, status).
+to a private temporary folder and classified by :func:`hemacnn.inference.predict.classify_files`,
+so the page, the API and ``hemacnn predict`` give the same rows (class, probabilities, review,
+status).
 Every input error is a 4xx JSON answer naming the file; a mixed batch classifies the good files
 and returns each bad one with its error.
 
