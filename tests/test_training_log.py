@@ -96,12 +96,28 @@ def test_plots_name_the_split_and_mark_the_best_epoch(tmp_path, monkeypatch):
     assert any(t.startswith("Reliability diagram, val split") for t in seen[-1])
 
 
-def test_metrics_csv_epochs_are_read_from_one_and_old_files_by_their_stated_base(tmp_path):
-    from hemacnn.evaluation.plots import read_metrics_csv
+def test_metrics_csv_is_read_once_for_plots_and_the_training_log(tmp_path):
+    import math
 
-    new = tmp_path / "new.csv"
-    new.write_text("epoch,val_loss\n1,0.9\n2,0.8\n")
-    assert read_metrics_csv(new)["epoch"].tolist() == [1.0, 2.0]
-    old = tmp_path / "old.csv"  # written before metrics.csv counted from 1
-    old.write_text("epoch,val_loss\n0,0.9\n1,0.8\n")
-    assert read_metrics_csv(old, epoch_base=0)["epoch"].tolist() == [1.0, 2.0]
+    from hemacnn.evaluation.plots import metrics_columns
+    from hemacnn.rundir import read_metrics
+    from hemacnn.training.trainlog import EpochMetricsCSV, best_epoch_text
+
+    path = tmp_path / "metrics.csv"
+    text = ("epoch,train_loss,train_acc,val_loss,val_acc,train_ce,val_ce,lr,time_s\n"
+            "1,1.74821,0.473235,1.10923,0.652968,,,0.000490386,153.56\n"
+            "2,0.912326,0.672269,0.25078,0.932584,,,1e-05,60.00\n")
+    path.write_text(text)
+    rows = read_metrics(path)
+    assert [r["epoch"] for r in rows] == [1.0, 2.0] and math.isnan(rows[0]["train_ce"])
+    assert metrics_columns(path)["val_loss"].tolist() == [1.10923, 0.25078]
+    assert best_epoch_text(path) == "; best epoch 2 (val_loss 0.2508)"
+    assert best_epoch_text(tmp_path / "absent.csv") == ""
+    # A resumed run's callback writes the rows it found exactly as they were written.
+    kept = EpochMetricsCSV(path, [])
+    assert {e: dict(r) for e, r in kept.rows.items()} == {
+        1: {"epoch": "1", "train_loss": "1.74821", "train_acc": "0.473235",
+            "val_loss": "1.10923", "val_acc": "0.652968", "lr": "0.000490386",
+            "time_s": "153.56"},
+        2: {"epoch": "2", "train_loss": "0.912326", "train_acc": "0.672269",
+            "val_loss": "0.25078", "val_acc": "0.932584", "lr": "1e-05", "time_s": "60.00"}}

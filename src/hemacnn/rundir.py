@@ -5,6 +5,8 @@ Plain paths only (no torch), so light commands can use it without importing the 
 
 from __future__ import annotations
 
+import csv
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,3 +85,23 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     if not path.is_file():
         raise HemacnnError(f"checkpoint {path} not found; give a .ckpt file or a run folder")
     return path
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.csv`` (one per epoch, counted from 1), every cell a float:
+    an empty (or non-numeric) one is NaN. The one reader of the file, for the plots, the study
+    summaries and the training log alike; a one-line error when it cannot be read."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    except OSError as exc:
+        raise HemacnnError(f"cannot read {path}: {exc.strerror or exc}; is this a run "
+                           "folder that trained at least one epoch?") from None
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except (TypeError, ValueError):  # TypeError: the extra cells of a row longer than the header
+        return math.nan

@@ -5,7 +5,6 @@ matplotlib runs with the Agg backend (no display needed); each PNG is written at
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import os
@@ -22,6 +21,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hemacnn.atomic import write_bytes  # noqa: E402
 from hemacnn.errors import HemacnnError  # noqa: E402
+from hemacnn.rundir import read_metrics  # noqa: E402
 
 DPI = 110
 
@@ -34,32 +34,13 @@ def _save(fig: plt.Figure, out_png: str | os.PathLike) -> Path:
     return Path(out_png)
 
 
-def read_metrics_csv(metrics_csv: str | os.PathLike, epoch_base: int = 1
-                     ) -> dict[str, np.ndarray]:
-    """Columns of a run's metrics.csv as float arrays (empty cells become NaN).
-
-    ``epoch`` comes back counted from 1. hemacnn writes it so; ``epoch_base=0`` reads a file
-    written before it did (the file itself does not say which, so the caller must).
-    """
-    path = Path(metrics_csv)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HemacnnError(f"cannot read {path}: {exc.strerror or exc}; is this a run "
-                           "folder that trained at least one epoch?") from None
-    rows = list(csv.DictReader(io.StringIO(text)))
+def metrics_columns(metrics_csv: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The columns of a run's metrics.csv (:func:`hemacnn.rundir.read_metrics`) as float arrays;
+    a one-line error when it holds no epoch."""
+    rows = read_metrics(metrics_csv)
     if not rows or "epoch" not in rows[0]:
-        raise HemacnnError(f"{path} has no epoch rows; train at least one epoch first")
-
-    def num(v: str | None) -> float:
-        try:
-            return float(v) if v not in (None, "") else math.nan
-        except ValueError:
-            return math.nan
-
-    columns = {k: np.array([num(r.get(k)) for r in rows]) for k in rows[0]}
-    columns["epoch"] = columns["epoch"] + (1 - epoch_base)
-    return columns
+        raise HemacnnError(f"{metrics_csv} has no epoch rows; train at least one epoch first")
+    return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
 
 def _series(ax: plt.Axes, x: np.ndarray, y: np.ndarray | None, **kw: Any) -> None:
@@ -74,7 +55,7 @@ def plot_training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathL
     Epochs count from 1, as the training log does; the best epoch (lowest validation loss,
     whose checkpoint is best.ckpt) is marked on both panels.
     """
-    m = read_metrics_csv(metrics_csv)
+    m = metrics_columns(metrics_csv)
     epochs = m["epoch"]
     val_loss = m.get("val_loss")
     best = None
@@ -99,7 +80,7 @@ def plot_training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathL
 
 def plot_pr_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path:
     """Per-class validation precision and recall per epoch."""
-    m = read_metrics_csv(metrics_csv)
+    m = metrics_columns(metrics_csv)
     epochs = m["epoch"]
     codes = [k[len("val_precision_"):] for k in m if k.startswith("val_precision_")]
     fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)

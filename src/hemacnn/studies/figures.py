@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hemacnn.evaluation.plots import _save, plt, read_metrics_csv
+from hemacnn.evaluation.plots import _save, metrics_columns, plt
 from hemacnn.rundir import RunDir
 from hemacnn.training.steploss import read_step_loss
 
@@ -113,7 +113,7 @@ def _step_loss(out: Path, rows: list[dict], spec: dict, seeds: list[dict], recor
 
 
 def _epoch_series(out: Path, run: str, metric: str) -> tuple[list[float], list[float]]:
-    m = read_metrics_csv(RunDir(out / "runs" / run).metrics)
+    m = metrics_columns(RunDir(out / "runs" / run).metrics)
     return list(m["epoch"] + 1), list(m[metric])
 
 

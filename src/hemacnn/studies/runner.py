@@ -27,6 +27,7 @@ study folder trusts trials finished there.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import queue as queue_module
@@ -46,8 +47,7 @@ import torch
 from optuna.trial import TrialState
 
 from hemacnn.errors import HemacnnError, Interrupted
-from hemacnn.evaluation.plots import read_metrics_csv
-from hemacnn.rundir import RunDir
+from hemacnn.rundir import RunDir, read_metrics
 from hemacnn.training.train import train
 
 HEARTBEAT_S = 20  # a live worker writes a heartbeat this often (less with a short grace)
@@ -228,11 +228,8 @@ def study_state(study: Any, out: Path, oid: str) -> dict[str, set[str]]:
 
 
 def _best_val_loss(run_dir: Path) -> float:
-    try:
-        losses = read_metrics_csv(RunDir(run_dir).metrics).get("val_loss")
-        return float(min(v for v in losses if v == v))
-    except (OSError, ValueError, TypeError):
-        return 0.0
+    losses = [r.get("val_loss", math.nan) for r in read_metrics(RunDir(run_dir).metrics)]
+    return min((v for v in losses if v == v), default=0.0)
 
 
 def train_point(point: RunPoint, run_dir: Path, progress: bool) -> str:

@@ -39,7 +39,7 @@ import yaml
 
 from hemacnn.atomic import write_text
 from hemacnn.evaluation.report import write_report
-from hemacnn.rundir import RunDir
+from hemacnn.rundir import RunDir, read_metrics
 from hemacnn.studies.figures import draw_figures
 from hemacnn.studies.verdicts import (
     RULE,
@@ -85,11 +85,7 @@ def _mean(xs: list[float]) -> float | None:
 
 def _epoch_rows(run_dir: Path) -> list[dict[str, float]]:
     path = RunDir(run_dir).metrics
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()}
-                for r in csv.DictReader(fh)]
+    return read_metrics(path) if path.is_file() else []
 
 
 def run_metrics(run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:

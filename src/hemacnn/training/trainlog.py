@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from hemacnn.atomic import write_text
+from hemacnn.errors import HemacnnError
+from hemacnn.rundir import read_metrics
 
 
 def _fmt(metrics: dict[str, Any], key: str, digits: int) -> str:
@@ -78,8 +81,10 @@ class EpochMetricsCSV(Callback):
         self.rows: dict[int, dict[str, Any]] = {}
         self._t0 = time.monotonic()
         if path.exists():
-            with path.open(newline="") as fh:
-                self.rows = {int(r["epoch"]): r for r in csv.DictReader(fh)}
+            # Written again as they were (formatting a written number again gives the same
+            # text); a NaN cell is written empty, as a value never logged is.
+            self.rows = {int(r["epoch"]): {k: _cell(k, v) for k, v in r.items() if v == v}
+                         for r in read_metrics(path)}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.monotonic()
@@ -93,9 +98,9 @@ class EpochMetricsCSV(Callback):
         row: dict[str, Any] = {"epoch": epoch}
         for col in self.columns[1:]:
             if col in m:
-                row[col] = f"{float(m[col]):.6g}"
-        row["lr"] = f"{trainer.optimizers[0].param_groups[0]['lr']:.6g}"
-        row["time_s"] = f"{time.monotonic() - self._t0:.2f}"
+                row[col] = _cell(col, float(m[col]))
+        row["lr"] = _cell("lr", trainer.optimizers[0].param_groups[0]["lr"])
+        row["time_s"] = _cell("time_s", time.monotonic() - self._t0)
         # A resume replays the epoch it stopped in: drop that row and any later one.
         self.rows = {e: r for e, r in self.rows.items() if e < epoch}
         self.rows[epoch] = row
@@ -106,6 +111,13 @@ class EpochMetricsCSV(Callback):
         for epoch in sorted(self.rows):
             writer.writerow(self.rows[epoch])
         write_text(self.path, buf.getvalue())
+
+
+def _cell(column: str, value: float) -> str:
+    """A metrics.csv cell: the epoch whole, time_s to 0.01 s, every other value to 6 digits."""
+    if column == "epoch":
+        return str(int(value))
+    return f"{value:.2f}" if column == "time_s" else f"{value:.6g}"
 
 
 class ProgressBar(RichProgressBar):
@@ -140,14 +152,14 @@ def stop_reason(trainer: L.Trainer) -> str:
 def best_epoch_text(metrics_csv: Path) -> str:
     """'; best epoch M (val_loss X)' from the per-epoch file, or '' when it has no val_loss."""
     try:
-        with Path(metrics_csv).open(newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get("val_loss")]
-    except OSError:
+        rows = read_metrics(metrics_csv)
+    except HemacnnError:
         return ""
+    rows = [r for r in rows if not math.isnan(r.get("val_loss", math.nan))]
     if not rows:
         return ""
-    best = min(rows, key=lambda r: float(r["val_loss"]))  # min keeps the first of equals
-    return f"; best epoch {int(best['epoch'])} (val_loss {float(best['val_loss']):.4f})"
+    best = min(rows, key=lambda r: r["val_loss"])  # min keeps the first of equals
+    return f"; best epoch {int(best['epoch'])} (val_loss {best['val_loss']:.4f})"
 
 
 class _KeepingWriter(ExperimentWriter):
