@@ -6,8 +6,8 @@ file, a whole-slide tile at 4000x4000 px or a blank frame all get a confident-lo
 of the file (:func:`hemacnn.data.scan.check_file`: the pixel-damage check and the colour-mode
 conversion note) and from the preprocessed pixels the model saw. The training images' typical
 size and mode come from the model card (:func:`source_images`, written by training); a card
-written before it held them gets the mode and colour checks only, against 8-bit RGB (what
-every Matek image is).
+without them (no training image of known size) gets the mode and colour checks only, against
+8-bit RGB (what every Matek image is).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def source_images(entries: Iterable[Entry]) -> dict[str, Any]:
 def _size_warning(width: int, height: int, card: dict[str, Any]) -> InputWarning | None:
     typical = (card.get(CARD_KEY) or {}).get("typical_size")
     if not typical:
-        return None  # an older card: its training images' size is not known
+        return None  # the card does not know its training images' size
     tw, th = (int(v) for v in typical)
     factor = max(width / tw, tw / width, height / th, th / height)
     if factor <= SIZE_FACTOR:

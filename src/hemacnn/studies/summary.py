@@ -141,17 +141,12 @@ def health_of(run_dir: Path) -> RunHealth:
     return run_health(t, recall or None)
 
 
-def runs_of(point: dict) -> list[dict]:
-    """A study.json point's runs (one per seed; a point of an older record is its only run)."""
-    return point.get("runs") or [{"name": point["name"], "seed": None}]
-
-
 def seed_rows(out: Path, record: dict) -> list[dict[str, Any]]:
     """One row per finished run: point, seed, the study's columns, every metric, health."""
     params = record.get("summary", {})
     rows = []
     for p in record["points"]:
-        for k, run in enumerate(runs_of(p)):
+        for k, run in enumerate(p["runs"]):
             run_dir = out / "runs" / run["name"]
             if not RunDir(run_dir).finished:
                 continue
@@ -186,7 +181,7 @@ def summary_rows(out: Path, record: dict,
     metric's mean over seeds (with ``_sd`` and ``_ci95`` when some point has several seeds)
     and ``degenerate_seeds``. ``seeds``: the :func:`seed_rows` (read when not given)."""
     seeds = seed_rows(out, record) if seeds is None else seeds
-    spread = any(len(runs_of(p)) > 1 for p in record["points"])
+    spread = any(len(p["runs"]) > 1 for p in record["points"])
     columns = list(record.get("columns", {}))
     rows = []
     for p in record["points"]:
@@ -265,7 +260,7 @@ def copy_raw_files(out: str | Path, dest: str | Path) -> list[Path]:
     shutil.rmtree(dest / "runs", ignore_errors=True)
     copied = [Path(shutil.copy2(out / "study.json", _mkdir(dest) / "study.json"))]
     for p in record["points"]:
-        for run in runs_of(p):
+        for run in p["runs"]:
             src = out / "runs" / run["name"]
             for name in RAW_FILES:
                 if (src / name).is_file():
