@@ -406,8 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="differential count of all inputs as one patient's cells (written "
                     "beside --out as <stem>.differential.csv/.json)")
     pr.add_argument("--batch-size", type=int, default=64, metavar="N")
-    pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                    help="auto: bf16 autocast where the hardware has it, else fp32")
+    pr.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                    help="fp32 (default: the same numbers on every machine); bf16: bf16 "
+                    "autocast, faster where the hardware has it; auto: bf16 where native")
     pr.add_argument("--class-map", metavar="MAP", help=CLASS_MAP_HELP + "; each file's truth "
                     "is its folder's name: adds truth and correct columns and a summary line")
     pr.add_argument("--adapt-bn", action="store_true", help="re-estimate BatchNorm statistics "

@@ -18,7 +18,7 @@ from hemacnn.inference.onnxmodel import OnnxClassifier, fresh_export
 from hemacnn.rundir import find_checkpoint
 
 
-def load_classifier(path: str | os.PathLike, precision: str = "auto",
+def load_classifier(path: str | os.PathLike, precision: str = "fp32",
                     adapt_bn: bool = False):  # -> hemacnn.inference.loading.Classifier
     """A classifier for a run folder, a ``.ckpt``, an ensemble folder or an exported ``.onnx``."""
     if Path(path).suffix.lower() == ONNX_SUFFIX:
@@ -26,7 +26,7 @@ def load_classifier(path: str | os.PathLike, precision: str = "auto",
             raise HemacnnError(f"--adapt-bn needs the checkpoint: ONNX Runtime folds BatchNorm "
                                f"into the convolutions of {path}; give the run folder instead")
         return OnnxClassifier(path)
-    onnx = fresh_export(path) if precision in ("auto", "32") and not adapt_bn else None
+    onnx = fresh_export(path) if precision == "fp32" and not adapt_bn else None
     if onnx is not None:
         try:
             clf = OnnxClassifier(onnx)

@@ -89,7 +89,7 @@ def prepare_model(model: nn.Module, input_size: int, device: torch.device | None
 
 @torch.no_grad()
 def predict_batches(model: nn.Module, batches: Iterable[torch.Tensor], tta: bool = False,
-                    precision: str = "auto") -> np.ndarray:
+                    precision: str = "fp32") -> np.ndarray:
     """Softmax probabilities (N, C) for float NCHW batches in [0, 1], in eval mode.
 
     With ``tta`` the probabilities are averaged over the 8 dihedral transforms. ``precision``

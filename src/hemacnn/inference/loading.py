@@ -197,7 +197,7 @@ class Classifier(Protocol):
 
 
 def predict_arrays(model: nn.Module, images: np.ndarray, batch_size: int = 64,
-                   tta: bool = False, precision: str = "auto") -> np.ndarray:
+                   tta: bool = False, precision: str = "fp32") -> np.ndarray:
     """Softmax probabilities (N, C) for uint8 images (N, H, W, 3) scaled to [0, 1]."""
     return predict_batches(model, array_batches(images, batch_size), tta=tta,
                            precision=precision)
@@ -210,7 +210,7 @@ class TorchClassifier:
     adaptation on the images to classify) before it is prepared for fast inference.
     """
 
-    def __init__(self, path: str | os.PathLike, precision: str = "auto", adapt_bn: bool = False):
+    def __init__(self, path: str | os.PathLike, precision: str = "fp32", adapt_bn: bool = False):
         self.model, self.card = load_checkpoint(path, prepare=not adapt_bn)
         self.source, self.precision = str(find_checkpoint(path)), precision
         self.adapt_bn, self.adapted = adapt_bn, None

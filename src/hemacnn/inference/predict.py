@@ -184,7 +184,7 @@ def _no_images_error(inputs: Sequence[str | os.PathLike], skipped: list[str]) ->
 
 def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
                    tta: bool = False, review_below: float = DEFAULT_REVIEW_BELOW,
-                   batch_size: int = 64, precision: str = "auto", progress: bool = False,
+                   batch_size: int = 64, precision: str = "fp32", progress: bool = False,
                    classifier: Any = None, adapt_bn: bool = False) -> list[Prediction]:
     """Classify ``files`` in batches: one :class:`Prediction` per file, in input order.
 
@@ -335,7 +335,7 @@ def format_predictions(preds: Sequence[Prediction]) -> str:
 def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
                 out: str | os.PathLike | None = None, as_json: bool = False, tta: bool = False,
                 review_below: float = DEFAULT_REVIEW_BELOW, with_differential: bool = False,
-                batch_size: int = 64, precision: str = "auto", progress: bool = True,
+                batch_size: int = 64, precision: str = "fp32", progress: bool = True,
                 class_map: str | os.PathLike | None = None, adapt_bn: bool = False
                 ) -> tuple[str, int]:
     """The ``predict`` command: classify, write ``out`` (+ differential); (text, n classified).

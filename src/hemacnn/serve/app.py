@@ -144,7 +144,7 @@ def _refuse_all(uploads: list[Upload]) -> UploadError:
 class Models:
     """The classifier loaded once, and (lazily) the plain PyTorch model for heat maps."""
 
-    def __init__(self, model_path: str | os.PathLike, precision: str = "auto"):
+    def __init__(self, model_path: str | os.PathLike, precision: str = "fp32"):
         self.path = str(model_path)
         self.classifier = load_classifier(model_path, precision=precision)
         self.card = self.classifier.card
@@ -168,7 +168,7 @@ class Models:
 
 def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYTES,
                max_files: int = MAX_FILES, review_below: float = DEFAULT_REVIEW_BELOW,
-               precision: str = "auto", max_pixels: int = MAX_PIXELS) -> FastAPI:
+               precision: str = "fp32", max_pixels: int = MAX_PIXELS) -> FastAPI:
     """The app serving one model (loaded now, once) with the given upload limits."""
     if not 0.0 <= review_below <= 1.0:
         raise HemacnnError(f"--review-below must lie in [0, 1] (got {review_below})")
