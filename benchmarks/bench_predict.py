@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hemacnn.data.cache import preprocess_image
+from hemacnn.data.images import preprocess_image
 from hemacnn.inference.engine import bf16_native, prepare_model
 from hemacnn.inference.export import export_model
 from hemacnn.inference.loading import load_checkpoint, predict_arrays

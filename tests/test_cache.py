@@ -15,7 +15,8 @@ from PIL import Image
 
 from factories import random_png_entries
 from hemacnn.data import cache as cache_mod
-from hemacnn.data.cache import ImageCache, build_cache, preprocess_image
+from hemacnn.data.cache import ImageCache, build_cache
+from hemacnn.data.images import preprocess_image
 from hemacnn.data.manifest import Entry
 from hemacnn.data.paths import dataset_cache_dir
 from hemacnn.errors import HemacnnError

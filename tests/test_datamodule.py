@@ -12,8 +12,8 @@ import torch
 
 from hemacnn.config import build_config
 from hemacnn.data.augment import SeededShuffleSampler, dihedral, dihedral_transforms
-from hemacnn.data.cache import preprocess_image
 from hemacnn.data.datamodule import CellDataset, HemaDataModule
+from hemacnn.data.images import preprocess_image
 from hemacnn.data.splits import save_splits
 from hemacnn.errors import HemacnnError
 

@@ -145,9 +145,9 @@ def test_options_off_change_nothing(trained_run, matek_images):
     from hemacnn.config import Config
     from hemacnn.data.augment import stain_transform
     from hemacnn.data.colour import COLOUR_KEY, normalize_for_card
+    from hemacnn.data.images import load_images
     from hemacnn.data.stain import HedJitter
     from hemacnn.inference.loading import TorchClassifier, load_checkpoint, predict_arrays
-    from hemacnn.inference.predict import load_images
     from hemacnn.training.domain import domain_card
 
     assert stain_transform(48, 0.0, None, 0.0) is None  # no HED step is even added
@@ -194,10 +194,10 @@ def test_stain_options_are_recorded_in_the_card_and_applied_at_inference(matek_i
     pytest.importorskip("torchstain", reason="stain normalisation needs torchstain")
     from factories import tiny_config
     from hemacnn.data.colour import normalize_for_card
+    from hemacnn.data.images import load_images
     from hemacnn.inference.export import export_model
     from hemacnn.inference.loading import TorchClassifier, load_checkpoint, predict_arrays
     from hemacnn.inference.onnxmodel import OnnxClassifier
-    from hemacnn.inference.predict import load_images
 
     run = tmp_path / "run"
     cfg = tiny_config(tmp_path / "tiny.yaml", matek_images, data={

@@ -13,7 +13,7 @@ from torch import nn
 
 from factories import model_card, save_checkpoint
 from hemacnn.cli import main
-from hemacnn.data.cache import preprocess_image
+from hemacnn.data.images import preprocess_image
 from hemacnn.errors import HemacnnError
 from hemacnn.inference.explain import CAPTION_HEIGHT, MIN_WIDTH, class_activation, target_layer
 from hemacnn.inference.loading import load_checkpoint

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from hemacnn.cli import main
-from hemacnn.data.cache import preprocess_image
+from hemacnn.data.images import preprocess_image
 from hemacnn.errors import HemacnnError
 from hemacnn.inference.loading import load_checkpoint, predict_arrays
 from hemacnn.inference.onnxmodel import OnnxClassifier

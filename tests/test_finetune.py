@@ -19,7 +19,7 @@ import yaml
 
 from hemacnn.cli import main
 from hemacnn.config import OptimizerConfig, RecipeConfig
-from hemacnn.data.cache import preprocess_image
+from hemacnn.data.images import preprocess_image
 from hemacnn.errors import HemacnnError
 from hemacnn.models import NormalizedNet, build_model, core_model
 from hemacnn.models.batchnorm import (

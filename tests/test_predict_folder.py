@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hemacnn.cli import main
-from hemacnn.data.cache import preprocess_image
+from hemacnn.data.images import preprocess_image
 from hemacnn.inference.differential import RESEARCH_NOTE, WHO_NOTE, differential, write_differential
 from hemacnn.inference.loading import load_checkpoint, predict_arrays
 

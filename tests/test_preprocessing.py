@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from hemacnn.config import build_config
-from hemacnn.data.cache import preprocess_image
 from hemacnn.data.datamodule import HemaDataModule
+from hemacnn.data.images import preprocess_image
 
 
 def _coordinate_image(path: Path, w: int = 250, h: int = 250) -> Path:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hemacnn.data.images import load_images
 from hemacnn.inference.loading import load_checkpoint, predict_arrays
-from hemacnn.inference.predict import load_images
 
 
 def _other_test_items(run: Path) -> list[str]:

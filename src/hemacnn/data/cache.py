@@ -1,23 +1,10 @@
-"""Decode-and-resize once: the single preprocessing step and the memory-mapped image cache.
+"""The memory-mapped image cache: every usable image preprocessed once.
 
-:func:`preprocess_image` is the one deterministic preprocessing shared by training, evaluation
-and prediction. :func:`build_cache` runs it once per usable image, in parallel processes that
-write their rows straight into a ``.npy`` file opened as a memory map, so even the full dataset
-at 128 px (~8.4 GB) never has to fit in RAM.
-
-JPEG draft mode (DCT scaling), measured on the real 250 px sample with
-``benchmarks/bench_cache.py`` (2 busy cores, indicative): at 64 px it makes the cache build
-~1.1-1.5x faster (area 3,230 -> 3,660 img/s, bilinear 2,610 -> 3,410, nearest 3,520 -> 4,030).
-Draft decodes at 1/2 (or 1/4, 1/8) resolution by scaling in the DCT domain, i.e. an area-like
-reduction before the final resize. Mean absolute difference from the full decode at 64 px:
-bilinear 0.4 and area 1.7 grey levels out of 255 (for area, most of that is the grid of a 2x
-reduction not lining up with a 250->64 box: an exact 2x2 mean then BOX differs by as much,
-and draft differs from that by only 0.35), while nearest changes by 2.1 levels because it
-then samples 2x2 averages instead of original pixels. Decision: draft is on by default for
-``area`` and ``bilinear`` (the same kind of area-weighted result, faster); ``nearest`` stays
-exact by default, so it is the paper's pure nearest-neighbour sampling of the original pixels
-(``draft=True`` opts in, and is part of the cache key). Draft only applies when the target is
-at most half the source size (for 250 px images: up to 125 px; nothing changes at 128 px).
+:func:`build_cache` runs :func:`hemacnn.data.images.preprocess_image` (the one deterministic
+preprocessing shared by training, evaluation and prediction) once per usable image, in
+parallel processes that write their rows straight into a ``.npy`` file opened as a memory map,
+so even the full dataset at 128 px (~8.4 GB) never has to fit in RAM. JPEG draft mode, which
+the cache key records, is explained at :data:`hemacnn.data.images.DRAFT_BY_DEFAULT`.
 """
 
 from __future__ import annotations
@@ -33,59 +20,19 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from hemacnn.atomic import ensure_writable_dir, new_dir_mode
-from hemacnn.data.images import to_rgb
+from hemacnn.data.images import DRAFT_BY_DEFAULT, check_resize, preprocess_image
 from hemacnn.data.manifest import Entry, manifest_hash
 from hemacnn.data.parallel import default_workers, file_lock, run_chunks
 from hemacnn.data.paths import dataset_cache_dir
-from hemacnn.errors import HemacnnError, UnreadableImage
+from hemacnn.errors import HemacnnError
 
 FORMAT_VERSION = 1
 """Bump when the cache layout or the preprocessing changes: it is part of the cache key."""
 
-RESIZE_METHODS = {
-    "nearest": Image.Resampling.NEAREST,
-    "area": Image.Resampling.BOX,
-    "bilinear": Image.Resampling.BILINEAR,
-}
-DRAFT_BY_DEFAULT = {"nearest": False, "area": True, "bilinear": True}
 CHUNK = 64
 """Images per worker task: large enough to hide the task overhead, small for a smooth bar."""
-
-
-def _check_method(method: str) -> None:
-    if method not in RESIZE_METHODS:
-        raise HemacnnError(f"unknown resize method {method!r}; choose one of "
-                           f"{', '.join(RESIZE_METHODS)}")
-
-
-def _check_size(size: int) -> None:
-    if int(size) < 1:
-        raise HemacnnError(f"image size must be a positive number of pixels, got {size}")
-
-
-def preprocess_image(path: str | os.PathLike, size: int, method: str = "nearest",
-                     draft: bool | None = None) -> np.ndarray:
-    """Decode ``path`` to RGB and resize to ``size`` x ``size``: uint8 array (H, W, 3)."""
-    _check_method(method)
-    _check_size(size)
-    use_draft = DRAFT_BY_DEFAULT[method] if draft is None else draft
-    try:
-        with Image.open(path) as img:
-            if use_draft and img.format == "JPEG" and min(img.size) >= 2 * size:
-                # Pillow picks the largest DCT scale that keeps the image >= size.
-                img.draft("RGB", (size, size))
-            rgb, _ = to_rgb(img)
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), RESIZE_METHODS[method])
-            arr = np.asarray(rgb, dtype=np.uint8)
-    except Image.DecompressionBombError:
-        raise UnreadableImage(path, "too large to decode safely") from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise UnreadableImage(path, str(exc)) from None
-    return arr
 
 
 def cache_key(entries: Iterable[Entry], size: int, method: str,
@@ -164,8 +111,7 @@ def build_cache(root: str | os.PathLike, entries: Iterable[Entry], size: int,
                 method: str = "nearest", workers: int | None = None, progress: bool = True,
                 draft: bool | None = None) -> ImageCache:
     """Return the cache of the usable ``entries`` at ``size``/``method``, building it if absent."""
-    _check_method(method)
-    _check_size(size)
+    check_resize(size, method)
     root = Path(root)
     usable = sorted((e for e in entries if e.usable), key=lambda e: e.path)
     if not usable:

@@ -33,11 +33,11 @@ import numpy as np
 from hemacnn.atomic import ensure_writable_dir, write_json
 from hemacnn.card import build_card, read_card
 from hemacnn.classes import class_names
+from hemacnn.data.images import load_images
 from hemacnn.data.splits import Splits, load_splits, save_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluation.evaluate import evaluate_run
 from hemacnn.inference.loading import ENSEMBLE_FORMAT, load_checkpoint, predict_arrays
-from hemacnn.inference.predict import load_images
 from hemacnn.rundir import RunDir, find_checkpoint
 from hemacnn.runinfo import environment_info
 from hemacnn.scoring.metrics import compute_metrics

@@ -21,7 +21,8 @@ import numpy as np
 
 from hemacnn.atomic import atomic_open, ensure_writable_dir, write_json
 from hemacnn.card import read_card
-from hemacnn.data.cache import DRAFT_BY_DEFAULT, ImageCache
+from hemacnn.data.cache import ImageCache
+from hemacnn.data.images import DRAFT_BY_DEFAULT, load_images
 from hemacnn.data.manifest import manifest_hash
 from hemacnn.data.paths import dataset_cache_dir
 from hemacnn.data.scan import check_file, load_or_scan
@@ -29,7 +30,6 @@ from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluation.plots import plot_confusion, plot_reliability
 from hemacnn.inference.classifier import load_classifier
-from hemacnn.inference.predict import load_images
 from hemacnn.rundir import RunDir, find_checkpoint
 from hemacnn.scoring.classmap import (
     LeftOut,
@@ -115,7 +115,7 @@ def _cached_images(root: Path, card: dict, files: list[Path]
     content hashes of its files under the current scan of ``root`` are the ones it was built
     from (its ``manifest_hash``); otherwise the files are decoded as usual (None here).
     """
-    size, method = int(card["input_size"]), card.get("resize_method", "nearest")
+    size, method = int(card["input_size"]), card["resize_method"]
     rel = [Path(os.path.relpath(f, root)).as_posix() for f in files]
     indexes = sorted(dataset_cache_dir(root).glob("cache-*/index.json"))
     if not indexes:

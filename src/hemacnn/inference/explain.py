@@ -23,9 +23,8 @@ from PIL import Image
 from torch import nn
 
 from hemacnn.atomic import ensure_writable_dir, write_bytes
-from hemacnn.data.cache import preprocess_image
 from hemacnn.data.colour import normalize_for_card
-from hemacnn.data.images import ImageDecodeError, load_rgb
+from hemacnn.data.images import ImageDecodeError, load_images, load_rgb
 from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.inference.loading import load_checkpoint, predict_arrays
 
@@ -154,11 +153,10 @@ def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLik
     names = list(card.get("class_names") or classes)
     _check_target(target, classes)
     _check_method(method)
-    if not os.path.isfile(path):
-        raise UnreadableImage(path, "no such file or folder" if not os.path.lexists(path)
-                              else "a folder, not an image")
-    small = preprocess_image(path, int(card["input_size"]), card.get("resize_method", "nearest"))
-    small = normalize_for_card(small[None], card)[0]  # what the model sees (stain reference)
+    images, _, errors = load_images([path], card)
+    if errors:  # the reason in explain's one-line form (cannot read image PATH: why; ...)
+        raise UnreadableImage(errors[0].path, errors[0].reason)
+    small = normalize_for_card(images, card)[0]  # what the model sees (stain reference)
     probs = predict_arrays(model, small[None], precision="fp32")[0]
     best = int(probs.argmax())
     idx = classes.index(target) if target else best

@@ -1,7 +1,7 @@
 """Classify image files with any model :func:`hemacnn.inference.classifier.load_classifier` accepts.
 
 The model's card (carried by the checkpoint, the ONNX file or the ensemble folder) selects the
-same deterministic preprocessing as training (:func:`hemacnn.data.cache.preprocess_image`).
+same deterministic preprocessing as training (:func:`hemacnn.data.images.load_images`).
 
 :func:`run_predict` classifies files, folders (recursively) and globs in batches
 (:func:`classify_files`): one row per file with the class, the probability of every class, a
@@ -25,13 +25,12 @@ from typing import Any
 import numpy as np
 
 from hemacnn.atomic import atomic_open, write_json
-from hemacnn.data.cache import preprocess_image
 from hemacnn.data.colour import BatchColour, batch_colour
-from hemacnn.data.images import FORMATS_BY_EXTENSION
+from hemacnn.data.images import FORMATS_BY_EXTENSION, load_images
 from hemacnn.data.inputcheck import Concern, InputWarning, check_input
 from hemacnn.data.parallel import progress_bar
 from hemacnn.data.scan import IGNORED_NAMES
-from hemacnn.errors import HemacnnError, UnreadableImage
+from hemacnn.errors import HemacnnError
 from hemacnn.inference.classifier import load_classifier
 from hemacnn.inference.differential import format_differential, from_predictions, write_differential
 from hemacnn.scoring.classmap import LeftOut, ResolvedMap, left_out_text, load_class_map, resolve
@@ -39,8 +38,7 @@ from hemacnn.scoring.classmap import LeftOut, ResolvedMap, left_out_text, load_c
 DEFAULT_REVIEW_BELOW = 0.7
 """A cell whose top probability is below this is flagged for a person's review (predict, serve)."""
 
-__all__ = ["Prediction", "Status", "classify_files", "load_images", "format_predictions",
-           "run_predict"]
+__all__ = ["Prediction", "Status", "classify_files", "format_predictions", "run_predict"]
 
 
 class Status(Enum):
@@ -95,34 +93,6 @@ class Prediction:
         if mapped:
             row.update({"truth": self.truth, "correct": self.correct})
         return row
-
-
-def _missing(path: str | os.PathLike) -> UnreadableImage | None:
-    """Why ``path`` is no image file at all (a path that is not there, a folder), else None."""
-    if not os.path.lexists(path):
-        return UnreadableImage(path, "no such file or folder", f"{path}: no such file or folder")
-    if os.path.isdir(path):
-        return UnreadableImage(path, "a folder, not an image", f"{path} is a folder, not an image")
-    return None
-
-
-def load_images(paths: Sequence[str | os.PathLike], card: dict[str, Any]
-                ) -> tuple[np.ndarray, list[int], list[UnreadableImage]]:
-    """Preprocess files as the card says: (images, indices that loaded, why the others did not)."""
-    size, method = int(card["input_size"]), card.get("resize_method", "nearest")
-    arrays, ok, errors = [], [], []
-    for i, p in enumerate(paths):
-        missing = _missing(p)
-        if missing:
-            errors.append(missing)
-            continue
-        try:
-            arrays.append(preprocess_image(p, size, method))
-            ok.append(i)
-        except UnreadableImage as exc:
-            errors.append(exc)
-    images = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), dtype=np.uint8)
-    return images, ok, errors
 
 
 @dataclass(frozen=True)
