@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -149,6 +149,11 @@ class OptimizerConfig(_Section):
     backbone_lr_mult: float = Field(1.0, gt=0)
 
 
+def _number_as_text(value: Any) -> Any:
+    """A whole number as text: ``precision: 32`` in YAML is a number, Lightning's setting text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class TrainerConfig(_Section):
     """Lightning Trainer settings."""
 
@@ -156,12 +161,8 @@ class TrainerConfig(_Section):
     patience: int | None = Field(10, ge=1)
     # auto: bf16 autocast where the hardware computes bf16 natively (AVX-512 BF16/AMX CPUs,
     # Ampere+ GPUs), else 32; on a CPU without it bf16 is emulated and ~9x slower than 32.
-    precision: Literal["auto", "32", "bf16", "16"] = "32"
-
-    @field_validator("precision", mode="before")
-    @classmethod
-    def _precision_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    precision: Annotated[Literal["auto", "32", "bf16", "16"],
+                         BeforeValidator(_number_as_text)] = "32"
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"

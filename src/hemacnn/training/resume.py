@@ -33,6 +33,12 @@ RNG_KEY = "hemacnn_rng"  # the checkpoint entry of the random state (runs saved 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temp file and rename, so kill -9 never leaves a torn last.ckpt.
 
+    Lightning's own save (``lightning.fabric.utilities.cloud_io._atomic_save``, 2.6) goes through
+    an fsspec transaction whose local temp file is made by ``tempfile.mkstemp()`` in the
+    system's temp folder, then moved: where that folder is another filesystem (a tmpfs /tmp, a
+    run folder on a shared drive) the move is a copy, and a kill during it leaves a torn file.
+    The temp file here sits beside the checkpoint, so the rename is atomic.
+
     Loading (resume) goes through :func:`hemacnn.inference.checkpoint.read_checkpoint`
     (weights only).
     """
@@ -45,7 +51,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any = None,
                         weights_only: bool | None = None) -> dict:
-        # Resume reads the file the same safe way as predict: tensors and plain data only.
+        # Resume reads the file the same safe way as predict: tensors and plain data only, onto
+        # the CPU (Lightning moves the state where it belongs), whatever Lightning asks for.
+        del map_location, weights_only
         return read_checkpoint(path)
 
 

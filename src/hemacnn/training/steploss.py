@@ -59,8 +59,9 @@ class StepLossCSV(Callback):
     @rank_zero_only
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
-        # Stopped mid-epoch (Ctrl-C saves a checkpoint after a batch): keep the steps so far;
-        # a resume drops any beyond its checkpoint.
+        # Stopped mid-epoch (Ctrl-C saves a checkpoint after a batch): keep the steps so far,
+        # whatever stopped it; a resume drops any beyond its checkpoint.
+        del exception
         self.flush()
 
     def flush(self) -> None:
