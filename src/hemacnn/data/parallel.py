@@ -15,10 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: file_lock is a no-op
-    fcntl = None
+from hemacnn.atomic import new_dir_mode
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,20 +31,15 @@ def default_workers() -> int:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if needed) until the block ends.
+    """Hold an exclusive lock on ``path`` (created if needed, left in place) until the block
+    ends: flock on POSIX, the Windows lock there, filelock's marker file where neither works."""
+    from filelock import FileLock  # lazy: ~40 ms (importtime, under load); predict never locks
 
-    Where flock is missing (not POSIX) this is a no-op: writers stay atomic, and concurrent
-    builders only cost time.
-    """
-    if fcntl is None:
+    # The mode open() gives a new file (umask applied), given explicitly: older filelock
+    # releases made every new lock file 0644, which a colleague sharing $HEMACNN_CACHE under
+    # umask 002 could then not open to lock.
+    with FileLock(path, mode=new_dir_mode() & 0o666):
         yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

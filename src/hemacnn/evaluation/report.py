@@ -308,6 +308,10 @@ def _figures(r: RunInfo, fig_dir: Path, prefix: str) -> dict[str, Path]:
     return figs
 
 
+# Both renderers walk the same blocks; the HTML is not converted from the Markdown (by the
+# `markdown` package, say): a converter knows no scrolling table wrapper, no numeric/text cell
+# classes and no figures embedded as data URIs (the page must stand alone), and would escape
+# differently, so every report.html would change for two 25-line loops saved.
 def _md_cell(s: str) -> str:
     return s.replace("|", "\\|")
 
