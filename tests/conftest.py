@@ -12,6 +12,9 @@ import pytest
 
 # As the `hemacnn` command does (cli.main): the tests train in this process, on huge pages.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# Mechanics tests skip a run's PNG figures (about 0.3 s each, five per training); the tests of
+# the figures themselves ask for them with the `figures` fixture, and `tiny_run` draws them.
+os.environ.setdefault("HEMACNN_FIGURES", "0")
 
 from factories import cell_folder, onecycle_config, trainer_config
 
@@ -80,6 +83,12 @@ def matek_images() -> Path:
     return sample_root()
 
 
+@pytest.fixture()
+def figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run figures drawn, as for a user (the suite skips them elsewhere)."""
+    monkeypatch.setenv("HEMACNN_FIGURES", "1")
+
+
 @pytest.fixture(scope="session")
 def trained_run(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real trained quick run (MV3 quarter width, 48 px, 2 epochs, BLA/LYT/NGS): ~25 s once.
@@ -111,7 +120,8 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from hemacnn.training.train import train
 
     base = tmp_path_factory.mktemp("tiny_run")
-    with _session_cache(tmp_path_factory):
+    with _session_cache(tmp_path_factory), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HEMACNN_FIGURES", "1")  # the run folder test checks a user's whole folder
         return train(trainer_config(base, synthetic_root), out=base / "run", progress=False)
 
 

@@ -104,7 +104,7 @@ def test_map_naming_a_class_the_model_lacks_is_a_one_line_error(trained_run, tmp
 
 
 def test_cli_evaluate_scores_another_dataset_through_the_shipped_map(trained_run, tmp_path,
-                                                                     capsys):
+                                                                     capsys, figures):
     data = _pbc_copy(tmp_path / "pbc", 4)
     assert main(["evaluate", str(trained_run), "--data", str(data),
                  "--class-map", "matek-pbc", "--out", str(tmp_path / "out")]) == 0

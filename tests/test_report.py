@@ -25,6 +25,9 @@ from hemacnn.scoring.metrics import compute_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+# Evaluate and report are the figures' own tests: drawn as for a user.
+pytestmark = pytest.mark.usefixtures("figures")
+
 
 @pytest.fixture()
 def run(tmp_path: Path) -> Path:
@@ -166,6 +169,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
                     "(apt-get install -y chromium) - cannot check the HTML report in a browser")
+@pytest.mark.slow  # browser
 def test_html_report_renders_in_headless_chromium(run: Path, tmp_path: Path):
     evaluate_run(run)
     _, page = write_report([run], out=tmp_path / "out" / "report.md")
@@ -189,6 +193,7 @@ def test_html_report_renders_in_headless_chromium(run: Path, tmp_path: Path):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
                     "(apt-get install -y chromium) - cannot measure the HTML report")
+@pytest.mark.slow  # browser
 def test_headline_table_fits_a_1280_px_window(run: Path, tmp_path: Path):
     from playwright.sync_api import sync_playwright
 

@@ -28,7 +28,7 @@ from hemacnn.data.paths import dataset_cache_dir
 from hemacnn.data.scan import check_file, load_or_scan
 from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
-from hemacnn.evaluation.plots import plot_confusion, plot_reliability
+from hemacnn.evaluation.plots import plot_confusion, plot_reliability, run_figures_wanted
 from hemacnn.inference.classifier import load_classifier
 from hemacnn.rundir import RunDir, find_checkpoint
 from hemacnn.scoring.classmap import (
@@ -51,17 +51,17 @@ def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray
     run = RunDir(out_dir)
     plots = run.plots
     cm = result["confusion_matrix"]["counts"]
-    outputs = {
-        "evaluation": run.evaluation(name),
-        "predictions": run.predictions(name),
-        "confusion": plot_confusion(cm, classes, plots / f"confusion_{name}.png", split=name),
-        "confusion_normalised": plot_confusion(cm, classes,
-                                               plots / f"confusion_{name}_normalised.png",
-                                               normalise=True, split=name),
-        "reliability": plot_reliability(result["calibration"]["bins"],
-                                        plots / f"reliability_{name}.png",
-                                        ece=result["calibration"]["ece"], split=name),
-    }
+    outputs = {"evaluation": run.evaluation(name), "predictions": run.predictions(name)}
+    if run_figures_wanted():
+        outputs.update(
+            confusion=plot_confusion(cm, classes, plots / f"confusion_{name}.png", split=name),
+            confusion_normalised=plot_confusion(cm, classes,
+                                                plots / f"confusion_{name}_normalised.png",
+                                                normalise=True, split=name),
+            reliability=plot_reliability(result["calibration"]["bins"],
+                                         plots / f"reliability_{name}.png",
+                                         ece=result["calibration"]["ece"], split=name),
+        )
     with atomic_open(outputs["predictions"], "wb") as fh:
         np.savez_compressed(fh, y_true=np.asarray(y_true, dtype=np.int64),
                             probs=np.asarray(probs, dtype=np.float32),

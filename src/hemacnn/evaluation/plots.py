@@ -24,6 +24,16 @@ from hemacnn.errors import HemacnnError  # noqa: E402
 from hemacnn.rundir import read_metrics  # noqa: E402
 
 DPI = 110
+FIGURES_ENV = "HEMACNN_FIGURES"
+
+
+def run_figures_wanted() -> bool:
+    """Whether training and ``evaluate`` draw a run's PNG figures (the default).
+
+    ``HEMACNN_FIGURES=0`` skips them where nobody looks at them (batch jobs, the test suite:
+    a figure costs about 0.3 s to draw); ``report`` draws its own from the saved files.
+    """
+    return os.environ.get(FIGURES_ENV, "1") != "0"
 
 
 def _save(fig: plt.Figure, out_png: str | os.PathLike) -> Path:

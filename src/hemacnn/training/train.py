@@ -38,7 +38,7 @@ from hemacnn.data.manifest import Entry
 from hemacnn.data.splits import save_splits
 from hemacnn.errors import HemacnnError, Interrupted
 from hemacnn.evaluation.evaluate import evaluate_predictions
-from hemacnn.evaluation.plots import plot_pr_curves, plot_training_curves
+from hemacnn.evaluation.plots import plot_pr_curves, plot_training_curves, run_figures_wanted
 from hemacnn.inference.engine import bf16_native, predict_batches
 from hemacnn.inference.loading import load_checkpoint
 from hemacnn.models import build_model, l2_penalty
@@ -459,6 +459,7 @@ def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False) -> dict:
     metrics.update(split="test", data=card["data_root"], checkpoint=str(checkpoint), tta=tta)
     run = RunDir(run_dir)
     write_json(run.test_metrics, metrics)
-    plot_training_curves(run.metrics, run.plots / "training_curves.png")
-    plot_pr_curves(run.metrics, run.plots / "per_class_pr.png")
+    if run_figures_wanted():
+        plot_training_curves(run.metrics, run.plots / "training_curves.png")
+        plot_pr_curves(run.metrics, run.plots / "per_class_pr.png")
     return metrics
