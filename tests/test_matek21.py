@@ -26,6 +26,7 @@ def matek21_root(tmp_path_factory):
     return image_folder(tmp_path_factory.mktemp("matek21") / "data", counts)
 
 
+@pytest.mark.slow  # matek21 end to end
 def test_21_classes_train_and_report_beside_matek_table1(tmp_path, matek21_root, capsys):
     """The shipped matek21 MV3 config, shrunk to a tiny model and one epoch."""
     config = REPO / "configs" / "matek21" / "matek21-mv3.yaml"

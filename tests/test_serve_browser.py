@@ -26,8 +26,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync"]
 N_CELLS = 250  # a manual differential is 200-500 cells; the server takes 200 per request
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
-                                "(apt-get install -y chromium) - cannot drive the page")
+pytestmark = [pytest.mark.slow,  # a real browser driving the page of a live server
+              pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
+                                 "(apt-get install -y chromium) - cannot drive the page")]
 
 
 @pytest.fixture(scope="module")

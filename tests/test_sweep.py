@@ -100,6 +100,7 @@ def test_small_study_end_to_end(tmp_path, two_class_root, capsys):
     assert not gone.exists() and len(trained_trials(out)) == 5
 
 
+@pytest.mark.slow  # kill/resume variant: sweep workers in child processes
 def test_killed_sweep_resumes_only_what_is_missing(tmp_path, two_class_root):
     study = write_study(tmp_path, {"optimizer.lr": [0.003, 0.001]}, epochs=4)
     out = tmp_path / "out"
@@ -135,6 +136,7 @@ def test_killed_sweep_resumes_only_what_is_missing(tmp_path, two_class_root):
     assert len(read_csv(out / "summary.csv")) == 2
 
 
+@pytest.mark.slow  # kill/resume variant: sweep workers in child processes
 def test_two_workers_on_one_storage_run_each_point_once(tmp_path, two_class_root):
     study = write_study(tmp_path, {"optimizer.lr": [0.003, 0.002, 0.001, 0.0005, 0.0002]})
     out = tmp_path / "out"
