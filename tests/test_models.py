@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,9 +59,16 @@ MV3_PARAMS = (conv(3, 256) + conv(256, 256) * 2 + conv(256, 128) + conv(128, 128
               + dense(11 * 11 * 64, 256) + dense(256, 128) + dense(128, 64) + dense(64, 4))
 
 
-def test_hand_arithmetic_matches_written_figures() -> None:
-    # The figures quoted in the report and in tables.py, so a typo in either shows up here.
-    assert (MV1_PARAMS, MV2_PARAMS, MV3_PARAMS) == (1_373_988, 1_338_596, 3_914_180)
+def test_written_figures_match_hand_arithmetic() -> None:
+    # The figures written elsewhere: the total in tables.py's MV1 comment and the pycls-style
+    # pins of the shipped paper configs (tests/test_config.py), so a typo in either shows up.
+    from test_config import CONFIG_PARAMS
+
+    tables = (Path(__file__).resolve().parents[1] / "src" / "hemacnn" / "models"
+              / "tables.py").read_text(encoding="utf-8")
+    assert f"total {MV1_PARAMS:,}" in tables
+    assert (CONFIG_PARAMS["mv1.yaml"], CONFIG_PARAMS["mv2.yaml"], CONFIG_PARAMS["mv3.yaml"]) == (
+        MV1_PARAMS, MV2_PARAMS, MV3_PARAMS)
 
 
 @pytest.mark.parametrize(("name", "size", "expected"), [
@@ -73,10 +81,14 @@ def test_parameter_counts_at_paper_sizes(name: str, size: int, expected: int) ->
     assert count_parameters(model) == expected
 
 
-def test_mv1_within_5_percent_of_paper() -> None:
-    # Section IV-A: "about 1.33 M trainable parameters" for MV1 at 250 px, 4 classes.
-    with torch.device("meta"):
-        n = count_parameters(build_model("mv1", 4, 250))
+def test_models_command_shows_mv1_within_5_percent_of_paper(capsys) -> None:
+    # Section IV-A: "about 1.33 M trainable parameters" for MV1 at 250 px, 4 classes, as a
+    # user reads it from `hemacnn models` (its own input size and its own count).
+    assert main(["models"]) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines()
+               if line.startswith("mv1 "))
+    assert "250" in row
+    n = int(next(c for c in row if c.replace(",", "").isdigit() and "," in c).replace(",", ""))
     assert abs(n - 1.33e6) / 1.33e6 < 0.05
 
 
