@@ -84,11 +84,32 @@ def test_a_stale_export_is_not_used(exported_run: Path, tmp_path: Path) -> None:
     assert isinstance(clf, OnnxClassifier) and clf.source == str(ckpt)  # serve shows the run's
     assert fresh_export(exported_run / "export" / "model.onnx") is None  # a file, not a run
     assert not isinstance(load_classifier(exported_run, precision="bf16"), OnnxClassifier)
-    data = bytearray(ckpt.read_bytes())
-    data[-1] ^= 0xFF  # same size, other content: a retrained or replaced checkpoint
-    ckpt.write_bytes(bytes(data))
-    assert fresh_export(exported_run) is None
-    ckpt.write_bytes(bytes(data[:-1]))  # another size
+    ckpt.write_bytes(ckpt.read_bytes()[:-100])  # cut short: its weights cannot be read
+    assert fresh_export(exported_run) is None  # (other weights: the test below)
+
+
+def test_an_export_stays_fresh_while_its_checkpoint_holds_the_same_weights(
+        exported_run: Path, monkeypatch) -> None:
+    import torch
+
+    from hemacnn.inference import checkpoint
+    from hemacnn.inference.onnxmodel import fresh_export
+    from hemacnn.rundir import find_checkpoint
+
+    onnx, ckpt = exported_run / "export" / "model.onnx", find_checkpoint(exported_run)
+    with monkeypatch.context() as m:  # the file is untouched: one stat, nothing read or hashed
+        m.setattr(checkpoint, "weights_sha256", lambda path: pytest.fail("hashed " + str(path)))
+        assert fresh_export(exported_run) == onnx
+    state = checkpoint.read_checkpoint(ckpt)
+    state.pop("optimizer_states")  # saved again without its optimizer: the same network
+    torch.save(state, ckpt)
+    assert fresh_export(exported_run) == onnx
+    weights = state["state_dict"]
+    prefix = (checkpoint.EMA_PREFIX if any(k.startswith(checkpoint.EMA_PREFIX) for k in weights)
+              else checkpoint.MODEL_PREFIX)
+    name = next(k for k, v in weights.items() if k.startswith(prefix) and v.is_floating_point())
+    weights[name] = weights[name] + 1e-3  # one layer trained further: another network
+    torch.save(state, ckpt)
     assert fresh_export(exported_run) is None
 
 

@@ -12,6 +12,7 @@ types is empty on purpose; a file that needs more is refused with a clear error.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import zipfile
@@ -24,6 +25,8 @@ from hemacnn.errors import HemacnnError
 
 # Extra classes a checkpoint may contain beyond PyTorch's own safe set. Empty: see above.
 SAFE_GLOBALS: list[Any] = []
+
+EMA_PREFIX, MODEL_PREFIX = "ema.module.", "model."  # state-dict prefixes of the LightningModule
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -42,6 +45,29 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise HemacnnError(f"{path} is not a hemacnn checkpoint (it holds a "
                            f"{type(ckpt).__name__}, not a checkpoint dict)")
     return ckpt
+
+
+def model_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's weights in a training checkpoint's state dict.
+
+    A run trained with ``recipe.ema_decay`` keeps the averaged weights beside the raw ones; the
+    averaged ones are what validation selected, so they are what predicts.
+    """
+    prefix = EMA_PREFIX if any(k.startswith(EMA_PREFIX) for k in state_dict) else MODEL_PREFIX
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of the network a checkpoint predicts with (:func:`model_weights`: every tensor's
+    name, dtype, shape and bytes, in name order). The optimizer's and the training loop's state
+    are left out: a checkpoint saved again with the same network has the same hash."""
+    weights = model_weights(read_checkpoint(path).get("state_dict") or {})
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _why(path: Path, exc: Exception) -> str:

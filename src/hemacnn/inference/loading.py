@@ -25,7 +25,7 @@ from torch import nn
 from hemacnn.card import parse_card, read_card
 from hemacnn.data.colour import normalize_for_card
 from hemacnn.errors import HemacnnError
-from hemacnn.inference.checkpoint import read_checkpoint
+from hemacnn.inference.checkpoint import model_weights, read_checkpoint
 from hemacnn.inference.engine import array_batches, predict_batches, prepare_model
 from hemacnn.models import build_model
 from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
@@ -35,7 +35,6 @@ __all__ = ["Classifier", "EnsembleModel", "TorchClassifier", "default_device",
            "is_ensemble", "load_checkpoint", "load_ensemble", "predict_arrays", "read_ensemble"]
 
 ENSEMBLE_FORMAT = "hemacnn-ensemble/1"
-EMA_PREFIX, MODEL_PREFIX = "ema.module.", "model."  # state-dict prefixes of the LightningModule
 
 
 # --------------------------------------------------------------------------- torch models
@@ -44,16 +43,6 @@ EMA_PREFIX, MODEL_PREFIX = "ema.module.", "model."  # state-dict prefixes of the
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def model_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The network's weights in a training checkpoint's state dict.
-
-    A run trained with ``recipe.ema_decay`` keeps the averaged weights beside the raw ones; the
-    averaged ones are what validation selected, so they are what predicts.
-    """
-    prefix = EMA_PREFIX if any(k.startswith(EMA_PREFIX) for k in state_dict) else MODEL_PREFIX
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def _build_loaded(arch: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:

@@ -5,13 +5,15 @@
 (:func:`fresh_export`): :func:`hemacnn.inference.classifier.load_classifier` then predicts
 through it, which spares the ~3.5 s of ``import torch`` on a 2-core CPU and runs the network
 ~2x faster there (ONNX Runtime fuses convolution, BatchNorm and ReLU). The export records its
-checkpoint's size and SHA-256 (:func:`checkpoint_source`); a retrained, resumed or replaced
-checkpoint no longer matches and the run predicts from the checkpoint again.
+checkpoint file's name, size and modification time and the SHA-256 of the network weights in it
+(:func:`checkpoint_source`). An untouched file is fresh at the cost of one ``stat``; a file
+written again is hashed (its weights only, not the optimizer state): the same weights stay
+fresh, a retrained, resumed or replaced checkpoint no longer matches and the run predicts from
+the checkpoint again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -29,14 +31,21 @@ EXPORT_DIR = "export"             # a run's default export folder (``hemacnn exp
 GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA's and ROCm's device nodes
 
 
+def _weights_sha256(ckpt: Path) -> str:
+    # lazy: torch, ~3.5 s of start-up on 2 cores; only an export, or a checkpoint written again
+    # since its export, is hashed
+    from hemacnn.inference.checkpoint import weights_sha256
+
+    return weights_sha256(ckpt)
+
+
 def checkpoint_source(ckpt: str | os.PathLike) -> dict[str, Any]:
-    """What identifies a checkpoint file: its name, size and SHA-256."""
+    """What identifies a checkpoint's network: the file's name, size and modification time (the
+    cheap check that it is untouched) and the SHA-256 of the weights it predicts with."""
     ckpt = Path(ckpt)
-    digest = hashlib.sha256()
-    with open(ckpt, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"file": ckpt.name, "bytes": ckpt.stat().st_size, "sha256": digest.hexdigest()}
+    stat = ckpt.stat()
+    return {"file": ckpt.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "weights_sha256": _weights_sha256(ckpt)}
 
 
 def run_export(path: str | os.PathLike) -> Path:
@@ -55,8 +64,9 @@ def _gpu_without_onnx_cuda() -> bool:
 
 def fresh_export(path: str | os.PathLike) -> Path | None:
     """The ONNX file that predicts exactly as run folder ``path``'s checkpoint does, or None:
-    the run's default export, made from the very checkpoint :func:`find_checkpoint` picks now
-    (same size and SHA-256), on a machine where ONNX Runtime is the faster path."""
+    the run's default export, made from the network in the checkpoint :func:`find_checkpoint`
+    picks now (that very file untouched, or one holding the same weights), on a machine where
+    ONNX Runtime is the faster path."""
     path = Path(path)
     onnx = run_export(path)
     card_file = onnx.parent / RunDir.CARD
@@ -67,10 +77,13 @@ def fresh_export(path: str | os.PathLike) -> Path | None:
     try:
         source = json.loads(card_file.read_text(encoding="utf-8")).get(SOURCE_KEY) or {}
         ckpt = find_checkpoint(path)
-    except (OSError, ValueError, HemacnnError):
+        stat = ckpt.stat()
+        untouched = (source.get("file"), source.get("bytes"), source.get("mtime_ns")) == (
+            ckpt.name, stat.st_size, stat.st_mtime_ns)
+        if not untouched and _weights_sha256(ckpt) != source.get("weights_sha256"):
+            return None
+    except (OSError, ValueError, HemacnnError):  # (an unreadable checkpoint: not fresh)
         return None
-    if source.get("bytes") != ckpt.stat().st_size or checkpoint_source(ckpt) != source:
-        return None  # (the size first: it spares hashing a checkpoint that changed size)
     return None if _gpu_without_onnx_cuda() else onnx
 
 

@@ -230,7 +230,7 @@ class ExponentialMovingAverage(Callback):
     weights') and writes the average as the checkpoint's ``model.*`` weights. This one keeps
     the average a submodule, ``ema``, of the LightningModule, so checkpoints hold it under
     ``ema.module.*`` beside the trained weights (what
-    :func:`hemacnn.inference.loading.model_weights`
+    :func:`hemacnn.inference.checkpoint.model_weights`
     reads, and what runs saved before read on resume) and Lightning restores it on resume with
     the rest of the module. It updates before the checkpoint callbacks save after a batch, so a
     mid-epoch or Ctrl-C checkpoint holds the average of every batch it trained.
