@@ -120,7 +120,7 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
     hashes = {c.get("manifest_hash") for c in cards}
     card = build_card(
         classes=classes, class_names=first.get("class_names") or class_names(classes),
-        input_size=first["input_size"], resize_method=first.get("resize_method", "nearest"),
+        input_size=first["input_size"], resize_method=first["resize_method"],
         arch={"name": "ensemble", "num_classes": len(classes), "input_size": first["input_size"],
               "options": {k: v for k, v in (first["arch"].get("options") or {}).items()
                           if k == "in_channels"},
