@@ -254,8 +254,9 @@ def test_config_and_card_carry_the_normalisation(finetuned, shared_weights):
     ckpt_card = torch.load(run / "checkpoints" / "best.ckpt",
                            weights_only=True)["hyper_parameters"]["card"]
     for c in (card, ckpt_card):
-        assert c["normalize"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+        assert "normalize" not in c  # stored once, in the arch options that build the network
         assert c["arch"]["options"]["input_mean"] == [0.5] * 3
+        assert c["arch"]["options"]["input_std"] == [0.5] * 3
         assert c["value_range"] == [0, 1]  # what the model takes; it normalises itself
         assert c["init_weights_report"]["loaded"] == 312
         assert c["init_weights_report"]["shape_mismatch"] == ["classifier.weight",

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from hemacnn.atomic import ensure_writable_dir, write_json
-from hemacnn.card import build_card, read_card
+from hemacnn.card import build_card, extend_card, metrics_entry, read_card, write_card
 from hemacnn.classes import class_names
 from hemacnn.data.images import load_images
 from hemacnn.data.splits import Splits, load_splits, save_splits
@@ -116,7 +116,9 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
     w = _weights(weights, len(runs))
     first = cards[0]
     classes = list(first["classes"])
-    roots = {c.get("data_root") for c in cards}
+    # The members' data folders as given, compared where they are on this machine.
+    roots = {str(Path(c["data_root"]).resolve()) if c["data_root"] else None: c["data_root"]
+             for c in cards}
     hashes = {c.get("manifest_hash") for c in cards}
     card = build_card(
         classes=classes, class_names=first.get("class_names") or class_names(classes),
@@ -125,7 +127,7 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
               "options": {k: v for k, v in (first["arch"].get("options") or {}).items()
                           if k == "in_channels"},
               "members": [c["arch"] for c in cards], "weights": w},
-        data_root=roots.pop() if len(roots) == 1 else None,
+        data_root=roots.popitem()[1] if len(roots) == 1 else None,
         manifest_hash=hashes.pop() if len(hashes) == 1 else None, seed=None)
     splits = _common_splits(runs, classes) if card["data_root"] else None
     members = [{"run": os.path.relpath(Path(r).resolve(), out.resolve()), "weight": wi}
@@ -149,6 +151,9 @@ def make_ensemble(runs: Sequence[str | os.PathLike], out: str | os.PathLike,
     if tta is None:
         tta = all(_tested_with_tta(r) for r in runs)
     evaluation = _evaluate_members(out, runs, w, tta) if splits is not None else None
+    if evaluation is not None:  # the ensemble's figures of record, in its card
+        write_card(RunDir(out).card, extend_card(card, metrics=metrics_entry(
+            evaluation, RunDir.ENSEMBLE, tta)))
     return {"out": out, "members": members, "evaluation": evaluation}
 
 

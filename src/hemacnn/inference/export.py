@@ -4,9 +4,10 @@
 input ``image``: float32 NCHW RGB in [0, 1] at the card's input size, output ``logits``) and
 ``DIR/model_card.json`` beside it (MONAI-bundle style). The card is also stored in the ONNX
 file's metadata (``hemacnn_card``), so a copied ``model.onnx`` alone still predicts. The card
-records the checkpoint it was made from (name, size, SHA-256): while that checkpoint is the
-run's, ``hemacnn predict RUN`` (and ``serve``) run the default export ``RUN/export/model.onnx``
-in its place, without importing torch (:func:`hemacnn.inference.onnxmodel.fresh_export`).
+records the checkpoint it was made from (name, size, SHA-256; with the run's test figures when
+they were measured on it): while that checkpoint is the run's, ``hemacnn predict RUN`` (and
+``serve``) run the default export ``RUN/export/model.onnx`` in its place, without importing
+torch (:func:`hemacnn.inference.onnxmodel.fresh_export`).
 
 The exported graph is the trained model as it is (BatchNorm not folded, fp32): ONNX Runtime
 folds and fuses on its own when it loads the file, and fp32 keeps the parity test meaningful.
@@ -30,7 +31,7 @@ import onnx
 import torch
 
 from hemacnn.atomic import ensure_writable_dir, write_json
-from hemacnn.card import ONNX_CARD_KEY
+from hemacnn.card import ONNX_CARD_KEY, extend_card, read_card
 from hemacnn.errors import HemacnnError
 from hemacnn.inference.loading import load_checkpoint
 from hemacnn.inference.onnxmodel import EXPORT_DIR, SOURCE_KEY, checkpoint_source
@@ -65,14 +66,27 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike | None = 
         proto = onnx.load(str(tmp_path))
         # The checkpoint this file was made from: `predict RUN` runs a fresh export in its
         # place (hemacnn.inference.onnxmodel.fresh_export).
-        onnx_card = {**card, SOURCE_KEY: checkpoint_source(ckpt),
-                     "onnx": {"input": INPUT, "output": OUTPUT,
-                              "input_layout": "NCHW float32 RGB in [0, 1]",
-                              "input_shape": ["batch", channels, size, size],
-                              "opset": proto.opset_import[0].version}}
+        onnx_card = extend_card(
+            card, metrics=_metrics_of(ckpt), **{SOURCE_KEY: checkpoint_source(ckpt)},
+            onnx={"input": INPUT, "output": OUTPUT, "input_layout": "NCHW float32 RGB in [0, 1]",
+                  "input_shape": ["batch", channels, size, size],
+                  "opset": proto.opset_import[0].version})
         entry = proto.metadata_props.add()
         entry.key, entry.value = ONNX_CARD_KEY, json.dumps(onnx_card)
         onnx.save(proto, str(tmp_path))
         os.replace(tmp_path, onnx_path)
     write_json(card_path, onnx_card)
     return {"onnx": onnx_path, "card": card_path}
+
+
+def _metrics_of(ckpt: Path) -> dict | None:
+    """The run's metrics of record when they were measured on ``ckpt`` (a checkpoint's own card
+    is saved before the run's test; the run folder's card gets them after it)."""
+    run = ckpt.parent.parent
+    if ckpt.parent != RunDir(run).checkpoints or not RunDir(run).card.is_file():
+        return None
+    try:
+        metrics = read_card(run).get("metrics")
+    except HemacnnError:
+        return None
+    return metrics if metrics and metrics.get("checkpoint") == ckpt.name else None

@@ -16,8 +16,10 @@ from hemacnn.scoring.classmap import SHIPPED, load_class_map, resolve
 
 
 def domain_card(cfg: Config, classes: list[str], train_images: np.ndarray) -> dict[str, Any]:
-    """Card entries; a switched-off option adds nothing (so such cards are as they were, apart
-    from the colour statistics, which change no prediction)."""
+    """Card entries (fields of :class:`hemacnn.card.model.ModelCard`, which checks them when
+    training adds them with :func:`hemacnn.card.extend_card`); a switched-off option adds
+    nothing (so such cards are as they were, apart from the colour statistics, which change no
+    prediction)."""
     entries: dict[str, Any] = {COLOUR_KEY: colour_stats(train_images)}
     if cfg.data.stain_norm != "none":
         entries[STAIN_KEY] = fit_reference(sample(train_images), cfg.data.stain_norm)

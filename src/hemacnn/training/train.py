@@ -28,7 +28,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassPrecision, MulticlassRecall
 
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json, write_text
-from hemacnn.card import build_card, read_card, write_card
+from hemacnn.card import build_card, extend_card, metrics_entry, read_card, write_card
 from hemacnn.classes import class_names
 from hemacnn.config import Config, dump_config, load_config
 from hemacnn.data.colour import STAIN_KEY
@@ -209,12 +209,14 @@ class CellClassifier(L.LightningModule):
         return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}
 
 
-def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: str,
+def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: str | None,
               entries: Sequence[Entry] = ()) -> dict:
-    """The model card of a training run (:func:`hemacnn.inference.loading.build_card`).
+    """The model card of a training run (:func:`hemacnn.card.build_card`); ``data_root`` as the
+    user gave it (``data.root``), not resolved to this machine's absolute path.
 
     ``entries`` (the scan's) give the training images' typical size and mode, so predict can
-    warn about inputs far from them (:mod:`hemacnn.data.inputcheck`).
+    warn about inputs far from them (:mod:`hemacnn.data.inputcheck`). The input normalisation
+    is recorded once, in the arch options that build the network.
     """
     return build_card(
         classes=classes, class_names=class_names(classes), input_size=cfg.data.image_size,
@@ -224,11 +226,7 @@ def make_card(cfg: Config, classes: list[str], manifest_hash: str, data_root: st
               "options": {"width": cfg.model.width, "noise_std": cfg.model.noise_std,
                           "bn_momentum": cfg.model.bn_momentum, **normalize_options(cfg)}},
         data_root=data_root, manifest_hash=manifest_hash, seed=cfg.seed,
-        init_weights=cfg.model.weights,
-        # What the network does to its [0, 1] input first (inside the model; absent: nothing).
-        normalize=({"mean": cfg.model.input_mean, "std": cfg.model.input_std}
-                   if cfg.model.input_mean is not None else None),
-        **{CARD_KEY: source_images(entries) or None})
+        init_weights=cfg.model.weights, **{CARD_KEY: source_images(entries) or None})
 
 
 def normalize_options(cfg: Config) -> dict[str, list[float]]:
@@ -313,18 +311,17 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     dm = HemaDataModule(cfg, splits_dir if resume else None, progress and is_zero)
     dm.prepare_data()
     dm.setup("fit")
-    card = make_card(cfg, dm.class_codes, dm.manifest_hash, str(Path(cfg.data.root).resolve()),
-                     dm.entries or ())
-    card.update(domain_card(cfg, dm.class_codes, dm.train_images()))
+    card = make_card(cfg, dm.class_codes, dm.manifest_hash, cfg.data.root, dm.entries or ())
+    card = extend_card(card, **domain_card(cfg, dm.class_codes, dm.train_images()))
     dm.set_stain_norm(card.get(STAIN_KEY))  # training, validation and test see normalised images
     if ckpt_path is not None:  # keep what the run's start loaded in the cards saved from now on
-        card.update(_saved_load_report(run_dir))
+        card = extend_card(card, **_saved_load_report(run_dir))
     module = CellClassifier(card, cfg, class_weights=class_weights(cfg, dm))
     # A resume's checkpoint holds the weights; a resume that found none starts over, so from
     # the configured weights too.
     if cfg.model.weights and ckpt_path is None:
         report = load_pretrained(module.model, cfg.model.weights)
-        card["init_weights_report"] = report.as_dict()
+        card = extend_card(card, init_weights_report=report.as_dict())
         module.hparams.card = card  # the checkpoint's card says what was loaded too
         if is_zero:
             print(report.summary(), flush=True)
@@ -441,7 +438,8 @@ def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: lis
 
 
 def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False) -> dict:
-    """Test the best checkpoint on the held-out split; write metrics, predictions, plots.
+    """Test the best checkpoint on the held-out split; write metrics, predictions, plots, and
+    the headline figures into the run's model card (its metrics of record).
 
     With ``tta`` the test probabilities are averaged over the 8 dihedral transforms.
     """
@@ -456,9 +454,14 @@ def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False) -> dict:
     probs = predict_batches(model, images(), tta=tta)
     y = torch.cat(labels).numpy()
     metrics = evaluate_predictions(y, probs, card["classes"], run_dir, name="test")
-    metrics.update(split="test", data=card["data_root"], checkpoint=str(checkpoint), tta=tta)
+    # The data folder as an absolute path, as this file always held it (the card keeps the
+    # user's own spelling).
+    metrics.update(split="test", data=str(Path(card["data_root"]).resolve()),
+                   checkpoint=str(checkpoint), tta=tta)
     run = RunDir(run_dir)
     write_json(run.test_metrics, metrics)
+    write_card(run.card, extend_card(read_card(run_dir),
+                                     metrics=metrics_entry(metrics, checkpoint, tta)))
     if run_figures_wanted():
         plot_training_curves(run.metrics, run.plots / "training_curves.png")
         plot_pr_curves(run.metrics, run.plots / "per_class_pr.png")
