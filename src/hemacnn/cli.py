@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     # equal.
     pr.add_argument("--review-below", type=float, default=None, metavar="P",
                     help="flag a cell for review when its top probability is below P "
-                    "(default: 0.7, as in serve; 0 flags none)")
+                    "(default: 0.7, as in serve; a cell with a warning is always flagged)")
     pr.add_argument("--differential", action="store_true",
                     help="differential count of all inputs as one patient's cells (written "
                     "beside --out as <stem>.differential.csv/.json)")

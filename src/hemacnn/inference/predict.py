@@ -59,7 +59,7 @@ class Prediction:
     detail: str = ""  # the error, or the warnings in words
     probabilities: dict[str, float] = field(default_factory=dict)
     name: str = ""
-    review: bool = False
+    unsure: bool = False  # the top probability is below the review threshold
     warnings: tuple[InputWarning, ...] = ()
     reason: str = ""  # ERROR: why, in a few words (the decoder's own, not parsed from detail)
     colour: tuple[float, ...] = ()  # mean RGB of the preprocessed pixels (before normalising)
@@ -75,6 +75,12 @@ class Prediction:
     def probability(self) -> float | None:
         """The predicted class's probability (None when not classified)."""
         return self.probabilities[self.code] if self.probabilities else None
+
+    @property
+    def review(self) -> bool:
+        """Whether a person should look at this cell: the model is unsure, or the file has
+        any warning (a confident call on a cell unlike the training ones is still doubtful)."""
+        return self.status is not Status.ERROR and (self.unsure or bool(self.warnings))
 
     @property
     def status_text(self) -> str:
@@ -158,8 +164,9 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
                    classifier: Any = None, adapt_bn: bool = False) -> list[Prediction]:
     """Classify ``files`` in batches: one :class:`Prediction` per file, in input order.
 
-    ``review`` is set when the top probability is below ``review_below``; a classified file
+    ``unsure`` is set when the top probability is below ``review_below``; a classified file
     unlike the training cells (:func:`hemacnn.data.inputcheck.check_input`) is SUSPICIOUS.
+    Either flags it for review (:attr:`Prediction.review`).
     ``adapt_bn``: re-estimate BatchNorm statistics on these files first (a first pass over them).
     """
     if not 0.0 <= review_below <= 1.0:
@@ -193,7 +200,7 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
                 preds.append(Prediction(
                     path, Status.SUSPICIOUS if found else Status.OK,
                     "; ".join(w.detail for w in found), per_class, names[code],
-                    review=float(p.max()) < review_below, warnings=found,
+                    unsure=float(p.max()) < review_below, warnings=found,
                     colour=tuple(float(v) for v in pixels.reshape(-1, 3).mean(axis=0))))
             advance(len(chunk))
     return preds

@@ -42,6 +42,7 @@ from hemacnn.inference.predict import (
     Status,
     classify_files,
     colour_check,
+    with_colour_warning,
 )
 
 STATIC = Path(__file__).with_name("static")
@@ -246,10 +247,14 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
                     up.prediction = pred
         if not any(u.prediction for u in uploads):
             raise _refuse_all(uploads)
+        classified = [u for u in uploads if u.prediction]
+        colour = colour_check([u.prediction for u in classified], models.card)
+        # another stain or scanner: a colour warning on every row, as predict writes it
+        used = with_colour_warning([u.prediction for u in classified], colour)
+        for up, pred in zip(classified, used, strict=True):
+            up.prediction = pred
         results = [_result(u.name, u.prediction) if u.prediction else u.as_error()
                    for u in uploads]
-        used = [u.prediction for u in uploads if u.prediction]
-        colour = colour_check(used, models.card)  # another stain or scanner: say so at once
         return {"results": results, "differential": from_predictions(used, classes),
                 "colour": {"far": colour.far, "distance": colour.distance,
                            "mean_rgb": colour.mean, "message": colour.summary()}}

@@ -85,7 +85,7 @@ async function loadModel() {
   $("#model-info").textContent =
     `Model ${card.arch.name} · ${card.input_size} px · classes: ` +
     card.classes.map(label).join(", ") +
-    ` · cells with top probability below ${card.review_below} are flagged for review`;
+    ` · cells with top probability below ${card.review_below} or with a warning are flagged for review`;
   $("#who-note").hidden = !card.classes.includes("BLA");
   state.db = await openStore();
   for (const r of await restoreCells()) {
