@@ -15,6 +15,7 @@ from pathlib import Path
 from hemacnn.card import ONNX_SUFFIX
 from hemacnn.errors import HemacnnError
 from hemacnn.inference.onnxmodel import OnnxClassifier, fresh_export
+from hemacnn.inference.runcard import check_run_card
 from hemacnn.rundir import find_checkpoint
 
 
@@ -33,6 +34,8 @@ def load_classifier(path: str | os.PathLike, precision: str = "fp32",
         except HemacnnError:  # a damaged export: the checkpoint beside it still predicts
             pass
         else:
+            if Path(path).is_dir():
+                check_run_card(path, clf.card, onnx)
             clf.source = str(find_checkpoint(path))  # the model is the checkpoint; ONNX runs it
             return clf
     # lazy: torch, ~3.5 s of start-up on 2 cores (most of a one-image predict); a run with a

@@ -27,6 +27,7 @@ from hemacnn.data.colour import normalize_for_card
 from hemacnn.errors import HemacnnError
 from hemacnn.inference.checkpoint import model_weights, read_checkpoint
 from hemacnn.inference.engine import array_batches, predict_batches, prepare_model
+from hemacnn.inference.runcard import check_run_card
 from hemacnn.models import build_model
 from hemacnn.models.batchnorm import ADAPT_MAX_BATCHES, adapt_batchnorm
 from hemacnn.rundir import RunDir, find_checkpoint
@@ -79,6 +80,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         return load_ensemble(ckpt_path, device, prepare=prepare)
     ckpt = read_checkpoint(ckpt_path)
     card = parse_card((ckpt.get("hyper_parameters") or {}).get("card"), ckpt_path)
+    if Path(path).is_dir():
+        check_run_card(path, card, ckpt_path)  # before anything is built or written
     arch = card["arch"]
     weights = model_weights(ckpt.get("state_dict") or {})
     try:
