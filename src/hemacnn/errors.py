@@ -1,5 +1,14 @@
 """User-facing errors: the CLI prints them as one line and exits non-zero."""
 
+import os
+import shlex
+
+
+def command_line(*args: str | os.PathLike) -> str:
+    """``hemacnn ARGS`` as a user pastes it into a shell: each argument quoted where it must be
+    (a path with spaces stays one argument)."""
+    return " ".join(["hemacnn", *(shlex.quote(str(a)) for a in args)])
+
 
 class HemacnnError(Exception):
     """A problem the user can fix (bad path, bad config, unusable data).

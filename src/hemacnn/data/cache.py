@@ -26,7 +26,7 @@ from hemacnn.data.images import DRAFT_BY_DEFAULT, check_resize, preprocess_image
 from hemacnn.data.manifest import Entry, manifest_hash
 from hemacnn.data.parallel import default_workers, file_lock, run_chunks
 from hemacnn.data.paths import dataset_cache_dir
-from hemacnn.errors import HemacnnError
+from hemacnn.errors import HemacnnError, command_line
 
 FORMAT_VERSION = 1
 """Bump when the cache layout or the preprocessing changes: it is part of the cache key."""
@@ -115,8 +115,8 @@ def build_cache(root: str | os.PathLike, entries: Iterable[Entry], size: int,
     root = Path(root)
     usable = sorted((e for e in entries if e.usable), key=lambda e: e.path)
     if not usable:
-        raise HemacnnError(f"no usable images to cache under {root}; run `hemacnn scan {root}` "
-                           "to see what is wrong with them")
+        raise HemacnnError(f"no usable images to cache under {root}; run "
+                           f"`{command_line('scan', root)}` to see what is wrong with them")
     key = cache_key(usable, size, method, draft)
     parent = dataset_cache_dir(root)
     final = parent / f"cache-{key}"

@@ -34,7 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 from hemacnn.atomic import ensure_writable_dir, write_json, write_text
 from hemacnn.classes import PAPER_CLASSES
 from hemacnn.data.manifest import Entry
-from hemacnn.errors import HemacnnError
+from hemacnn.errors import HemacnnError, command_line
 
 SPLIT_NAMES = ("train", "val", "test")
 Item = tuple[str, str]
@@ -128,7 +128,7 @@ def _group(entries: Iterable[Entry], classes: Sequence[str] | None, root: str | 
             raise HemacnnError(
                 f"class {code} has no usable image in {where}: all {n} file"
                 f"{'s were' if n != 1 else ' was'} rejected ({_rejected_text(rejected[code])}); "
-                f"run `hemacnn scan {root or 'DATA_DIR'}` to see each file's reason")
+                f"run `{command_line('scan', root or 'DATA_DIR')}` to see each file's reason")
         present = ", ".join(sorted(by_class)) or "none"
         raise HemacnnError(
             f"class {code} not found in {where}; classes present: {present} — "

@@ -22,7 +22,7 @@ from hemacnn.atomic import write_text
 from hemacnn.card import read_card
 from hemacnn.classes import is_matek_set
 from hemacnn.data.splits import load_splits
-from hemacnn.errors import HemacnnError
+from hemacnn.errors import HemacnnError, command_line
 from hemacnn.evaluation.evaluate import SPLITS
 from hemacnn.evaluation.plots import (
     plot_confusion,
@@ -397,8 +397,9 @@ def _mapped_blocks(r: RunInfo, map_name: str) -> list[Block]:
             continue
         if isinstance(data, dict) and (data.get("class_map") or {}).get("name") == map_name:
             found += report_blocks(data)
+    evaluate = command_line("evaluate", r.path, "--data", "DIR", "--class-map", "MAP")
     return found or [("p", f"{r.name}: no evaluation through class map {map_name} yet; run "
-                           f"`hemacnn evaluate {r.path} --data DIR --class-map MAP` first.")]
+                           f"`{evaluate}` first.")]
 
 
 def write_report(run_dirs: list[str | os.PathLike], out: str | os.PathLike | None = None,

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from hemacnn.errors import Interrupted
+from hemacnn.errors import Interrupted, command_line
 from hemacnn.inference.checkpoint import read_checkpoint
 
 RNG_KEY = "hemacnn_rng"  # the checkpoint entry of the random state (runs saved before read it)
@@ -106,7 +106,8 @@ class StopOnSignal(Callback):
             trainer.save_checkpoint(self.path, weights_only=False)
             raise Interrupted("training stopped by "
                               f"{signal.Signals(self.signum).name} after a mini-batch; "
-                              f"continue it with `hemacnn train --resume {self.path.parents[1]}`")
+                              "continue it with "
+                              f"`{command_line('train', '--resume', self.path.parents[1])}`")
 
 
 class RandomStateInCheckpoint(Callback):

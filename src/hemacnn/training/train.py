@@ -36,7 +36,7 @@ from hemacnn.data.datamodule import HemaDataModule
 from hemacnn.data.inputcheck import CARD_KEY, source_images
 from hemacnn.data.manifest import Entry
 from hemacnn.data.splits import save_splits
-from hemacnn.errors import HemacnnError, Interrupted
+from hemacnn.errors import HemacnnError, Interrupted, command_line
 from hemacnn.evaluation.evaluate import evaluate_predictions
 from hemacnn.evaluation.plots import plot_pr_curves, plot_training_curves, run_figures_wanted
 from hemacnn.inference.engine import bf16_native, predict_batches
@@ -253,7 +253,8 @@ def _new_run_dir(cfg: Config, out: str | os.PathLike | None) -> Path:
     run_dir = Path(out) if out else Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if RunDir(run_dir).config.exists():
         raise HemacnnError(f"{run_dir} already holds a run; continue it with "
-                           f"`hemacnn train --resume {run_dir}` or choose another --out")
+                           f"`{command_line('train', '--resume', run_dir)}` or choose another "
+                           "--out")
     return run_dir
 
 
@@ -337,7 +338,7 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
         write_text(run.config, dump_config(cfg))
     # DDP workers re-run this command; the variable (inherited) tells them which folder is theirs.
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
-    resume_hint = f"continue it with `hemacnn train --resume {run_dir}`"
+    resume_hint = f"continue it with `{command_line('train', '--resume', run_dir)}`"
     stopper = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
