@@ -41,7 +41,7 @@ from hemacnn.evaluation.evaluate import evaluate_predictions
 from hemacnn.evaluation.plots import plot_pr_curves, plot_training_curves, run_figures_wanted
 from hemacnn.inference.engine import bf16_native, predict_batches
 from hemacnn.inference.loading import load_checkpoint
-from hemacnn.models import build_model, l2_penalty
+from hemacnn.models import build_model, l2_penalty, min_input_size
 from hemacnn.models.zoo import load_pretrained, zero_head
 from hemacnn.rundir import RunDir
 from hemacnn.runinfo import environment_info
@@ -237,6 +237,24 @@ def normalize_options(cfg: Config) -> dict[str, list[float]]:
     return {"input_mean": list(cfg.model.input_mean), "input_std": list(cfg.model.input_std)}
 
 
+def check_model(cfg: Config, weights: bool = True) -> None:
+    """The model settings that need no data, checked before the scan and cache (minutes on a
+    large folder): the name (registered, or one timm knows), its options, the smallest input
+    it takes and, with ``weights``, that the weights file is there."""
+    need = min_input_size(cfg.model.name, width=cfg.model.width, noise_std=cfg.model.noise_std,
+                          bn_momentum=cfg.model.bn_momentum, **normalize_options(cfg))
+    if cfg.data.image_size < need:
+        raise HemacnnError(f"model {cfg.model.name} needs data.image_size >= {need} (got "
+                           f"{cfg.data.image_size})")
+    start = cfg.recipe.progressive[0] if cfg.recipe.progressive else need
+    if start < need:
+        raise HemacnnError(f"model {cfg.model.name} needs inputs of at least {need} px: "
+                           f"recipe.progressive starts at {start}")
+    if weights and cfg.model.weights and not Path(cfg.model.weights).is_file():
+        raise HemacnnError(f"model.weights {cfg.model.weights} not found; give a local "
+                           "state-dict file (see the README: pretrained weights)")
+
+
 def _saved_load_report(run_dir: Path) -> dict[str, Any]:
     """The ``init_weights_report`` entry of a run folder's saved card (empty when none)."""
     try:
@@ -302,6 +320,7 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
         run_dir = _new_run_dir(cfg, out)
         check_creatable(run_dir)  # before the scan and cache, which can take minutes
         ckpt_path = None
+    check_model(cfg, weights=ckpt_path is None)  # a resume's checkpoint holds the weights
     is_zero = rank_zero_only.rank == 0
 
     # Everything that can reject the input (data, classes, model, trainer settings) runs before
