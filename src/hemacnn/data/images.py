@@ -47,6 +47,9 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 )
 """What Pillow's decoders raise on bad files; nothing broader is ever caught."""
 
+EMPTY_FILE = "empty file (0 bytes)"
+"""Why a file of no bytes is no image, in the same words everywhere (scan, predict, serve)."""
+
 _MODE_NAMES = {
     "1": "1-bit black and white", "L": "grayscale", "P": "palette", "LA": "grayscale with alpha",
     "PA": "palette with alpha", "RGBA": "RGBA", "RGBa": "RGBA", "CMYK": "CMYK",
@@ -111,7 +114,7 @@ def to_rgb(im: Image.Image, wide: bool = False) -> tuple[Image.Image, str]:
 def decode_bytes(data: bytes, extension: str) -> DecodedImage:
     """Decode a file's bytes fully to RGB, or raise ImageDecodeError saying what is wrong."""
     if not data:
-        raise ImageDecodeError("empty file (0 bytes)")
+        raise ImageDecodeError(EMPTY_FILE)
     ext = extension.lower()
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -201,6 +204,8 @@ def _missing(path: str | os.PathLike) -> UnreadableImage | None:
         return UnreadableImage(path, "no such file or folder", f"{path}: no such file or folder")
     if os.path.isdir(path):
         return UnreadableImage(path, "a folder, not an image", f"{path} is a folder, not an image")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:  # Pillow: "cannot identify image file"
+        return UnreadableImage(path, EMPTY_FILE, f"{path}: {EMPTY_FILE}")
     return None
 
 

@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from hemacnn import __version__
-from hemacnn.data.images import DECODE_ERRORS, FORMATS_BY_EXTENSION, ImageDecodeError
+from hemacnn.data.images import DECODE_ERRORS, EMPTY_FILE, FORMATS_BY_EXTENSION, ImageDecodeError
 from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.inference.classifier import load_classifier
 from hemacnn.inference.differential import from_predictions
@@ -123,7 +123,7 @@ def _save_uploads(files: list[UploadFile], folder: Path, max_bytes: int, max_pix
                       "limit per file")
             continue
         if not data:
-            up.refuse(400, f"{up.name} is empty")
+            up.refuse(400, f"{up.name}: {EMPTY_FILE}")
             continue
         up.path = folder / _safe_name(i, up.name)
         up.path.write_bytes(data)
