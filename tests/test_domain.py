@@ -18,14 +18,8 @@ import torch
 from conftest import SHARED_DATA
 from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
-from hemacnn.scoring.classmap import (
-    LeftOut,
-    load_class_map,
-    mapped_labels,
-    parse_class_map,
-    resolve,
-)
-from hemacnn.scoring.metrics import compute_metrics
+from hemacnn.scoring.classmap import LeftOut, load_class_map, parse_class_map, resolve
+from hemacnn.scoring.mapped import score_mapped, target_scores
 
 PBC = SHARED_DATA / "pbc_dev"
 
@@ -64,17 +58,19 @@ def test_many_to_one_scoring_counts_any_mapped_class_as_correct():
     resolved = resolve(cmap, classes)
     assert resolved.scored == {"ig": ("PMO", "MYB"), "lymphocyte": ("LYT",)}
     assert resolved.left_out == {"platelet": LeftOut.NO_COUNTERPART}
+    assert resolved.targets == ("ig", "lymphocyte")
     # Four ig cells called MYB, PMO, LYT, MYB and two lymphocytes called LYT and PMO.
     probs = np.eye(3, dtype=np.float32)[[2, 1, 0, 2, 0, 1]] * 0.8 + 0.2 / 3
-    targets = [[classes.index(c) for c in resolved.scored[t]]
-               for t in ["ig"] * 4 + ["lymphocyte"] * 2]
-    y = mapped_labels(targets, probs)
-    assert y.tolist() == [2, 1, 1, 2, 0, 0]  # a miss is charged to the truth's first class
-    m = compute_metrics(y, probs, classes)
+    scores = target_scores(resolved, [resolved.scored[t]
+                                      for t in ["ig"] * 4 + ["lymphocyte"] * 2], probs)
+    assert scores.y_true.tolist() == [0, 0, 0, 0, 1, 1]  # scored in PBC's classes
+    assert scores.y_pred.tolist() == [0, 0, 1, 0, 1, 0]  # each call: the folder it stands for
+    m = score_mapped(scores)
     assert m["accuracy"] == pytest.approx(4 / 6)
-    assert m["per_class"]["LYT"]["recall"] == pytest.approx(1 / 2)
-    assert m["per_class"]["MYB"]["precision"] == 1.0
-    assert m["confusion_matrix"]["counts"][1][0] == 1  # the ig cell called LYT
+    assert m["per_class"]["lymphocyte"]["recall"] == pytest.approx(1 / 2)
+    assert m["per_class"]["ig"]["recall"] == pytest.approx(3 / 4)
+    assert m["per_class"]["ig"]["precision"] == pytest.approx(3 / 4)  # one lymphocyte called PMO
+    assert m["confusion_matrix"]["counts"] == [[3, 1], [1, 1]]
 
 
 def test_prefix_rule_splits_pbc_neutrophils_and_stands_in_for_a_missing_class():
@@ -113,17 +109,24 @@ def test_cli_evaluate_scores_another_dataset_through_the_shipped_map(trained_run
     assert "left out (not scored): basophil 6, eosinophil 6, erythroblast 6, ig 6, " \
            "monocyte 6, platelet 6" in out
     assert "basophil: no counterpart" in out and "ig: the model has none of its classes" in out
-    assert "in-domain test vs this dataset" in out
-    table = [ln for ln in out.splitlines() if ln.startswith(("LYT ", "NGS "))]
-    assert any("lymphocyte" in ln for ln in table)  # the mapped per-class metrics
-    assert any("segmented neutrophil" in ln for ln in table)
-    assert len(table) == 4  # ... and the side-by-side rows
+    assert "in-domain test (its classes taken together) vs this dataset" in out
+    # Scored in PBC's classes: the per-class table, then the side-by-side rows.
+    table = [ln for ln in out.splitlines() if ln.startswith(("lymphocyte ", "neutrophil "))]
+    assert len(table) == 4 and any(ln.startswith("neutrophil (NGS) ") for ln in table)
+    assert "calls of BLA (no counterpart here) count as wrong" in out
     result = json.loads((tmp_path / "out" / "evaluation_data-pbc.json").read_text())
-    assert result["n"] == 6 + 6  # lymphocytes, and bands + segmented scored as NGS
-    assert result["per_class"]["LYT"]["support"] == 6
-    assert result["per_class"]["NGS"]["support"] == 6
-    assert result["per_class"]["LYT"]["recall_ci"] is not None and "calibration" in result
-    assert result["class_map"]["in_domain"]["per_class"]["LYT"]["support"] > 0
+    assert result["n"] == 6 + 6  # lymphocytes, and bands + segmented (NGS stands for both)
+    assert result["classes"] == ["lymphocyte", "neutrophil", "(no counterpart)"]
+    assert result["class_map"]["targets"] == {"lymphocyte": ["LYT"], "neutrophil": ["NGS"]}
+    assert result["per_class"]["lymphocyte"]["support"] == 6
+    assert result["per_class"]["neutrophil"]["support"] == 6
+    assert result["per_class"]["lymphocyte"]["recall_ci"] is not None and "calibration" in result
+    assert result["class_map"]["in_domain"]["mapped"]["per_class"]["lymphocyte"]["support"] > 0
+    saved = np.load(tmp_path / "out" / "predictions_data-pbc.npz")
+    model = saved["model_probs"]
+    np.testing.assert_allclose(saved["probs"][:, 0], model[:, 1], rtol=1e-6)  # LYT
+    np.testing.assert_allclose(saved["probs"][:, 2], model[:, 0], rtol=1e-6)  # BLA: no counterpart
+    assert saved["y_pred"].tolist() == [[2, 0, 1][k] for k in model.argmax(axis=1)]
     assert (tmp_path / "out" / "plots" / "confusion_data-pbc.png").is_file()
     # The report shows the same side-by-side table from the saved file.
     md = tmp_path / "report.md"

@@ -363,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--tta", action="store_true", help="average over the 8 dihedral transforms")
     e.add_argument("--out", metavar="DIR", help="write results here instead of the run folder")
-    e.add_argument("--class-map", metavar="MAP", help=CLASS_MAP_HELP + "; scores --data in the "
-                   "model's classes beside the run's own test figures")
+    e.add_argument("--class-map", metavar="MAP", help=CLASS_MAP_HELP + "; scores --data in its "
+                   "own classes beside the run's own test figures read the same way")
     e.add_argument("--adapt-bn", action="store_true", help="re-estimate BatchNorm statistics on "
                    "the evaluated images first (test-time adaptation to another stain/scanner)")
     e.set_defaults(func=_cmd_evaluate)

@@ -31,14 +31,8 @@ from hemacnn.errors import HemacnnError
 from hemacnn.evaluation.plots import plot_confusion, plot_reliability, run_figures_wanted
 from hemacnn.inference.classifier import load_classifier
 from hemacnn.rundir import RunDir, find_checkpoint
-from hemacnn.scoring.classmap import (
-    LeftOut,
-    ResolvedMap,
-    format_mapped,
-    load_class_map,
-    mapped_labels,
-    resolve,
-)
+from hemacnn.scoring.classmap import LeftOut, ResolvedMap, load_class_map, resolve
+from hemacnn.scoring.mapped import class_map_record, format_mapped, score_mapped, target_scores
 from hemacnn.scoring.metrics import compute_metrics
 
 SPLITS = ("train", "val", "test")
@@ -46,7 +40,8 @@ SPLITS = ("train", "val", "test")
 
 def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray,
                    classes: Sequence[str], out_dir: Path, name: str,
-                   paths: Sequence[str] | None) -> dict[str, Any]:
+                   paths: Sequence[str] | None,
+                   extra: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     out_dir = ensure_writable_dir(Path(out_dir))
     run = RunDir(out_dir)
     plots = run.plots
@@ -66,7 +61,7 @@ def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray
         np.savez_compressed(fh, y_true=np.asarray(y_true, dtype=np.int64),
                             probs=np.asarray(probs, dtype=np.float32),
                             paths=np.asarray(list(paths) if paths is not None else [], dtype=str),
-                            classes=np.asarray(list(classes), dtype=str))
+                            classes=np.asarray(list(classes), dtype=str), **(extra or {}))
     result["outputs"] = {k: str(v) for k, v in outputs.items()}
     write_json(outputs["evaluation"], result)
     return result
@@ -251,7 +246,8 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     """Evaluate a run's best checkpoint on its split (or on folder ``data``); save and return.
 
     ``class_map`` (a map file or a shipped map's name; default: the card's ``class_map``)
-    scores ``data`` of another dataset in the model's classes (:mod:`hemacnn.scoring.classmap`).
+    scores ``data`` of another dataset in that dataset's own classes
+    (:mod:`hemacnn.scoring.mapped`).
     ``adapt_bn`` re-estimates BatchNorm statistics on the evaluated images first (their labels
     unused): test-time adaptation to another stain or scanner.
     """
@@ -294,7 +290,19 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         raise HemacnnError(f"no readable images to evaluate in {root}")
     classes = card["classes"]
     probs = clf.probs(images, tta=tta)  # (stain-normalised inside)
-    y_true = mapped_labels([[classes.index(c) for c in labels[i]] for i in ok], probs)
+    truths = [labels[i] for i in ok]
+    if resolved is None:
+        y_true = np.array([classes.index(t[0]) for t in truths], dtype=np.int64)
+        scored, scored_classes, extra = probs, classes, None
+        metrics = compute_metrics(y_true, probs, classes, names=card.get("class_names"))
+    else:  # in the other dataset's classes (hemacnn.scoring.mapped)
+        mapped = target_scores(resolved, truths, probs)
+        y_true, scored, scored_classes = mapped.y_true, mapped.probs, mapped.classes
+        # the model's own probabilities and calls too: the figures can be recomputed, and the
+        # folders' sums checked
+        extra = {"y_pred": mapped.y_pred, "model_probs": probs.astype(np.float32),
+                 "model_classes": np.asarray(classes, dtype=str)}
+        metrics = score_mapped(mapped)
     rel_paths = [os.path.relpath(files[i], root) for i in ok]
     result = {
         "name": name,
@@ -303,17 +311,17 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "split": split if data is None else None,
         "data": str(Path(data).resolve()) if data is not None else str(root),
         "tta": bool(tta),
-        **compute_metrics(y_true, probs, classes, names=card.get("class_names")),
+        **metrics,
         "skipped_classes": unknown if resolved is None else {},
         "skipped_files": skipped,
         "skipped_unreviewed": unreviewed,
         "adapt_bn": clf.adapted.summary() if adapt_bn else None,
     }
     if resolved is not None:
-        result["class_map"] = {**resolved.describe(), "left_out_counts": unknown,
-                               "in_domain": in_domain_summary(run_dir)}
-    return _write_outputs(result, y_true, probs, classes, Path(out) if out else run_dir, name,
-                          rel_paths)
+        result["class_map"] = class_map_record(resolved, mapped, unknown,
+                                               in_domain_summary(run_dir))
+    return _write_outputs(result, y_true, scored, scored_classes,
+                          Path(out) if out else run_dir, name, rel_paths, extra)
 
 
 def in_domain_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -328,7 +336,8 @@ def in_domain_summary(run_dir: Path) -> dict[str, Any] | None:
                    for c, v in saved["per_class"].items()}
             return {"source": str(path), "per_class": per, "macro_f1": saved.get("macro_f1"),
                     "accuracy": saved.get("accuracy"),
-                    "headline_ci": saved.get("headline_ci")}
+                    "headline_ci": saved.get("headline_ci"),
+                    "confusion_matrix": saved.get("confusion_matrix")}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
     return None

@@ -33,7 +33,8 @@ from hemacnn.evaluation.plots import (
 from hemacnn.evaluation.published import comparability, published_for, published_macro_f1
 from hemacnn.inference.loading import is_ensemble, read_ensemble
 from hemacnn.rundir import RunDir
-from hemacnn.scoring.classmap import load_class_map, report_blocks
+from hemacnn.scoring.classmap import load_class_map
+from hemacnn.scoring.mapped import report_blocks
 from hemacnn.scoring.metrics import compute_metrics
 
 # A block: ("h1"|"h2"|"h3"|"p", text), ("ul", [items]), ("table", head, rows) or

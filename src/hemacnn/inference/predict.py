@@ -233,7 +233,7 @@ def with_truth(preds: Sequence[Prediction], resolved: ResolvedMap
             left_out[truth] += isinstance(got, LeftOut)
             out.append(replace(p, truth=truth))
         else:
-            out.append(replace(p, truth=truth, correct=p.code in got))
+            out.append(replace(p, truth=truth, correct=resolved.correct(got, p.code)))
     return out, {t: n for t, n in left_out.items() if n}
 
 

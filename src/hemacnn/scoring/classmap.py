@@ -7,11 +7,12 @@ other dataset may be called: ``classes`` (folder -> any of these; an empty list:
 class to score instead or null). Any other class named in the map that the model lacks is an
 error: a typo would otherwise quietly leave a whole class out.
 
-Scoring: a cell whose truth maps to model classes T is correct when the prediction is in T. To
-reuse every metric of :mod:`hemacnn.scoring.metrics` (intervals, confusion matrix, calibration),
-each cell
-gets one label in the model's classes: the prediction when it is in T, else T's first class
-(:func:`mapped_labels`). Accuracy and calibration are then exactly the any-of scores.
+Read backwards, a resolved map sends each model class to the one folder of the other dataset
+it stands for (:attr:`ResolvedMap.target_of`; a prefix rule's classes belong to its folder), so
+a prediction can be said in that dataset's terms: :mod:`hemacnn.scoring.mapped` scores there. A
+model class that two folders claim (after the ``optional`` stand-ins) is therefore an error at
+:func:`resolve`: a call of it would name neither folder, and scoring it as both would count
+one prediction twice.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from hemacnn.errors import HemacnnError
@@ -75,6 +75,23 @@ class ResolvedMap:
     model_classes: tuple[str, ...]
     scored: dict[str, tuple[str, ...]]
     left_out: dict[str, LeftOut]
+    target_of: dict[str, str]
+    """Model class -> the folder of the other dataset it stands for (classes with no
+    counterpart are absent)."""
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The other dataset's folders that have a counterpart: its classes as scored."""
+        mapped = set(self.target_of.values())
+        return tuple(f for f in self.cmap.classes if f in mapped)  # the map's order
+
+    def correct(self, targets: Sequence[str], code: str) -> bool:
+        """Whether a call of ``code`` names the folder of a cell scored as ``targets``."""
+        return self.target_of.get(code) == self.target_of[targets[0]]
+
+    def members(self, target: str) -> tuple[str, ...]:
+        """The model classes that stand for folder ``target``."""
+        return tuple(c for c in self.model_classes if self.target_of.get(c) == target)
 
     def label(self, folder: str, filename: str) -> tuple[str, tuple[str, ...] | LeftOut]:
         """(truth key, the model classes that count as correct, or why it is left out)."""
@@ -87,6 +104,7 @@ class ResolvedMap:
         """The resolved map for the evaluation JSON."""
         return {"name": self.cmap.name, "source": self.cmap.source,
                 "scored": {t: list(c) for t, c in self.scored.items()},
+                "targets": {t: list(self.members(t)) for t in self.targets},
                 "left_out": {t: why.value for t, why in self.left_out.items()}}
 
 
@@ -194,108 +212,20 @@ def resolve(cmap: ClassMap, model_classes: Sequence[str], model: str = "the mode
     if not scored:
         raise HemacnnError(f"class map {cmap.source} scores none of {model}'s classes "
                            f"({', '.join(have)}); use a map written for this model")
-    return ResolvedMap(cmap, have, scored, left_out)
-
-
-def mapped_labels(targets: Sequence[Sequence[int]], probs: np.ndarray) -> np.ndarray:
-    """One label per cell in the model's classes: the prediction when it is one of the cell's
-    targets (so it counts as correct), else the cell's first target."""
-    pred = probs.argmax(axis=1)
-    return np.array([int(p) if int(p) in t else int(t[0])
-                     for p, t in zip(pred, targets, strict=True)], dtype=np.int64)
+    target_of: dict[str, str] = {}
+    for truth, codes in scored.items():
+        folder = truth.partition("/")[0]
+        for code in codes:
+            if target_of.setdefault(code, folder) != folder:
+                raise HemacnnError(
+                    f"class map {cmap.source}: {code} stands for both {target_of[code]} and "
+                    f"{folder} (after the 'optional' stand-ins, for {model}); a model class may "
+                    "stand for one folder only, so that each prediction names one of them")
+    order = {c: i for i, c in enumerate(have)}
+    return ResolvedMap(cmap, have, scored, left_out,
+                       dict(sorted(target_of.items(), key=lambda kv: order[kv[0]])))
 
 
 def left_out_text(counts: dict[str, int]) -> str:
     """``basophil 100, erythroblast 100`` in order of the truth keys."""
     return ", ".join(f"{t} {n}" for t, n in sorted(counts.items()))
-
-
-def _f(v: float | None) -> str:
-    return "  n/a" if v is None else f"{v:.3f}"
-
-
-def _ci(ci: list[float] | None) -> str:
-    return "" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
-
-
-def side_by_side(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per scored model class: its in-domain test figures beside this dataset's."""
-    cm = result["class_map"]
-    inside = (cm.get("in_domain") or {}).get("per_class") or {}
-    codes = list(dict.fromkeys(c for t in cm["scored"].values() for c in t))
-    rows = []
-    for code in codes:
-        here, there = inside.get(code) or {}, result["per_class"].get(code) or {}
-        rows.append({"class": code,
-                     "in_domain": {k: here.get(k) for k in ("recall", "recall_ci", "f1",
-                                                            "support")},
-                     "other": {k: there.get(k) for k in ("recall", "recall_ci", "f1",
-                                                         "support")}})
-    return rows
-
-
-def format_mapped(result: dict[str, Any]) -> list[str]:
-    """The mapped evaluation's own lines: which truth scores as what, what was left out, and
-    the in-domain / other-dataset table."""
-    cm = result["class_map"]
-    lines = ["", f"class map {cm['name']} ({cm['source']}): "
-             + "; ".join(f"{t} -> {'/'.join(c)}" for t, c in cm["scored"].items())]
-    counts = cm.get("left_out_counts") or {}
-    if counts:
-        lines.append(f"left out (not scored): {left_out_text(counts)}")
-        reasons = {t: cm["left_out"].get(t, LeftOut.NOT_IN_MAP.value) for t in counts}
-        lines.append("  why: " + "; ".join(f"{t}: {w}" for t, w in sorted(reasons.items())))
-    inside = cm.get("in_domain")
-    lines += ["", "in-domain test vs this dataset (recall [95% CI], F1, n):"]
-    head = f"{'class':<8}{'in-domain':>34}{'this dataset':>34}{'F1 change':>11}"
-    lines += [head, "-" * len(head)]
-    for row in side_by_side(result):
-        a, b = row["in_domain"], row["other"]
-
-        def cell(v: dict[str, Any]) -> str:
-            if v.get("support") is None:
-                return "n/a"
-            return f"{_f(v['recall'])} {_ci(v['recall_ci'])} {_f(v['f1'])} {v['support']}"
-
-        delta = (f"{b['f1'] - a['f1']:+.3f}" if a.get("f1") is not None
-                 and b.get("f1") is not None else "")
-        lines.append(f"{row['class']:<8}{cell(a):>34}{cell(b):>34}{delta:>11}")
-    mine = result["macro_f1"]
-    if inside and inside.get("macro_f1") is not None:
-        lines.append(f"macro F1: in-domain {inside['macro_f1']:.3f} ({inside['source']}), "
-                     f"this dataset {mine:.3f}")
-    else:
-        lines.append(f"macro F1 on this dataset {mine:.3f}; no in-domain test evaluation in "
-                     "the run folder (run `hemacnn evaluate RUN` first)")
-    return lines
-
-
-def report_blocks(result: dict[str, Any]) -> list[tuple]:
-    """Report blocks (see :mod:`hemacnn.evaluation.report`) for one mapped evaluation: the
-    in-domain / other-dataset table, the headline beside the run's own, what was left out."""
-    cm = result["class_map"]
-    blocks: list[tuple] = [("h3", f"Another dataset: {Path(result.get('data', '')).name} "
-                                  f"(class map {cm['name']})")]
-    head = ["class", "in-domain recall [95% CI]", "in-domain F1", "n",
-            "this dataset recall [95% CI]", "this dataset F1", "n"]
-    rows = []
-    for row in side_by_side(result):
-        a, b = row["in_domain"], row["other"]
-        rows.append([row["class"], f"{_f(a['recall'])} {_ci(a['recall_ci'])}", _f(a["f1"]),
-                     str(a["support"] if a["support"] is not None else "n/a"),
-                     f"{_f(b['recall'])} {_ci(b['recall_ci'])}", _f(b["f1"]),
-                     str(b["support"] if b["support"] is not None else "n/a")])
-    blocks.append(("table", head, rows))
-    inside = cm.get("in_domain") or {}
-    hci = (result.get("headline_ci") or {}).get("macro_f1")
-    text = (f"{result['n']} cells scored; macro F1 {result['macro_f1']:.3f}"
-            + (f" {_ci(hci)}" if hci else "")
-            + (f" against {inside['macro_f1']:.3f} on the run's own test split"
-               if inside.get("macro_f1") is not None else "")
-            + "; " + "; ".join(f"{t} scored as {'/'.join(c)}" for t, c in cm["scored"].items()))
-    if cm.get("left_out_counts"):
-        text += f". Left out (not scored): {left_out_text(cm['left_out_counts'])}"
-    if result.get("adapt_bn"):
-        text += f". Test-time adaptation: {result['adapt_bn']}"
-    blocks.append(("p", text + "."))
-    return blocks

@@ -157,10 +157,15 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
             "macro_f1": [float(v) for v in np.percentile(f1, [lo, hi])]}
 
 
-def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
-    """Top-label expected calibration error and the reliability-diagram bins."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
+def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15,
+                y_pred: np.ndarray | None = None) -> dict[str, Any]:
+    """Top-label expected calibration error and the reliability-diagram bins.
+
+    ``y_pred`` (default: the argmax): the label called, whose probability is the confidence.
+    """
+    y_pred = probs.argmax(axis=1) if y_pred is None else np.asarray(y_pred, dtype=int)
+    conf = probs[np.arange(len(y_pred)), y_pred]
+    correct = y_pred == y_true
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     # Bins are (lo, hi]; a confidence of exactly 0 cannot occur for a top-label softmax.
     idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
@@ -187,15 +192,27 @@ def _tolerance_source(classes: Sequence[str], tolerance: Mapping[str, Any] | Non
     return "given by the caller"
 
 
+def confusion_figures(cm: np.ndarray, classes: Sequence[str]) -> dict[str, dict]:
+    """Per-class precision, recall, F1 and Wilson intervals from a confusion matrix alone
+    (rows: truth, columns: prediction), for figures whose cells are not at hand."""
+    cm = np.asarray(cm)
+    return _per_class(cm, np.eye(len(classes), dtype=bool), list(classes), list(classes))
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
                     tolerance: Mapping[str, Any] | None = None, n_bins: int = 15,
-                    names: Sequence[str] | None = None) -> dict:
+                    names: Sequence[str] | None = None,
+                    y_pred: np.ndarray | None = None) -> dict:
     """Every evaluation figure (strict and tolerant) from labels and class probabilities.
 
     ``tolerance`` maps a class code to the codes accepted as tolerant-correct; ``None`` uses
     Matek's groups (:func:`hemacnn.classes.tolerance_groups`) for a Matek class set and none
     otherwise; ``{}`` makes the tolerant figures strict. ``names`` are the display names
     (default :func:`hemacnn.classes.class_names`: Matek's only for a Matek class set).
+    ``y_pred`` (default: the argmax of ``probs``): the labels called, when they come from
+    elsewhere (another dataset's classes: the model's own call, mapped; see
+    :mod:`hemacnn.scoring.mapped`); the confusion matrix, precision, recall and calibration
+    count them, the ROC-AUC ranks ``probs``.
     """
     # lazy: scikit-learn ~1.3 s (importtime, measured under load) and ~200 MB; the differential
     # count, which serve and predict use, needs only the Wilson interval above
@@ -205,7 +222,10 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
     probs = np.asarray(probs, dtype=np.float64)
     classes = list(classes)
     _check_inputs(y_true, probs, classes)
-    y_pred = probs.argmax(axis=1)
+    y_pred = probs.argmax(axis=1) if y_pred is None else np.asarray(y_pred).astype(int)
+    if y_pred.shape != y_true.shape or y_pred.min() < 0 or y_pred.max() >= len(classes):
+        raise HemacnnError(f"predicted labels must be {len(y_true)} class indices "
+                           f"0..{len(classes) - 1}")
     labels = list(range(len(classes)))
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     strict_ok = np.eye(len(classes), dtype=bool)
@@ -246,7 +266,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
         "ci_level": 0.95,
         "confusion_matrix": {"labels": classes, "counts": cm.tolist(),
                              "normalised": normalised.tolist()},
-        "calibration": calibration(y_true, probs, n_bins),
+        "calibration": calibration(y_true, probs, n_bins, y_pred),
         "tolerant": {
             **_headline(tol_per, cm, tol_ok),
             "per_class": tol_per,
