@@ -43,6 +43,8 @@ def test_a_checkpoint_with_other_classes_is_refused(run: Path, tmp_path: Path, c
     cell = sorted((tmp_path / "data" / "LYT").glob("*.jpg"))[0]
     _refused(["predict", str(copy), str(cell), "--out", str(tmp_path / "p.csv")], copy, capsys)
     assert not (tmp_path / "p.csv").exists()
+    _refused(["export", str(copy)], copy, capsys)
+    assert not (copy / "export").exists()
 
 
 def test_a_checkpoint_trained_on_other_data_is_refused(run: Path, tmp_path: Path, capsys):

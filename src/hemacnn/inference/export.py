@@ -35,6 +35,7 @@ from hemacnn.card import ONNX_CARD_KEY, extend_card, read_card
 from hemacnn.errors import HemacnnError
 from hemacnn.inference.loading import load_checkpoint
 from hemacnn.inference.onnxmodel import EXPORT_DIR, SOURCE_KEY, checkpoint_source
+from hemacnn.inference.runcard import check_run_card
 from hemacnn.rundir import RunDir, find_checkpoint
 
 FORMATS = ("onnx",)
@@ -48,6 +49,8 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike | None = 
         raise HemacnnError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     ckpt = find_checkpoint(model_path)
     model, card = load_checkpoint(ckpt, device="cpu", prepare=False)
+    if Path(model_path).is_dir():  # loaded by file (to export it unprepared): check it here
+        check_run_card(model_path, card, ckpt)
     if out is None:
         run = Path(model_path) if Path(model_path).is_dir() else ckpt.parent.parent
         out = run / EXPORT_DIR
