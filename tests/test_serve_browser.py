@@ -86,6 +86,8 @@ def test_review_page_end_to_end(server, onnx_server, trained_run, sample_root, t
                 and failed_gets.append(f"{r.status} {r.url}"))
         page.goto(server)
         expect(page.locator("#model-info")).to_contain_text("BLA — blast")
+        # how the probabilities are computed, named beside the model (fp32 by default)
+        expect(page.locator("#model-info")).to_contain_text("probabilities in fp32 · ")
 
         # 250 cells: the page sends them in batches the server accepts
         page.set_input_files("#file-input", [str(f) for f in files])
@@ -173,6 +175,7 @@ def test_review_page_end_to_end(server, onnx_server, trained_run, sample_root, t
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == N_CELLS
+    assert {r["precision"] for r in rows} == {"fp32"} and all(r["backend"] for r in rows)
     reviewed = {r["path"]: r["reviewed_class"] for r in rows if r["reviewed_class"]}
     assert reviewed == {target_name: "BLA", confirmed_name: expected[confirmed_name][0]}
     # the downloaded labels are a dataset: evaluate scores exactly the two reviewed cells

@@ -74,7 +74,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from hemacnn.evaluation.evaluate import evaluate_run, format_evaluation
 
     result = evaluate_run(args.run_dir, data=args.data, split=args.split, tta=args.tta,
-                          out=args.out, class_map=args.class_map, adapt_bn=args.adapt_bn)
+                          out=args.out, class_map=args.class_map, adapt_bn=args.adapt_bn,
+                          precision=args.precision)
     print(json.dumps(result) if args.json else format_evaluation(result))
     return 0
 
@@ -97,6 +98,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 CLASS_MAP_HELP = ("another dataset's folder names -> the model's classes (a YAML file, or a "
                   "shipped map: matek-pbc)")
+
+
+def _precision_arg(p: argparse.ArgumentParser) -> None:
+    """``--precision``, the same on every command that computes probabilities."""
+    # The choices are hemacnn.inference.engine.PRECISIONS (importing it here would load torch
+    # for every command; a test holds the two equal).
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="fp32 (default: the same numbers on every machine, checkpoint or ONNX "
+                   "export); bf16: bf16 autocast, faster where the hardware has it; auto: bf16 "
+                   "where native. What ran is recorded with the results")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -256,7 +267,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from hemacnn.inference.explain import explain_files
 
     for line in explain_files(args.model, args.images, out=args.out, method=args.method,
-                              target=args.target):
+                              target=args.target, precision=args.precision):
         print(line)
     return 0
 
@@ -276,7 +287,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     serve(args.model, host=args.host, port=args.port,
           review_below=None if isinstance(args.review_below, _PredictDefault)
-          else args.review_below)
+          else args.review_below, precision=args.precision)
     return 0
 
 
@@ -302,6 +313,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
                     help="gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam, "
                     "scorecam (scorecam runs the model once per activation map: slow)")
     ex.add_argument("--target", metavar="CODE", help="class to explain (default: predicted)")
+    _precision_arg(ex)
     ex.set_defaults(func=_cmd_explain)
 
     sv = sub.add_parser("serve", help="web page and JSON API for reviewing cells",
@@ -314,6 +326,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--review-below", type=float, default=_PredictDefault(), metavar="P",
                     help="flag a cell for review when its top probability is below P "
                     "(default: %(default)s, the same as predict)")
+    _precision_arg(sv)
     sv.set_defaults(func=_cmd_serve)
 
 
@@ -367,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "own classes beside the run's own test figures read the same way")
     e.add_argument("--adapt-bn", action="store_true", help="re-estimate BatchNorm statistics on "
                    "the evaluated images first (test-time adaptation to another stain/scanner)")
+    _precision_arg(e)
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("report", help="Markdown + HTML report beside the published figures",
@@ -406,9 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="differential count of all inputs as one patient's cells (written "
                     "beside --out as <stem>.differential.csv/.json)")
     pr.add_argument("--batch-size", type=int, default=64, metavar="N")
-    pr.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                    help="fp32 (default: the same numbers on every machine); bf16: bf16 "
-                    "autocast, faster where the hardware has it; auto: bf16 where native")
+    _precision_arg(pr)
     pr.add_argument("--class-map", metavar="MAP", help=CLASS_MAP_HELP + "; each file's truth "
                     "is its folder's name: adds truth and correct columns and a summary line")
     pr.add_argument("--adapt-bn", action="store_true", help="re-estimate BatchNorm statistics "

@@ -3,7 +3,9 @@
 Metric maths lives in :mod:`hemacnn.scoring.metrics` (arrays in, dict out). This module handles run
 folders and files: it writes ``evaluation_<name>.json``, ``predictions_<name>.npz`` (so the
 metrics can be recomputed later without the model) and the confusion-matrix and reliability
-figures under ``plots/``.
+figures under ``plots/``. The JSON's ``inference`` says how the probabilities were computed
+(:func:`hemacnn.inference.classifier.numerics`); a bf16 evaluation is written under its own name
+(``evaluation_test_bf16.json``) so that it never replaces the fp32 figures of record.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from hemacnn.data.scan import check_file, load_or_scan
 from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluation.plots import plot_confusion, plot_reliability, run_figures_wanted
-from hemacnn.inference.classifier import load_classifier
+from hemacnn.inference.classifier import Numerics, load_classifier, numerics
 from hemacnn.rundir import RunDir, find_checkpoint
 from hemacnn.scoring.classmap import LeftOut, ResolvedMap, load_class_map, resolve
 from hemacnn.scoring.mapped import class_map_record, format_mapped, score_mapped, target_scores
@@ -69,9 +71,13 @@ def _write_outputs(result: dict[str, Any], y_true: np.ndarray, probs: np.ndarray
 
 def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
                          out_dir: str | os.PathLike, name: str = "test",
-                         paths: Sequence[str] | None = None) -> dict[str, Any]:
-    """Compute metrics and write evaluation JSON, predictions NPZ and figures into ``out_dir``."""
+                         paths: Sequence[str] | None = None,
+                         computed: Numerics | None = None) -> dict[str, Any]:
+    """Compute metrics and write evaluation JSON, predictions NPZ and figures into ``out_dir``;
+    ``computed``: how ``probs`` were computed (recorded as ``inference``)."""
     result = {"name": name, **compute_metrics(y_true, probs, list(classes))}
+    if computed is not None:
+        result["inference"] = computed.as_dict()
     return _write_outputs(result, y_true, probs, classes, Path(out_dir), name, paths)
 
 
@@ -242,14 +248,16 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
                  split: str = "test", tta: bool = False,
                  out: str | os.PathLike | None = None,
                  class_map: str | os.PathLike | None = None,
-                 adapt_bn: bool = False) -> dict[str, Any]:
+                 adapt_bn: bool = False, precision: str = "fp32") -> dict[str, Any]:
     """Evaluate a run's best checkpoint on its split (or on folder ``data``); save and return.
 
     ``class_map`` (a map file or a shipped map's name; default: the card's ``class_map``)
     scores ``data`` of another dataset in that dataset's own classes
     (:mod:`hemacnn.scoring.mapped`).
     ``adapt_bn`` re-estimates BatchNorm statistics on the evaluated images first (their labels
-    unused): test-time adaptation to another stain or scanner.
+    unused): test-time adaptation to another stain or scanner. ``precision``: fp32 (the
+    figures of record), bf16 or auto (bf16 where native); the result's ``inference`` records
+    what ran, and a bf16 result's name ends in ``_bf16``.
     """
     run_dir = Path(run_dir)
     card = read_card(run_dir)
@@ -279,8 +287,10 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     images, ok, errors = cached if cached is not None else load_images(files, card)
     # The checkpoint, or its fresh ONNX export (hemacnn.inference.onnxmodel, ~2x on a CPU); with
     # adapt_bn the checkpoint, its BatchNorm statistics re-estimated on these images first.
-    clf = load_classifier(run_dir, adapt_bn=adapt_bn)
-    card = clf.card
+    clf = load_classifier(run_dir, precision=precision, adapt_bn=adapt_bn)
+    card, how = clf.card, numerics(clf)
+    if how.precision == "bf16":
+        name += "_bf16"
     if adapt_bn:
         clf.adapt([images])
     for exc in errors:
@@ -311,6 +321,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "split": split if data is None else None,
         "data": str(Path(data).resolve()) if data is not None else str(root),
         "tta": bool(tta),
+        "inference": how.as_dict(),
         **metrics,
         "skipped_classes": unknown if resolved is None else {},
         "skipped_files": skipped,
@@ -382,8 +393,9 @@ def format_evaluation(result: dict[str, Any]) -> str:
     """Human-readable evaluation: per-class table (Table 6 layout), headline, tolerant, notes."""
     where = (f"split '{result['split']}'" if result.get("split")
              else f"data {result.get('data')}")
+    how = f", {Numerics(**result['inference'])}" if result.get("inference") else ""
     lines = [f"Evaluation {result.get('name', '')}: {where}, {result['n']} images"
-             + (", TTA over 8 dihedral transforms" if result.get("tta") else ""), ""]
+             + (", TTA over 8 dihedral transforms" if result.get("tta") else "") + how, ""]
     lines += class_table(result["per_class"])
     lines += ["", "strict:   " + headline_line(result)]
     hci = result.get("headline_ci")

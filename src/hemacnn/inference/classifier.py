@@ -5,12 +5,17 @@ A run folder with a fresh ONNX export (:func:`hemacnn.inference.onnxmodel.fresh_
 through
 ONNX Runtime without importing torch: the same network, fp32, the same probabilities within
 1e-4. ``--precision bf16`` and ``--adapt-bn`` need the checkpoint and use it.
+
+:func:`numerics` says how a classifier (or a torch model run at a precision) computes its
+probabilities: every output that holds probabilities records it beside them.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from hemacnn.card import ONNX_SUFFIX
 from hemacnn.errors import HemacnnError
@@ -23,6 +28,9 @@ def load_classifier(path: str | os.PathLike, precision: str = "fp32",
                     adapt_bn: bool = False):  # -> hemacnn.inference.loading.Classifier
     """A classifier for a run folder, a ``.ckpt``, an ensemble folder or an exported ``.onnx``."""
     if Path(path).suffix.lower() == ONNX_SUFFIX:
+        if precision == "bf16":
+            raise HemacnnError(f"--precision bf16 needs the checkpoint: ONNX Runtime runs {path} "
+                               "in fp32; give the run folder instead")
         if adapt_bn:
             raise HemacnnError(f"--adapt-bn needs the checkpoint: ONNX Runtime folds BatchNorm "
                                f"into the convolutions of {path}; give the run folder instead")
@@ -43,3 +51,43 @@ def load_classifier(path: str | os.PathLike, precision: str = "fp32",
     from hemacnn.inference.loading import TorchClassifier
 
     return TorchClassifier(path, precision=precision, adapt_bn=adapt_bn)
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """How probabilities were computed: what every output records beside them."""
+
+    precision: str  # fp32 or bf16: what ran (``auto`` resolved)
+    backend: str  # torch or onnxruntime
+    backend_version: str
+    device: str  # cpu, cuda:0, ...
+
+    def as_dict(self) -> dict[str, str]:
+        """The fields, for JSON files, CSV columns and API answers."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.precision} · {self.backend} {self.backend_version} · {self.device}"
+
+
+def numerics(model: Any, precision: str = "fp32") -> Numerics:
+    """How ``model`` computes probabilities: a classifier from :func:`load_classifier`, or a
+    torch module run by :func:`hemacnn.inference.engine.predict_batches` at ``precision``."""
+    if isinstance(model, OnnxClassifier):
+        import onnxruntime as ort  # lazy: ~190 ms, ONNX only; the classifier imported it already
+
+        cuda = model.session.get_providers()[0] == "CUDAExecutionProvider"
+        return Numerics("fp32", "onnxruntime", ort.__version__, "cuda:0" if cuda else "cpu")
+    # lazy: torch, ~3.5 s of start-up on 2 cores; a torch model or classifier has imported it
+    # already, and the ONNX path above never does
+    import torch
+
+    # lazy: as torch (these modules import it)
+    from hemacnn.inference.engine import resolve_precision
+    from hemacnn.inference.loading import TorchClassifier
+
+    if isinstance(model, TorchClassifier):
+        model, precision = model.model, model.precision
+    device = next(model.parameters()).device
+    return Numerics(resolve_precision(precision, device), "torch", torch.__version__,
+                    str(device))

@@ -7,6 +7,10 @@ architecture needs no change here. The heat map is computed at the model's input
 resized onto the original image, so the overlay shows the cell as the user knows it. Below the
 pair, a caption names the explained class, its probability and the method, over the colour
 scale of the overlay, so a saved PNG says what it shows.
+
+The probability comes from the classifier ``predict`` uses for the same MODEL and
+``--precision`` (:func:`hemacnn.inference.classifier.load_classifier`), so the two print the
+same number; the heat map's gradients come from the unprepared torch model, in fp32.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from hemacnn.atomic import ensure_writable_dir, write_bytes
 from hemacnn.data.colour import normalize_for_card
 from hemacnn.data.images import ImageDecodeError, load_images, load_rgb
 from hemacnn.errors import HemacnnError, UnreadableImage
-from hemacnn.inference.loading import load_checkpoint, predict_arrays
+from hemacnn.inference.classifier import Numerics, load_classifier, numerics
+from hemacnn.inference.loading import Classifier, load_checkpoint, predict_arrays
 
 METHODS = {  # CLI name -> pytorch_grad_cam class name
     "gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",
@@ -88,7 +93,7 @@ MIN_WIDTH = 480
 CAPTION_HEIGHT = 76
 
 
-def _caption(width: int, title: str, method: str) -> np.ndarray:
+def _caption(width: int, title: str, method: str, how: Numerics | None = None) -> np.ndarray:
     """A white strip ``width`` px wide: the title line, then the colour scale of the overlay."""
     # lazy: matplotlib.figure ~580 ms, see class_activation
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -104,7 +109,9 @@ def _caption(width: int, title: str, method: str) -> np.ndarray:
     scale = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), cax=bar,
                          orientation="horizontal")
     scale.set_ticks([0, 0.5, 1], labels=["0 low", "0.5", "1 high"])
-    scale.set_label(f"{method} activation", fontsize=7, labelpad=1)
+    computed = (f" · probability: {how.precision}, {how.backend}, {how.device}"
+                if how is not None else "")
+    scale.set_label(f"{method} activation{computed}", fontsize=7, labelpad=1)
     bar.tick_params(labelsize=7, length=2, pad=1)
     canvas.draw()
     strip = np.asarray(canvas.buffer_rgba())[..., :3]
@@ -114,14 +121,15 @@ def _caption(width: int, title: str, method: str) -> np.ndarray:
     return out
 
 
-def labelled(original: np.ndarray, heat: np.ndarray, title: str, method: str) -> np.ndarray:
+def labelled(original: np.ndarray, heat: np.ndarray, title: str, method: str,
+             how: Numerics | None = None) -> np.ndarray:
     """Original beside its overlay, the caption and colour scale below: one RGB array."""
     h, w = original.shape[:2]
     width = max(2 * w, MIN_WIDTH)
     canvas = np.full((h + CAPTION_HEIGHT, width, 3), 255, dtype=np.uint8)
     canvas[:h, :w] = original
     canvas[:h, w:2 * w] = overlay(original, heat)
-    canvas[h:] = _caption(width, title, method)
+    canvas[h:] = _caption(width, title, method, how)
     return canvas
 
 
@@ -145,10 +153,14 @@ def _check_target(target: str | None, classes: Sequence[str]) -> None:
 
 
 def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLike,
-                  method: str = "gradcam", target: str | None = None
-                  ) -> tuple[Image.Image, str, float]:
+                  method: str = "gradcam", target: str | None = None,
+                  classifier: Classifier | None = None) -> tuple[Image.Image, str, float]:
     """Original beside overlay, labelled with class, probability, method and colour scale; with
-    the explained class and its probability. An unusable file raises UnreadableImage."""
+    the explained class and its probability. An unusable file raises UnreadableImage.
+
+    The probabilities come from ``classifier`` (predict's for this model), else from ``model``
+    in fp32; the caption says how they were computed.
+    """
     classes = list(card["classes"])
     names = list(card.get("class_names") or classes)
     _check_target(target, classes)
@@ -157,14 +169,17 @@ def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLik
     if errors:  # the reason in explain's one-line form (cannot read image PATH: why; ...)
         raise UnreadableImage(errors[0].path, errors[0].reason)
     small = normalize_for_card(images, card)[0]  # what the model sees (stain reference)
-    probs = predict_arrays(model, small[None], precision="fp32")[0]
+    if classifier is not None:
+        probs, how = classifier.probs(images)[0], numerics(classifier)  # (normalises inside)
+    else:
+        probs, how = predict_arrays(model, small[None], precision="fp32")[0], numerics(model)
     best = int(probs.argmax())
     idx = classes.index(target) if target else best
     heat = class_activation(model, small[None], [idx], method)[0]
     title = f"{classes[idx]} {names[idx]}: probability {probs[idx]:.3f}"
     title += (" (predicted class)" if idx == best
               else f" (explained; predicted {classes[best]} {probs[best]:.3f})")
-    pair = labelled(_original(path), heat, title, method)
+    pair = labelled(_original(path), heat, title, method, how)
     return Image.fromarray(pair), classes[idx], float(probs[idx])
 
 
@@ -177,20 +192,22 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def explain_files(model_path: str | os.PathLike, paths: Sequence[str | os.PathLike],
                   out: str | os.PathLike = "explain", method: str = "gradcam",
-                  target: str | None = None) -> list[str]:
+                  target: str | None = None, precision: str = "fp32") -> list[str]:
     """Write ``OUT/<stem>.<method>.png`` (original | overlay, caption) per image; one line per
-    file, an unusable file's line saying why."""
+    file, an unusable file's line saying why, and a last line saying how the probabilities
+    were computed (by predict's classifier at ``precision``: the same numbers)."""
     if Path(model_path).suffix.lower() == ".onnx":
         raise HemacnnError("heat maps need the PyTorch model (gradients); give the run folder "
                            "or .ckpt, not the .onnx export")
     _check_method(method)
     model, card = load_checkpoint(model_path, device="cpu", prepare=False)
     _check_target(target, card["classes"])  # whole-command mistakes stop before any file
+    classifier = load_classifier(model_path, precision=precision)
     out_dir = ensure_writable_dir(Path(out))
     lines, failed = [], 0
     for p in paths:
         try:
-            image, code, prob = explain_image(model, card, p, method, target)
+            image, code, prob = explain_image(model, card, p, method, target, classifier)
         except UnreadableImage as exc:
             failed += 1
             lines.append(f"{p}  ERROR  {exc}")
@@ -201,4 +218,4 @@ def explain_files(model_path: str | os.PathLike, paths: Sequence[str | os.PathLi
     if failed == len(paths):
         raise HemacnnError(f"no heat map written: all {failed} images failed\n"
                            + "\n".join(lines))
-    return lines
+    return [*lines, f"probabilities computed with {numerics(classifier)}"]

@@ -6,7 +6,8 @@ same deterministic preprocessing as training (:func:`hemacnn.data.images.load_im
 :func:`run_predict` classifies files, folders (recursively) and globs in batches
 (:func:`classify_files`): one row per file with the class, the probability of every class, a
 review flag and a status, so a file that cannot be classified is a row that says why, never a
-silent gap.
+silent gap. Every row also says how its probabilities were computed (precision, backend and
+its version, device: :func:`hemacnn.inference.classifier.numerics`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from hemacnn.data.inputcheck import Concern, InputWarning, check_input
 from hemacnn.data.parallel import progress_bar
 from hemacnn.data.scan import IGNORED_NAMES
 from hemacnn.errors import HemacnnError
-from hemacnn.inference.classifier import load_classifier
+from hemacnn.inference.classifier import Numerics, load_classifier, numerics
 from hemacnn.inference.differential import format_differential, from_predictions, write_differential
 from hemacnn.scoring.classmap import LeftOut, ResolvedMap, left_out_text, load_class_map, resolve
 
@@ -65,6 +66,7 @@ class Prediction:
     colour: tuple[float, ...] = ()  # mean RGB of the preprocessed pixels (before normalising)
     truth: str = ""  # with a class map: the file's class in the other dataset's terms
     correct: bool | None = None  # with a class map: None when its truth is left out
+    computed: Numerics | None = None  # how the probabilities were computed
 
     @property
     def code(self) -> str:
@@ -90,7 +92,8 @@ class Prediction:
 
     def row(self, classes: Sequence[str], mapped: bool = False) -> dict[str, Any]:
         """The CSV/JSON row: path, class, name, probability, p_<CODE>..., review, status,
-        warning (the concerns, comma-separated); with ``mapped`` also truth and correct."""
+        warning (the concerns, comma-separated); with ``mapped`` also truth and correct; last
+        precision, backend, backend_version and device (how the probabilities were computed)."""
         row: dict[str, Any] = {"path": self.path, "class": self.code, "name": self.name,
                                "probability": self.probability}
         row.update({f"p_{c}": self.probabilities.get(c) for c in classes})
@@ -98,6 +101,8 @@ class Prediction:
                     "warning": ",".join(w.concern.value for w in self.warnings)})
         if mapped:
             row.update({"truth": self.truth, "correct": self.correct})
+        row.update(self.computed.as_dict() if self.computed is not None
+                   else dict.fromkeys(f.name for f in fields(Numerics)))
         return row
 
 
@@ -174,6 +179,7 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
     if batch_size < 1:
         raise HemacnnError(f"--batch-size must be at least 1 (got {batch_size})")
     clf = classifier or load_classifier(model, precision=precision, adapt_bn=adapt_bn)
+    how = numerics(clf)
     classes = list(clf.card["classes"])
     names = dict(zip(classes, clf.card.get("class_names") or classes, strict=True))
     files = [str(f) for f in files]
@@ -191,7 +197,8 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
             for i, path in enumerate(chunk):
                 if i not in by_index:
                     exc = failed[path]
-                    preds.append(Prediction(path, Status.ERROR, str(exc), reason=exc.reason))
+                    preds.append(Prediction(path, Status.ERROR, str(exc), reason=exc.reason,
+                                            computed=how))
                     continue
                 pixels, p = by_index[i]
                 found = tuple(check_input(path, pixels, clf.card))
@@ -201,7 +208,8 @@ def classify_files(model: str | os.PathLike, files: Sequence[str | os.PathLike],
                     path, Status.SUSPICIOUS if found else Status.OK,
                     "; ".join(w.detail for w in found), per_class, names[code],
                     unsure=float(p.max()) < review_below, warnings=found,
-                    colour=tuple(float(v) for v in pixels.reshape(-1, 3).mean(axis=0))))
+                    colour=tuple(float(v) for v in pixels.reshape(-1, 3).mean(axis=0)),
+                    computed=how))
             advance(len(chunk))
     return preds
 
@@ -342,8 +350,12 @@ def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
         extra_lines.append(mapped_line(preds, left_out, resolved.cmap.name))
     if getattr(clf, "adapted", None) is not None:
         extra_lines.append(f"test-time adaptation: {clf.adapted.summary()}")
+    how = numerics(clf)
+    extra_lines.append(f"probabilities computed with {how}")
     mapped = resolved is not None
     diff = from_predictions(preds, classes) if with_differential else None
+    if diff is not None:
+        diff["inference"] = how.as_dict()
     written = []
     if out is not None:
         written.append(write_predictions(preds, classes, out, mapped))

@@ -21,10 +21,11 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
-          review_below: float | None = None) -> None:
+          review_below: float | None = None, precision: str = "fp32") -> None:
     """Load the model once and serve the page and API until Ctrl-C.
 
-    ``review_below``: flag cells whose top probability is below it (default: predict's).
+    ``review_below``: flag cells whose top probability is below it (default: predict's);
+    ``precision``: as predict's (fp32, bf16 or auto).
     """
     if not 0 < port < 65536:
         raise HemacnnError(f"--port must lie in 1..65535 (got {port})")
@@ -39,11 +40,11 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
         raise HemacnnError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "
                            "another --port") from None
     app = create_app(model_path, review_below=DEFAULT_REVIEW_BELOW if review_below is None
-                     else review_below)
+                     else review_below, precision=precision)
     if host not in LOCAL_HOSTS:
         print(f"warning: serving on {host}: the page and API are reachable from other "
               "machines and have no login; bind to 127.0.0.1 unless that is intended",
               file=sys.stderr)
-    print(f"hemacnn serving {model_path} at http://{host}:{port}/ (API docs at /docs); "
-          "Ctrl-C stops", file=sys.stderr)
+    print(f"hemacnn serving {model_path} ({app.state.models.numerics}) at "
+          f"http://{host}:{port}/ (API docs at /docs); Ctrl-C stops", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning")

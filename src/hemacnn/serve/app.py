@@ -3,7 +3,8 @@
 The model is loaded once when the app is made and shared by every request. Uploads are written
 to a private temporary folder and classified by :func:`hemacnn.inference.predict.classify_files`,
 so the page, the API and ``hemacnn predict`` give the same rows (class, probabilities, review,
-status).
+status); a heat map's probability comes from the same classifier. The model answer and every
+batch say how the probabilities were computed (``inference``: precision, backend, device).
 Every input error is a 4xx JSON answer naming the file; a mixed batch classifies the good files
 and returns each bad one with its error.
 
@@ -32,7 +33,7 @@ from PIL import Image
 from hemacnn import __version__
 from hemacnn.data.images import DECODE_ERRORS, EMPTY_FILE, FORMATS_BY_EXTENSION, ImageDecodeError
 from hemacnn.errors import HemacnnError, UnreadableImage
-from hemacnn.inference.classifier import load_classifier
+from hemacnn.inference.classifier import load_classifier, numerics
 from hemacnn.inference.differential import from_predictions
 from hemacnn.inference.explain import explain_image, png_bytes
 from hemacnn.inference.loading import load_checkpoint
@@ -149,6 +150,7 @@ class Models:
         self.path = str(model_path)
         self.classifier = load_classifier(model_path, precision=precision)
         self.card = self.classifier.card
+        self.numerics = numerics(self.classifier)
         self._plain = None
         self.lock = threading.Lock()  # CPU inference is already parallel inside a batch
 
@@ -206,8 +208,10 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
 
     @app.get("/api/model")
     def model_card() -> dict[str, Any]:
-        """The model card, the review threshold, the limits and whether heat maps are on."""
+        """The model card, the review threshold, the limits, whether heat maps are on and how
+        probabilities are computed."""
         return {**models.card, "source": models.classifier.source,
+                "inference": models.numerics.as_dict(),
                 "review_below": review_below, "heat_maps": models.heat_maps,
                 "heat_map_method": HEAT_MAP_METHOD,
                 "limits": {"max_file_bytes": max_file_bytes, "max_files": max_files,
@@ -256,6 +260,7 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
         results = [_result(u.name, u.prediction) if u.prediction else u.as_error()
                    for u in uploads]
         return {"results": results, "differential": from_predictions(used, classes),
+                "inference": models.numerics.as_dict(),
                 "colour": {"far": colour.far, "distance": colour.distance,
                            "mean_rgb": colour.mean, "message": colour.summary()}}
 
@@ -265,8 +270,9 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
                 target: Annotated[str | None, Form()] = None) -> Response:
         """A Grad-CAM heat map of one image (PNG overlay), for its predicted class or target.
 
-        The class, its probability and the method come back in the X-Class, X-Probability
-        and X-Method headers.
+        The class, its probability (from the classifier /api/predict uses) and the method
+        come back in the X-Class, X-Probability and X-Method headers, how the probability was
+        computed in X-Precision, X-Backend and X-Device.
         """
         if file is None:
             raise UploadError(400, "no file in the request; send one image in the multipart "
@@ -284,7 +290,8 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
                 with models.lock:
                     pair, code, prob = explain_image(plain, models.card, up.path,
                                                      method=HEAT_MAP_METHOD,
-                                                     target=target or None)
+                                                     target=target or None,
+                                                     classifier=models.classifier)
             except (UnreadableImage, ImageDecodeError) as exc:
                 reason = exc.reason if isinstance(exc, UnreadableImage) else str(exc)
                 up.refuse(422, f"{up.name}: {reason}")
@@ -292,7 +299,10 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
         half = pair.crop((pair.width // 2, 0, pair.width, pair.height))
         return Response(png_bytes(half), media_type="image/png",
                         headers={"X-Class": code, "X-Probability": f"{prob:.4f}",
-                                 "X-Method": HEAT_MAP_METHOD})
+                                 "X-Method": HEAT_MAP_METHOD,
+                                 "X-Precision": models.numerics.precision,
+                                 "X-Backend": models.numerics.backend,
+                                 "X-Device": models.numerics.device})
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

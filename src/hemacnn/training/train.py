@@ -39,6 +39,7 @@ from hemacnn.data.splits import save_splits
 from hemacnn.errors import HemacnnError, Interrupted, command_line
 from hemacnn.evaluation.evaluate import evaluate_predictions
 from hemacnn.evaluation.plots import plot_pr_curves, plot_training_curves, run_figures_wanted
+from hemacnn.inference.classifier import numerics
 from hemacnn.inference.engine import bf16_native, predict_batches
 from hemacnn.inference.loading import load_checkpoint
 from hemacnn.models import build_model, l2_penalty, min_input_size
@@ -457,11 +458,15 @@ def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: lis
     )
 
 
-def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False) -> dict:
+def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False,
+               precision: str = "fp32") -> dict:
     """Test the best checkpoint on the held-out split; write metrics, predictions, plots, and
     the headline figures into the run's model card (its metrics of record).
 
-    With ``tta`` the test probabilities are averaged over the 8 dihedral transforms.
+    With ``tta`` the test probabilities are averaged over the 8 dihedral transforms. They are
+    computed in fp32 whatever ``trainer.precision`` trained in: the figures of record, the same
+    as ``hemacnn evaluate`` gives by default (``precision`` is predict's option, recorded as
+    ``inference`` with the backend and device).
     """
     model, card = load_checkpoint(checkpoint)
     labels: list[torch.Tensor] = []
@@ -471,9 +476,10 @@ def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False) -> dict:
             labels.append(y)
             yield x
 
-    probs = predict_batches(model, images(), tta=tta)
+    probs = predict_batches(model, images(), tta=tta, precision=precision)
     y = torch.cat(labels).numpy()
-    metrics = evaluate_predictions(y, probs, card["classes"], run_dir, name="test")
+    metrics = evaluate_predictions(y, probs, card["classes"], run_dir, name="test",
+                                   computed=numerics(model, precision))
     # The data folder as an absolute path, as this file always held it (the card keeps the
     # user's own spelling).
     metrics.update(split="test", data=str(Path(card["data_root"]).resolve()),

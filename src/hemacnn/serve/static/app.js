@@ -19,6 +19,9 @@ const el = (tag, attrs = {}, ...kids) => {
   return e;
 };
 const label = (code) => `${code} — ${state.card.names[code] || code}`;
+// how the server computed the probabilities (the API's "inference"), e.g. "fp32 · torch 2.14.1+cu130 · cpu"
+const INFERENCE_FIELDS = ["precision", "backend", "backend_version", "device"];
+const computedWith = (inf) => inf ? `${inf.precision} · ${inf.backend} ${inf.backend_version} · ${inf.device}` : "";
 
 function wilson(k, n) { // Wilson score interval, the same formula as the evaluation
   if (n === 0) return null;
@@ -53,7 +56,8 @@ function storeTx(mode, work) {
 const modelId = () => `${state.card.source}|${state.card.classes.join(",")}`;
 const record = (c) => ({ id: `${modelId()}|${c.key}`, model_id: modelId(), seq: c.seq, key: c.key,
   file: c.file, blob: c.blob, model: c.model, probability: c.probability,
-  probabilities: c.probabilities, review: c.review, warning: c.warning, reviewed: c.reviewed });
+  probabilities: c.probabilities, review: c.review, warning: c.warning, reviewed: c.reviewed,
+  inference: c.inference });
 
 async function saveCells(cells) {
   if (state.db) $("#saved").textContent = "Saving the review in this browser…";
@@ -83,7 +87,8 @@ async function loadModel() {
   card.classes.forEach((c, i) => { card.names[c] = (card.class_names || card.classes)[i]; });
   state.card = card;
   $("#model-info").textContent =
-    `Model ${card.arch.name} · ${card.input_size} px · classes: ` +
+    `Model ${card.arch.name} · ${card.input_size} px · probabilities in ` +
+    `${computedWith(card.inference)} · classes: ` +
     card.classes.map(label).join(", ") +
     ` · cells with top probability below ${card.review_below} or with a warning are flagged for review`;
   $("#who-note").hidden = !card.classes.includes("BLA");
@@ -152,7 +157,8 @@ function renderCell(cell) {
   const badge = el("span", { class: "badge status" });
   const pred = el("div", { class: "pred" }, el("span", { class: "code", text: cell.model }),
     el("span", { text: state.card.names[cell.model] }),
-    el("span", { class: "prob muted", text: `  ${(100 * cell.probability).toFixed(1)}%` }), badge);
+    el("span", { class: "prob muted", text: `  ${(100 * cell.probability).toFixed(1)}%`,
+      title: `computed in ${computedWith(cell.inference) || "(not recorded)"}` }), badge);
   if (cell.warning) pred.append(el("span", { class: "badge warn", text: "suspicious", title: cell.warning }));
   const select = el("select", { "aria-label": `class of ${cell.file}`, class: "reassign" });
   state.card.classes.forEach((c) => {
@@ -206,7 +212,9 @@ async function showHeatMap(cell, imgs, heatLabel, button) {
   const code = resp.headers.get("X-Class");
   const method = resp.headers.get("X-Method");
   const p = Number(resp.headers.get("X-Probability"));
-  const text = `${METHOD_NAMES[method] || method} for ${label(code)} (p = ${(100 * p).toFixed(1)}%)`;
+  const precision = resp.headers.get("X-Precision");
+  const text = `${METHOD_NAMES[method] || method} for ${label(code)} (p = ${(100 * p).toFixed(1)}%` +
+    (precision ? `, ${precision})` : ")");
   const url = URL.createObjectURL(await resp.blob());
   imgs.append(el("img", { src: url, alt: `heat map of ${cell.file}: ${text}`, class: "heatmap" }));
   heatLabel.replaceChildren(el("div", { class: "heat-text", text: `Heat map: ${text}` }),
@@ -278,7 +286,7 @@ async function upload(fileList) {
       const seq = state.cells.length ? state.cells[state.cells.length - 1].seq + 1 : 0;
       const cell = { key, seq, file: r.file, blob: file, url: URL.createObjectURL(file),
         model: r.class, probability: r.probability, probabilities: r.probabilities,
-        review: r.review, warning: r.warning, reviewed: null };
+        review: r.review, warning: r.warning, reviewed: null, inference: body.inference };
       state.cells.push(cell);
       added.push(cell);
       $("#cells").append(renderCell(cell));
@@ -301,9 +309,10 @@ function downloadCsv() {
   // reviewed_class is what a person decided and stays empty for cells nobody confirmed or
   // re-assigned: `hemacnn evaluate --data FILE.csv` scores only the reviewed rows, so the
   // model's own calls never pass for ground truth. Paths are relative to the CSV's folder.
-  const rows = [["path", "class", "model_class", "reviewed_class", "probability"]];
+  // The last columns say how each cell's probability was computed (as predict's CSV does).
+  const rows = [["path", "class", "model_class", "reviewed_class", "probability", ...INFERENCE_FIELDS]];
   state.cells.forEach((c) => rows.push([c.file, currentClass(c), c.model, c.reviewed || "",
-    c.probability.toFixed(6)]));
+    c.probability.toFixed(6), ...INFERENCE_FIELDS.map((k) => (c.inference || {})[k] || "")]));
   const text = rows.map((r) => r.map(csvField).join(",")).join("\n") + "\n";
   const a = el("a", { href: URL.createObjectURL(new Blob([text], { type: "text/csv" })),
     download: "reviewed_labels.csv" });
