@@ -95,6 +95,24 @@ warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
+def check_takes_size(model: nn.Module, size: int, name: str) -> None:
+    """recipe.progressive feeds smaller images: the model must accept them (one forward pass;
+    on the ``meta`` device it costs no compute)."""
+    was = model.training
+    device = next(model.parameters()).device
+    in_channels = int(((getattr(model, "hemacnn_arch", None) or {}).get("options") or {})
+                      .get("in_channels", 3))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_channels, size, size, device=device))
+    except RuntimeError:
+        raise HemacnnError(f"recipe.progressive: model {name} cannot take {size} px inputs "
+                           "(its head is fixed to one size); use a zoo model such as "
+                           "timm/resnet18, or a larger start size") from None
+    finally:
+        model.train(was)
+
+
 class CellClassifier(L.LightningModule):
     """A registered architecture + the recipe's loss (Keras-style L2 included) + per-class
     metrics; the optional parts of training are callbacks (:func:`_trainer` adds them).
@@ -126,26 +144,13 @@ class CellClassifier(L.LightningModule):
         r = self.cfg.recipe
         self.mixer = batch_mixer(r.mixup_alpha, r.cutmix_alpha, arch["num_classes"])
         if r.progressive:
-            self._check_any_size(int(r.progressive[0]), arch["name"])
+            check_takes_size(self.model, int(r.progressive[0]), arch["name"])
         self.classes: list[str] = list(card["classes"])
         n = len(self.classes)
         self.train_acc = MulticlassAccuracy(n, average="micro")
         self.val_acc = MulticlassAccuracy(n, average="micro")
         self.val_precision = MulticlassPrecision(n, average=None, zero_division=0)
         self.val_recall = MulticlassRecall(n, average=None, zero_division=0)
-
-    def _check_any_size(self, size: int, name: str) -> None:
-        """recipe.progressive feeds smaller images: the model must accept them."""
-        was = self.model.training
-        try:
-            with torch.no_grad():
-                self.model.eval()(torch.zeros(1, 3, size, size))
-        except RuntimeError:
-            raise HemacnnError(f"recipe.progressive: model {name} cannot take {size} px inputs "
-                               "(its head is fixed to one size); use a zoo model such as "
-                               "timm/resnet18, or a larger start size") from None
-        finally:
-            self.model.train(was)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images in [0, 1]."""
@@ -249,10 +254,12 @@ def check_model(cfg: Config, weights: bool = True) -> None:
     if cfg.data.image_size < need:
         raise HemacnnError(f"model {cfg.model.name} needs data.image_size >= {need} (got "
                            f"{cfg.data.image_size})")
-    start = cfg.recipe.progressive[0] if cfg.recipe.progressive else need
-    if start < need:
-        raise HemacnnError(f"model {cfg.model.name} needs inputs of at least {need} px: "
-                           f"recipe.progressive starts at {start}")
+    if cfg.recipe.progressive:  # the smaller start size, on a shapes-only build of the model
+        with torch.device("meta"):
+            model = build_model(cfg.model.name, 2, cfg.data.image_size, width=cfg.model.width,
+                                noise_std=cfg.model.noise_std,
+                                bn_momentum=cfg.model.bn_momentum, **normalize_options(cfg))
+        check_takes_size(model, int(cfg.recipe.progressive[0]), cfg.model.name)
     if weights:
         check_weights(cfg.model.weights, cfg.model.name)
 
