@@ -65,6 +65,10 @@ def test_folder_predict_matches_evaluate_and_writes_differential(trained_run, sa
     assert all(r["ci95_low"] <= r["percent"] <= r["ci95_high"] for r in d["rows"])
     assert d["notes"] == [RESEARCH_NOTE, WHO_NOTE]
     assert (tmp_path / "p.differential.csv").read_text().startswith("class,name,count,percent")
+    # the run's own test confusion corrects the shares (still shares: they sum to 100%)
+    assert d["adjustment"]["source"].endswith("test_metrics.json")
+    assert sum(r["adjusted_percent"] for r in d["rows"]) == pytest.approx(100.0, abs=1e-3)
+    assert all(r["adjusted_ci95_low"] <= r["adjusted_ci95_high"] for r in d["rows"])
     assert "Differential count of 24 cells" in printed and "WHO" in printed
 
 
@@ -87,12 +91,15 @@ def test_differential_csv_is_one_tidy_table(tmp_path):
     csv_path, json_path = write_differential(d, tmp_path / "cells.csv")
     with csv_path.open(newline="") as fh:
         table = list(csv.reader(fh))
-    assert table[0] == ["class", "name", "count", "percent", "ci95_low", "ci95_high"]
+    assert table[0] == ["class", "name", "count", "percent", "ci95_low", "ci95_high",
+                        "adjusted_percent", "adjusted_ci95_low", "adjusted_ci95_high",
+                        "adjusted", "test_recall", "test_cells"]
     assert [row[0] for row in table[1:]] == ["BLA", "LYT", "NGS"]
-    assert all(len(row) == 6 for row in table)
+    assert all(len(row) == 12 for row in table)
     assert [int(row[2]) for row in table[1:]] == [1, 2, 0]
+    assert all(row[6:] == [""] * 6 for row in table[1:])  # no test confusion: not adjusted
     saved = json.loads(json_path.read_text())
-    assert saved["notes"] == [RESEARCH_NOTE, WHO_NOTE] and saved["review_count"] == 1
+    assert saved["notes"][:2] == [RESEARCH_NOTE, WHO_NOTE] and saved["review_count"] == 1
 
 
 def test_predict_fails_when_nothing_can_be_classified(trained_run, tmp_path, capsys):

@@ -33,7 +33,12 @@ from hemacnn.data.parallel import progress_bar
 from hemacnn.data.scan import IGNORED_NAMES
 from hemacnn.errors import HemacnnError
 from hemacnn.inference.classifier import Numerics, load_classifier, numerics
-from hemacnn.inference.differential import format_differential, from_predictions, write_differential
+from hemacnn.inference.differential import (
+    format_differential,
+    from_predictions,
+    run_confusion,
+    write_differential,
+)
 from hemacnn.scoring.classmap import LeftOut, ResolvedMap, left_out_text, load_class_map, resolve
 
 DEFAULT_REVIEW_BELOW = 0.7
@@ -353,7 +358,9 @@ def run_predict(model: str | os.PathLike, inputs: Sequence[str | os.PathLike],
     how = numerics(clf)
     extra_lines.append(f"probabilities computed with {how}")
     mapped = resolved is not None
-    diff = from_predictions(preds, classes) if with_differential else None
+    # The differential's adjusted shares correct for the model's errors on its own test split.
+    diff = (from_predictions(preds, classes, run_confusion(model, clf.card))
+            if with_differential else None)
     if diff is not None:
         diff["inference"] = how.as_dict()
     written = []
