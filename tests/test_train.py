@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,19 +165,55 @@ def test_train_errors_are_one_line(tmp_path, synthetic_root, capsys):
 def test_train_output_to_a_log_file_carries_no_library_noise(tmp_path, synthetic_root):
     # Output to a pipe (a log file, CI) without --no-progress: plain epoch lines, no bar.
     cfg = trainer_config(tmp_path, synthetic_root)  # 6 batches an epoch, log_every_n_steps 10
+    # trainer.progress_seconds=0: the in-epoch progress line after every step (default 60 s).
     done = subprocess.run([sys.executable, "-m", "hemacnn.cli", "train", str(cfg), "--out",
-                           str(tmp_path / "run")], env=cli_env(), capture_output=True, text=True,
-                          timeout=600)
+                           str(tmp_path / "run"), "trainer.progress_seconds=0"], env=cli_env(),
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "log_every_n_steps" not in done.stderr and "logging interval" not in done.stderr
     assert "Trainer.fit" not in done.stderr and "Trainer.fit" not in done.stdout
+    both = done.stdout + done.stderr
+    # Lightning's device notices and model summary table only with --verbose.
+    for noise in ("GPU available", "TPU available", "HPU available", "Total params",
+                  "| Name"):
+        assert noise not in both, both
     lines = done.stdout.splitlines()
+    steps = [ln for ln in lines if " step " in ln]
+    assert [ln.split()[3] for ln in steps if ln.startswith("epoch 1/2")] == \
+        [f"{i}/6" for i in range(1, 7)], done.stdout
+    assert re.fullmatch(r"epoch 1/2  step 3/6  loss \d+\.\d{4}  [\d.]+ img/s  ETA \d+:\d\d",
+                        steps[2]), steps[2]
+    lines = [ln for ln in lines if " step " not in ln]
     epochs = [i for i, ln in enumerate(lines) if ln.startswith("epoch ")]
     assert [lines[i].split()[1] for i in epochs] == ["1/2", "2/2"]
     after = "\n".join(lines[epochs[0]:])
     # No frame of the rich training bar ("Epoch 2/2 ━━━━ 6/6 ...") after the plain lines.
     assert "Epoch " not in after and "━" not in after, after
     assert "stopped: reached max_epochs (2)" in after
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_verbose_brings_back_lightnings_summary_and_device_notices(tmp_path, verbose):
+    from lightning.pytorch.callbacks import ModelSummary
+
+    from hemacnn.config import TrainerConfig
+    from hemacnn.training.train import _lightning_trainer
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    notices = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    notices.addHandler(handler)
+    try:
+        trainer = _lightning_trainer(TrainerConfig(accelerator="cpu"), tmp_path, [], [],
+                                     verbose=verbose, bar=False)
+    finally:
+        notices.removeHandler(handler)
+    assert any(m.startswith("GPU available") for m in seen) == verbose, seen
+    assert any(isinstance(c, ModelSummary) for c in trainer.callbacks) == verbose
+    from hemacnn.cli import build_parser
+
+    assert build_parser().parse_args(["train", "c.yaml", "--verbose"]).verbose
 
 
 @pytest.mark.slow  # kill/resume variant: child processes stopped and resumed

@@ -60,7 +60,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.resume and not args.config:
         raise HemacnnError("give a config file (e.g. configs/quick.yaml) or --resume RUN_DIR")
     run_dir = train(args.config, overrides=args.overrides, out=args.out, resume=args.resume,
-                    progress=not args.no_progress, command=args.command_line)
+                    progress=not args.no_progress, command=args.command_line,
+                    verbose=args.verbose)
     test = RunDir(run_dir).test_metrics
     if test.is_file():  # absent on DDP worker ranks, which only train
         from hemacnn.evaluation.evaluate import format_evaluation
@@ -364,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="key=value")
     t.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<config>-<time>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (for logs): "
+                   "plain lines, one inside each epoch every trainer.progress_seconds (60)")
+    t.add_argument("--verbose", action="store_true", help="also Lightning's model summary "
+                   "table and its device notices (GPU/TPU/HPU available)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="per-class metrics of a trained run",

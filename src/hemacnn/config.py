@@ -178,6 +178,9 @@ class TrainerConfig(_Section):
     limit_val_batches: float | int = 1.0
     log_every_n_steps: int = Field(10, ge=1)
     log_step_loss: bool = False  # write step_loss.csv: training loss per mini-batch (IV-F)
+    progress_seconds: float = Field(60.0, ge=0)
+    """Without a progress bar (--no-progress, or output to a log file): a line inside each
+    epoch (step/total, loss, images/s, ETA) at most this many seconds apart; 0: every step."""
     checkpoint_minutes: float | None = Field(10.0, gt=0)
     """Training time between mid-epoch saves of last.ckpt (null: only at epoch ends), so a
     kill loses at most this much even when one epoch takes hours."""

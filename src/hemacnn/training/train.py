@@ -83,6 +83,14 @@ def _lightning_notice_kept(record: logging.LogRecord) -> bool:
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_lightning_notice_kept)
 
+# "GPU available: False, used: False", "TPU available: …", "HPU available: …": printed when the
+# Trainer is built, hidden unless `train --verbose` (the run's env.json records the device).
+_DEVICE_NOTICES = ("GPU available:", "TPU available:", "HPU available:", "IPU available:")
+
+
+def _no_device_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_DEVICE_NOTICES)
+
 
 # Lightning-internal notices that a user can do nothing about.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -319,10 +327,11 @@ def _check_resume_overrides(saved: Config, cfg: Config, run_dir: Path) -> None:
 
 def train(config: str | os.PathLike | None = None, overrides: list[str] | None = None,
           out: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-          progress: bool = True, command: str = "") -> Path:
+          progress: bool = True, command: str = "", verbose: bool = False) -> Path:
     """Train from a YAML config (or resume a run folder) and return the run folder.
 
-    ``command`` is the command line to record in the run's environment file."""
+    ``command`` is the command line to record in the run's environment file; ``verbose``
+    keeps Lightning's model summary and device notices."""
     if resume:
         run_dir = Path(resume)
         run = RunDir(run_dir)
@@ -368,7 +377,7 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
             print(report.summary(), flush=True)
     if cfg.model.head_init == "zero" and ckpt_path is None:
         zero_head(module.model)  # the classifier starts at zero (as BiT fine-tunes)
-    trainer = _trainer(cfg, run_dir, dm.class_codes, progress)
+    trainer = _trainer(cfg, run_dir, dm.class_codes, progress, verbose)
     if is_zero and not resume:
         ensure_writable_dir(run_dir)
         save_splits(dm.splits, splits_dir)
@@ -397,7 +406,8 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     return run_dir
 
 
-def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> L.Trainer:
+def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool,
+             verbose: bool = False) -> L.Trainer:
     t, run = cfg.trainer, RunDir(run_dir)
     callbacks: list[Callback] = [
         ModelCheckpoint(dirpath=run.checkpoints, filename=run.best.stem, monitor="val_loss",
@@ -426,7 +436,8 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
             dirpath=run.checkpoints, save_top_k=0, save_last=True,
             train_time_interval=timedelta(minutes=t.checkpoint_minutes),
             enable_version_counter=False))
-    callbacks.append(EpochLog(run.metrics, per_epoch=not bar))
+    callbacks.append(EpochLog(run.metrics, per_epoch=not bar,
+                              progress_seconds=t.progress_seconds))
     # Last of the non-checkpoint callbacks: the batch's other end-of-batch hooks (EMA, step
     # losses) have run when it saves (Lightning runs the module's hooks after the callbacks').
     callbacks.append(StopOnSignal(run.last))
@@ -439,7 +450,7 @@ def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool) -> 
         raise HemacnnError("trainer.sync_batchnorm needs CUDA GPUs (SyncBatchNorm has no CPU "
                            "kernel); leave it false on a CPU")
     try:
-        return _lightning_trainer(t, run_dir, callbacks, loggers, progress, bar,
+        return _lightning_trainer(t, run_dir, callbacks, loggers, verbose, bar,
                                   grad_clip=cfg.recipe.grad_clip)
     except (MisconfigurationException, ImportError, ValueError) as exc:
         raise HemacnnError(f"trainer settings rejected by Lightning: {exc}") from None
@@ -459,8 +470,19 @@ def _limit(value: float | int) -> float | int | None:
 
 
 def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: list,
-                       progress: bool, bar: bool, grad_clip: float | None = None
+                       verbose: bool, bar: bool, grad_clip: float | None = None
                        ) -> L.Trainer:
+    notices = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not verbose:
+        notices.addFilter(_no_device_notice)
+    try:
+        return _build_trainer(t, run_dir, callbacks, loggers, verbose, bar, grad_clip)
+    finally:
+        notices.removeFilter(_no_device_notice)
+
+
+def _build_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: list,
+                   verbose: bool, bar: bool, grad_clip: float | None) -> L.Trainer:
     return L.Trainer(
         gradient_clip_val=grad_clip,
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
@@ -474,7 +496,7 @@ def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: lis
         limit_train_batches=_limit(t.limit_train_batches),
         limit_val_batches=_limit(t.limit_val_batches),
         log_every_n_steps=t.log_every_n_steps, plugins=[AtomicCheckpointIO()],
-        enable_model_summary=progress,
+        enable_model_summary=verbose,
     )
 
 

@@ -36,17 +36,54 @@ def _fmt(metrics: dict[str, Any], key: str, digits: int) -> str:
 class EpochLog(Callback):
     """Prints ``epoch N/M  train_loss … val_acc …  S s`` per epoch and the reason training ended.
 
+    With ``per_epoch`` (no progress bar), also a line inside the epoch at most
+    ``progress_seconds`` apart: ``epoch N/M  step i/n  loss …  X img/s  ETA m:ss``, so a log
+    of a long epoch shows it is alive and when it will end.
     ``metrics_csv`` is the run's per-epoch file (whole across resumes): the best epoch is read
     from it, the way the best checkpoint was chosen (lowest validation loss, first on ties).
     """
 
-    def __init__(self, metrics_csv: Path, per_epoch: bool = True) -> None:
+    def __init__(self, metrics_csv: Path, per_epoch: bool = True,
+                 progress_seconds: float = 60.0) -> None:
         self.metrics_csv = Path(metrics_csv)
         self.per_epoch = per_epoch
-        self._t0 = time.monotonic()
+        self.progress_seconds = progress_seconds
+        self._t0 = self._t_line = time.monotonic()
+        self._steps = self._images = self._loss_steps = 0
+        self._loss_sum: Any = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0 = time.monotonic()
+        self._t0 = self._t_line = time.monotonic()
+        self._steps = self._images = self._loss_steps = 0
+        self._loss_sum = 0.0
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not self.per_epoch:
+            return
+        self._steps += 1
+        self._images += len(batch[0]) if isinstance(batch, (list, tuple)) else 0
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:  # summed as a tensor: no device sync on the steps not printed
+            self._loss_sum = self._loss_sum + loss.detach()
+            self._loss_steps += 1
+        now = time.monotonic()
+        if now - self._t_line < self.progress_seconds:
+            return
+        self._t_line = now
+        elapsed = max(now - self._t0, 1e-9)
+        total = trainer.num_training_batches
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
+                 f"step {batch_idx + 1}/{total if math.isfinite(total) else '?'}"]
+        if self._loss_steps:
+            parts.append(f"loss {float(self._loss_sum) / self._loss_steps:.4f}")
+        parts.append(f"{self._images / elapsed:.1f} img/s")
+        if math.isfinite(total):
+            left = (total - batch_idx - 1) * elapsed / self._steps
+            parts.append(f"ETA {int(left) // 60}:{int(left) % 60:02d}")
+        self._loss_sum, self._loss_steps = 0.0, 0  # the next line's loss: the steps since this
+        print("  ".join(parts), flush=True)
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
