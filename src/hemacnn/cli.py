@@ -126,6 +126,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from hemacnn.doctor import Status, format_checks, run_checks
+
+    checks = run_checks()
+    print(format_checks(checks))
+    return 1 if any(c.status is Status.FAIL for c in checks) else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hemacnn.demo import run_demo
 
@@ -440,6 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     d.set_defaults(func=_cmd_demo)
 
+    dr = sub.add_parser("doctor", help="check the installation (torch/torchvision pairing, "
+                        "CPU/GPU, optional extras, test tools)",
+                        description="Report Python, torch and torchvision (and whether the two "
+                        "pair), the CUDA/CPU build, what the CPU supports (native bf16, AVX2, "
+                        "AVX-512, AMX), the optional extras and the tools the tests use "
+                        "(chromium, PostgreSQL). Exits 1 when something needed is broken, with "
+                        "the command that fixes it.")
+    dr.set_defaults(func=_cmd_doctor)
+
     _add_sweep(sub)
     _add_combining_commands(sub)
     _add_model_commands(sub)
@@ -488,6 +505,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (RuntimeError, ImportError, OSError) as exc:
+        # A torch/torchvision mismatch fails at the first torchvision import, deep inside
+        # whichever command ran first: one line with the fix instead of a long traceback.
+        # Only on this error path, so a healthy start-up pays nothing.
+        from hemacnn.doctor import broken_pairing_message  # lazy: the error path only
+
+        message = broken_pairing_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
