@@ -15,7 +15,14 @@ from factories import model_card, save_checkpoint
 from hemacnn.cli import main
 from hemacnn.data.images import preprocess_image
 from hemacnn.errors import HemacnnError
-from hemacnn.inference.explain import CAPTION_HEIGHT, MIN_WIDTH, class_activation, target_layer
+from hemacnn.inference.explain import (
+    CAPTION_HEIGHT,
+    MIN_WIDTH,
+    class_activation,
+    coarse_note,
+    map_grid,
+    target_layer,
+)
 from hemacnn.inference.loading import load_checkpoint
 from hemacnn.models import build_model, list_models, min_input_size
 
@@ -55,6 +62,25 @@ def test_explain_writes_an_overlay_for_every_architecture(name, sample_root, tmp
     assert shown.shape == (h + CAPTION_HEIGHT, max(2 * w, MIN_WIDTH), 3)
     assert np.array_equal(shown[:h, :w], original)
     assert not np.array_equal(shown[:h, w:2 * w], original)  # the overlay is drawn
+
+
+def test_a_coarse_heat_map_says_so(sample_root, tmp_path, capsys):
+    # MV3 at 42 px ends in a 2x2 grid: the map is four values blurred up, and the output says so.
+    torch.manual_seed(0)
+    model = build_model("mv3", 2, 42, width=0.125)
+    ckpt = save_checkpoint(tmp_path / "mv3.ckpt", model, model_card(["BLA", "LYT"],
+                                                                    model.hemacnn_arch))
+    model, _ = load_checkpoint(ckpt, device="cpu", prepare=False)
+    assert map_grid(model, 42) == (2, 2)
+    assert coarse_note((2, 2)) == "coarse: a 2x2 map, blurred up to the image"
+    assert coarse_note((8, 8)) == ""  # a fine enough map carries no caveat
+    img = sorted((sample_root / "BLA").rglob("*.jpg"))[0]
+    assert main(["explain", str(ckpt), str(img), "--out", str(tmp_path / "maps")]) == 0
+    out = capsys.readouterr().out
+    note = [ln for ln in out.splitlines() if ln.startswith("note:")]
+    assert note == ["note: heat maps are coarse: a 2x2 map, blurred up to the image: the last "
+                    "convolution, the layer the classifier pools, sees 42 px inputs as 2x2 "
+                    "cells; a larger model.input_size gives a finer map"], out
 
 
 def test_heat_map_depends_on_the_explained_class(trained_run, sample_root):

@@ -3,6 +3,7 @@ decompression bombs, one model load, and a server that answers while it classifi
 
 from __future__ import annotations
 
+import io
 import struct
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 import hemacnn.inference.loading as loading_module
 from hemacnn.cli import main
@@ -208,6 +210,11 @@ def test_explain_endpoint_returns_a_png(client, cells):
     assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert r.headers["x-class"] == "LYT" and r.headers["x-method"] == "gradcam"
     assert 0 <= float(r.headers["x-probability"]) <= 1
+    # The overlay alone, at the cell's own size: the page captions it (a half of the captioned
+    # pair showed the caption cut mid-word, "edicted class)").
+    with Image.open(io.BytesIO(r.content)) as png, Image.open(cells[0]) as cell:
+        assert png.size == cell.size
+    assert "x-map-note" in r.headers
     r = client.post("/api/explain", files={"file": ("a.jpg", b"junk")})
     assert r.status_code == 422 and "a.jpg" in r.json()["detail"]
     r = client.post("/api/explain", files={"file": (cells[0].name, cells[0].read_bytes())},

@@ -138,6 +138,19 @@ def test_review_page_end_to_end(server, onnx_server, trained_run, sample_root, t
         expect(target.locator(".heat-label")).to_contain_text("Grad-CAM for")
         assert "%" in target.locator(".heat-label").inner_text()
         expect(target.locator(".heat-label .ramp")).to_be_visible()
+        # The picture is the overlay alone, the cell's size: no caption strip drawn into it to
+        # be cut (half of the captioned pair read "edicted class)"); the page's own caption is
+        # whole: not clipped, and inside the card.
+        sizes = target.locator(".imgs img").evaluate_all(
+            "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+        assert len(sizes) == 2 and sizes[1] == sizes[0], sizes
+        caption = target.locator(".heat-text")
+        assert caption.evaluate("e => e.scrollWidth <= e.clientWidth && "
+                                "e.scrollHeight <= e.clientHeight")
+        box, text = target.bounding_box(), caption.bounding_box()
+        assert box["x"] <= text["x"] and text["x"] + text["width"] <= box["x"] + box["width"]
+        assert text["y"] + text["height"] <= box["y"] + box["height"]
+        target.screenshot(path=str(tmp_path / "heat_cell.png"))
         page.screenshot(path=str(tmp_path / "page.png"), full_page=False)
 
         # a reload warns (review not downloaded yet) and keeps the review

@@ -8,6 +8,14 @@ resized onto the original image, so the overlay shows the cell as the user knows
 pair, a caption names the explained class, its probability and the method, over the colour
 scale of the overlay, so a saved PNG says what it shows.
 
+The map has the target layer's resolution: MV3 at 42 px, MV1 at 134 px and ResNet-18 at 64 px
+end in a 2x2 grid (timm's MobileNetV3 at 64 px in 1x1), so the "heat map" is four values
+blurred up to the image. We keep the last convolution even then and say so (the
+caption, explain's output and the review page add "coarse"): the last layer is the one whose
+features the classifier pools, so its map is the evidence for the class; an earlier,
+finer layer maps where low-level features fire, is much less class-specific, and would make
+the layer shown depend on the input size. A finer map needs a larger ``model.input_size``.
+
 The probability comes from the classifier ``predict`` uses for the same MODEL and
 ``--precision`` (:func:`hemacnn.inference.classifier.load_classifier`), so the two print the
 same number; the heat map's gradients come from the unprepared torch model, in fp32.
@@ -18,6 +26,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +60,31 @@ def target_layer(model: nn.Module) -> nn.Module:
     if not convs:
         raise HemacnnError(f"{type(model).__name__} has no convolution to explain")
     return convs[-1]
+
+
+COARSE_SIDE = 4
+"""A target layer whose map is at most this many cells a side gets the "coarse" caveat."""
+
+
+def map_grid(model: nn.Module, input_size: int, in_channels: int = 3) -> tuple[int, int]:
+    """(h, w) of the target layer's output for an ``input_size`` image: the heat map's grid."""
+    seen: list[tuple[int, int]] = []
+    handle = target_layer(model).register_forward_hook(
+        lambda _m, _i, out: seen.append(tuple(out.shape[-2:])))
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    finally:
+        handle.remove()
+    return seen[-1] if seen else (input_size, input_size)
+
+
+def coarse_note(grid: tuple[int, int]) -> str:
+    """'' for a fine enough map, else the caveat shown with it."""
+    if max(grid) > COARSE_SIDE:
+        return ""
+    return f"coarse: a {grid[0]}x{grid[1]} map, blurred up to the image"
 
 
 def class_activation(model: nn.Module, images: np.ndarray, targets: Sequence[int],
@@ -93,7 +127,8 @@ MIN_WIDTH = 480
 CAPTION_HEIGHT = 76
 
 
-def _caption(width: int, title: str, method: str, how: Numerics | None = None) -> np.ndarray:
+def _caption(width: int, title: str, method: str, how: Numerics | None = None,
+             note: str = "") -> np.ndarray:
     """A white strip ``width`` px wide: the title line, then the colour scale of the overlay."""
     # lazy: matplotlib.figure ~580 ms, see class_activation
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -111,7 +146,8 @@ def _caption(width: int, title: str, method: str, how: Numerics | None = None) -
     scale.set_ticks([0, 0.5, 1], labels=["0 low", "0.5", "1 high"])
     computed = (f" · probability: {how.precision}, {how.backend}, {how.device}"
                 if how is not None else "")
-    scale.set_label(f"{method} activation{computed}", fontsize=7, labelpad=1)
+    note = f" ({note})" if note else ""
+    scale.set_label(f"{method} activation{note}{computed}", fontsize=7, labelpad=1)
     bar.tick_params(labelsize=7, length=2, pad=1)
     canvas.draw()
     strip = np.asarray(canvas.buffer_rgba())[..., :3]
@@ -122,14 +158,14 @@ def _caption(width: int, title: str, method: str, how: Numerics | None = None) -
 
 
 def labelled(original: np.ndarray, heat: np.ndarray, title: str, method: str,
-             how: Numerics | None = None) -> np.ndarray:
+             how: Numerics | None = None, note: str = "") -> np.ndarray:
     """Original beside its overlay, the caption and colour scale below: one RGB array."""
     h, w = original.shape[:2]
     width = max(2 * w, MIN_WIDTH)
     canvas = np.full((h + CAPTION_HEIGHT, width, 3), 255, dtype=np.uint8)
     canvas[:h, :w] = original
     canvas[:h, w:2 * w] = overlay(original, heat)
-    canvas[h:] = _caption(width, title, method, how)
+    canvas[h:] = _caption(width, title, method, how, note)
     return canvas
 
 
@@ -152,14 +188,50 @@ def _check_target(target: str | None, classes: Sequence[str]) -> None:
                            f"({', '.join(classes)})")
 
 
+@dataclass(frozen=True)
+class HeatMap:
+    """One image's heat map: the original as shown, the map, what it explains."""
+
+    original: np.ndarray
+    heat: np.ndarray
+    code: str
+    probability: float
+    title: str
+    method: str
+    how: Numerics
+    grid: tuple[int, int]  # the target layer's map, cells a side
+
+    @property
+    def note(self) -> str:
+        """The caveat for a coarse map, else ''."""
+        return coarse_note(self.grid)
+
+    def pair(self) -> Image.Image:
+        """Original beside overlay, with the caption and colour scale below."""
+        return Image.fromarray(labelled(self.original, self.heat, self.title, self.method,
+                                        self.how, self.note))
+
+    def overlay(self) -> Image.Image:
+        """The overlay alone, at the original's size (the review page captions it itself)."""
+        return Image.fromarray(overlay(self.original, self.heat))
+
+
 def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLike,
                   method: str = "gradcam", target: str | None = None,
                   classifier: Classifier | None = None) -> tuple[Image.Image, str, float]:
     """Original beside overlay, labelled with class, probability, method and colour scale; with
-    the explained class and its probability. An unusable file raises UnreadableImage.
+    the explained class and its probability. An unusable file raises UnreadableImage."""
+    hm = heat_map(model, card, path, method, target, classifier)
+    return hm.pair(), hm.code, hm.probability
+
+
+def heat_map(model: nn.Module, card: dict[str, Any], path: str | os.PathLike,
+             method: str = "gradcam", target: str | None = None,
+             classifier: Classifier | None = None) -> HeatMap:
+    """The heat map of one image for its predicted class (or ``target``).
 
     The probabilities come from ``classifier`` (predict's for this model), else from ``model``
-    in fp32; the caption says how they were computed.
+    in fp32; the caption says how they were computed. An unusable file raises UnreadableImage.
     """
     classes = list(card["classes"])
     names = list(card.get("class_names") or classes)
@@ -179,8 +251,9 @@ def explain_image(model: nn.Module, card: dict[str, Any], path: str | os.PathLik
     title = f"{classes[idx]} {names[idx]}: probability {probs[idx]:.3f}"
     title += (" (predicted class)" if idx == best
               else f" (explained; predicted {classes[best]} {probs[best]:.3f})")
-    pair = labelled(_original(path), heat, title, method, how)
-    return Image.fromarray(pair), classes[idx], float(probs[idx])
+    grid = map_grid(model, small.shape[0], small.shape[-1])
+    return HeatMap(_original(path), heat, classes[idx], float(probs[idx]), title, method, how,
+                   grid)
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -204,18 +277,23 @@ def explain_files(model_path: str | os.PathLike, paths: Sequence[str | os.PathLi
     _check_target(target, card["classes"])  # whole-command mistakes stop before any file
     classifier = load_classifier(model_path, precision=precision)
     out_dir = ensure_writable_dir(Path(out))
-    lines, failed = [], 0
+    lines, failed, note = [], 0, ""
     for p in paths:
         try:
-            image, code, prob = explain_image(model, card, p, method, target, classifier)
+            hm = heat_map(model, card, p, method, target, classifier)
         except UnreadableImage as exc:
             failed += 1
             lines.append(f"{p}  ERROR  {exc}")
             continue
         dest = out_dir / f"{Path(p).stem}.{method}.png"
-        write_bytes(dest, png_bytes(image))
-        lines.append(f"{p}  {code} {prob:.3f}  wrote {dest}")
+        write_bytes(dest, png_bytes(hm.pair()))
+        lines.append(f"{p}  {hm.code} {hm.probability:.3f}  wrote {dest}")
+        note = note or hm.note and (
+            f"note: heat maps are {hm.note}: the last convolution, the layer the classifier "
+            f"pools, sees {card['input_size']} px inputs as {hm.grid[0]}x{hm.grid[1]} cells; "
+            "a larger model.input_size gives a finer map")
     if failed == len(paths):
         raise HemacnnError(f"no heat map written: all {failed} images failed\n"
                            + "\n".join(lines))
-    return [*lines, f"probabilities computed with {numerics(classifier)}"]
+    return [*lines, *([note] if note else []),
+            f"probabilities computed with {numerics(classifier)}"]

@@ -35,7 +35,7 @@ from hemacnn.data.images import DECODE_ERRORS, EMPTY_FILE, FORMATS_BY_EXTENSION,
 from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.inference.classifier import load_classifier, numerics
 from hemacnn.inference.differential import from_predictions
-from hemacnn.inference.explain import explain_image, png_bytes
+from hemacnn.inference.explain import heat_map, png_bytes
 from hemacnn.inference.loading import load_checkpoint
 from hemacnn.inference.predict import (
     DEFAULT_REVIEW_BELOW,
@@ -272,7 +272,8 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
 
         The class, its probability (from the classifier /api/predict uses) and the method
         come back in the X-Class, X-Probability and X-Method headers, how the probability was
-        computed in X-Precision, X-Backend and X-Device.
+        computed in X-Precision, X-Backend and X-Device; X-Map-Note says when the map is
+        coarse (a target layer of at most 4x4 cells), else is empty.
         """
         if file is None:
             raise UploadError(400, "no file in the request; send one image in the multipart "
@@ -288,17 +289,17 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
                 raise UploadError(up.status, up.error, [up.as_error()])
             try:
                 with models.lock:
-                    pair, code, prob = explain_image(plain, models.card, up.path,
-                                                     method=HEAT_MAP_METHOD,
-                                                     target=target or None,
-                                                     classifier=models.classifier)
+                    hm = heat_map(plain, models.card, up.path, method=HEAT_MAP_METHOD,
+                                  target=target or None, classifier=models.classifier)
             except (UnreadableImage, ImageDecodeError) as exc:
                 reason = exc.reason if isinstance(exc, UnreadableImage) else str(exc)
                 up.refuse(422, f"{up.name}: {reason}")
                 raise UploadError(422, up.error, [up.as_error()]) from None
-        half = pair.crop((pair.width // 2, 0, pair.width, pair.height))
-        return Response(png_bytes(half), media_type="image/png",
-                        headers={"X-Class": code, "X-Probability": f"{prob:.4f}",
+        # The overlay alone: the page writes its own caption (class, probability, method,
+        # scale), where the PNG's caption, halved with the pair, was cut mid-word.
+        return Response(png_bytes(hm.overlay()), media_type="image/png",
+                        headers={"X-Class": hm.code, "X-Probability": f"{hm.probability:.4f}",
+                                 "X-Map-Note": hm.note,
                                  "X-Method": HEAT_MAP_METHOD,
                                  "X-Precision": models.numerics.precision,
                                  "X-Backend": models.numerics.backend,

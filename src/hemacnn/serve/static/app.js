@@ -213,8 +213,9 @@ async function showHeatMap(cell, imgs, heatLabel, button) {
   const method = resp.headers.get("X-Method");
   const p = Number(resp.headers.get("X-Probability"));
   const precision = resp.headers.get("X-Precision");
+  const note = resp.headers.get("X-Map-Note");
   const text = `${METHOD_NAMES[method] || method} for ${label(code)} (p = ${(100 * p).toFixed(1)}%` +
-    (precision ? `, ${precision})` : ")");
+    (precision ? `, ${precision})` : ")") + (note ? `; ${note}` : "");
   const url = URL.createObjectURL(await resp.blob());
   imgs.append(el("img", { src: url, alt: `heat map of ${cell.file}: ${text}`, class: "heatmap" }));
   heatLabel.replaceChildren(el("div", { class: "heat-text", text: `Heat map: ${text}` }),
