@@ -8,6 +8,7 @@ tiny run is trained with every robustness option switched on.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
+from factories import image_folder
 from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
 from hemacnn.scoring.classmap import LeftOut, load_class_map, parse_class_map, resolve
@@ -263,3 +265,32 @@ def test_review_page_api_reports_the_batch_colour(trained_run, sample_root):
         ours, theirs = post(c, matek), post(c, pbc)
     assert not ours["far"] and ours["distance"] < 4
     assert theirs["far"] and theirs["message"].startswith("colour warning")
+
+
+def test_mapped_evaluate_explains_the_shift_and_adapts_on_every_image(trained_run, tmp_path,
+                                                                      capsys):
+    # PBC-like folders: lymphocytes are scored; basophils and eosinophils have no counterpart in
+    # a BLA/LYT/NGS model, so only their images (no usable label) widen the adaptation pool.
+    data = image_folder(tmp_path / "pbc", {"lymphocyte": 6, "basophil": 4, "eosinophil": 4})
+    assert main(["evaluate", str(trained_run), "--data", str(data), "--class-map", "matek-pbc",
+                 "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "class map matek-pbc (shipped), scored" in out and "matek-pbc (matek-pbc" not in out
+    assert re.search(r"lymphocyte was mostly called \w+ \(\d of 6\)|its own model classes", out)
+    assert re.search(r"colour( warning)?: .*spreads from the training", out)
+    result = json.loads((tmp_path / "a" / "evaluation_data-pbc.json").read_text())
+    assert result["colour"]["distance"] > 0
+    if result["colour"]["far"]:
+        assert "try --adapt-bn" in out
+    assert main(["evaluate", str(trained_run), "--data", str(data), "--class-map", "matek-pbc",
+                 "--adapt-bn", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "on all 14 images given, labelled or not (not only the 6 scored)" in out
+    assert re.search(r"macro F1 before adaptation \d\.\d{3}, after \d\.\d{3}", out)
+    assert re.search(r"largest change in a class probability: \d\.\d\d", out)
+    assert "raw network units" in out and "try --adapt-bn" not in out
+    adapted = json.loads((tmp_path / "b" / "evaluation_data-pbc_adaptbn.json").read_text())
+    a = adapted["adaptation"]
+    assert a["images"] == 14 and a["scored"] == adapted["n"] == 6
+    assert a["macro_f1_before"] == pytest.approx(result["macro_f1"])
+    assert a["macro_f1_after"] == adapted["macro_f1"] and 0 < a["max_probability_change"] <= 1

@@ -31,6 +31,7 @@ from hemacnn.data.scan import check_file, load_or_scan
 from hemacnn.data.splits import load_splits
 from hemacnn.errors import HemacnnError
 from hemacnn.evaluation.plots import plot_confusion, plot_reliability, run_figures_wanted
+from hemacnn.evaluation.shift import adaptation_record, colour_record, every_image, format_shift
 from hemacnn.inference.classifier import Numerics, load_classifier, numerics
 from hemacnn.rundir import RunDir, find_checkpoint
 from hemacnn.scoring.classmap import LeftOut, ResolvedMap, load_class_map, resolve
@@ -291,28 +292,37 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     card, how = clf.card, numerics(clf)
     if how.precision == "bf16":
         name += "_bf16"
-    if adapt_bn:
-        clf.adapt([images])
     for exc in errors:
         skipped.append({"path": os.path.relpath(exc.path, root), "status": "unreadable",
                         "detail": str(exc)})
     if not ok:
         raise HemacnnError(f"no readable images to evaluate in {root}")
     classes = card["classes"]
-    probs = clf.probs(images, tta=tta)  # (stain-normalised inside)
     truths = [labels[i] for i in ok]
-    if resolved is None:
-        y_true = np.array([classes.index(t[0]) for t in truths], dtype=np.int64)
-        scored, scored_classes, extra = probs, classes, None
-        metrics = compute_metrics(y_true, probs, classes, names=card.get("class_names"))
-    else:  # in the other dataset's classes (hemacnn.scoring.mapped)
-        mapped = target_scores(resolved, truths, probs)
-        y_true, scored, scored_classes = mapped.y_true, mapped.probs, mapped.classes
+
+    def score(probs: np.ndarray) -> tuple:
+        if resolved is None:
+            y_true = np.array([classes.index(t[0]) for t in truths], dtype=np.int64)
+            return (y_true, probs, classes, None, None,
+                    compute_metrics(y_true, probs, classes, names=card.get("class_names")))
+        mapped = target_scores(resolved, truths, probs)  # (hemacnn.scoring.mapped)
         # the model's own probabilities and calls too: the figures can be recomputed, and the
         # folders' sums checked
         extra = {"y_pred": mapped.y_pred, "model_probs": probs.astype(np.float32),
                  "model_classes": np.asarray(classes, dtype=str)}
-        metrics = score_mapped(mapped)
+        return mapped.y_true, mapped.probs, mapped.classes, extra, mapped, score_mapped(mapped)
+
+    adaptation = None
+    if adapt_bn:  # on every image given, labelled or not: the unlabelled user's case
+        every = every_image(Path(data)) if data is not None else []
+        pool = load_images(every, card)[0] if every else images
+        before = load_classifier(run_dir, precision=precision).probs(images, tta=tta)
+        clf.adapt([pool])
+    probs = clf.probs(images, tta=tta)  # (stain-normalised inside)
+    y_true, scored, scored_classes, extra, mapped, metrics = score(probs)
+    if adapt_bn:
+        adaptation = adaptation_record(clf.adapted.summary(), len(pool), len(ok),
+                                       score(before)[-1], metrics, before, probs)
     rel_paths = [os.path.relpath(files[i], root) for i in ok]
     result = {
         "name": name,
@@ -327,6 +337,8 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "skipped_files": skipped,
         "skipped_unreviewed": unreviewed,
         "adapt_bn": clf.adapted.summary() if adapt_bn else None,
+        "adaptation": adaptation,
+        "colour": colour_record(images, card) if data is not None else None,
     }
     if resolved is not None:
         result["class_map"] = class_map_record(resolved, mapped, unknown,
@@ -418,7 +430,9 @@ def format_evaluation(result: dict[str, Any]) -> str:
         lines.append(f"note: {note}")
     if result.get("class_map"):
         lines += format_mapped(result)
-    if result.get("adapt_bn"):
+    if result.get("colour") or result.get("adaptation"):
+        lines += format_shift(result)
+    elif result.get("adapt_bn"):
         lines.append(f"test-time adaptation: {result['adapt_bn']}")
     if result.get("skipped_classes"):
         sk = ", ".join(f"{c} ({n})" for c, n in sorted(result["skipped_classes"].items()))

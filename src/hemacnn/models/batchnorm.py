@@ -68,8 +68,9 @@ class BatchNormEstimate:
         """One line for the run's log."""
         if self.adapted:
             return (f"BatchNorm statistics of {self.layers} layers re-estimated on "
-                    f"{self.images} target images ({self.batches} batches); outputs changed by "
-                    f"up to {self.max_change:.2f}")
+                    f"{self.images} target images ({self.batches} batches); largest change on "
+                    f"the first batch in a logit or a feature the head reads: "
+                    f"{self.max_change:.2f} (raw network units, not probabilities)")
         return (f"BatchNorm statistics re-estimated on {self.images} training images "
                 f"({self.batches} batches) for {self.layers} layers; eval-mode outputs changed "
                 f"by at most {self.max_change:.1e}")

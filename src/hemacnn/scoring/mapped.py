@@ -171,7 +171,7 @@ def format_mapped(result: dict[str, Any]) -> list[str]:
     cm = result["class_map"]
     if "targets" not in cm:
         return ["", f"class map {cm['name']}: {OLD_RULE}"]
-    lines = ["", f"class map {cm['name']} ({cm['source']}), scored in this dataset's classes: "
+    lines = ["", f"class map {map_label(cm)}, scored in this dataset's classes: "
              + "; ".join(f"{t} <- {'/'.join(c)}" for t, c in cm["targets"].items())]
     if cm.get("unmapped"):
         lines.append(f"calls of {', '.join(cm['unmapped'])} (no counterpart here) count as "
@@ -200,7 +200,35 @@ def format_mapped(result: dict[str, Any]) -> list[str]:
                  and b.get("f1") is not None else "")
         lines.append(f"{name:<{w}}{cell(a):>34}{cell(b):>34}{delta:>11}")
     lines.append(_macro_line(result))
-    return lines
+    return lines + confusion_sentences(cm)
+
+
+def map_label(cm: dict[str, Any]) -> str:
+    """The map's name once: ``matek-pbc (shipped)``, or ``NAME (FILE)`` for a map file."""
+    source = str(cm.get("source") or "")
+    return source if source.startswith(str(cm["name"])) else f"{cm['name']} ({source})"
+
+
+def confusion_sentences(cm: dict[str, Any], top: int = 5) -> list[str]:
+    """The largest confusions in words, from the model's own calls per folder: "lymphocyte
+    was mostly called NGS (128 of 159)", for each folder whose most frequent call is not one of
+    its own model classes (at most ``top``, the most cells first)."""
+    calls = cm.get("model_calls") or {}
+    counts = np.asarray(calls.get("counts") or [], dtype=np.int64)
+    found = []
+    for row, folder in zip(counts, calls.get("rows") or [], strict=False):
+        if not row.sum():
+            continue
+        best = int(row.argmax())
+        called = calls["columns"][best]
+        if called not in (cm.get("targets") or {}).get(folder, ()):
+            found.append((int(row[best]), f"{folder} was mostly called {called} "
+                                          f"({row[best]} of {row.sum()})"))
+    found.sort(key=lambda f: -f[0])
+    if not found:
+        return ["each folder's most frequent call is one of its own model classes"] \
+            if len(counts) else []
+    return ["top confusions (the model's own calls): " + "; ".join(t for _, t in found[:top])]
 
 
 def report_blocks(result: dict[str, Any]) -> list[tuple]:
