@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from factories import read_csv, two_class_folder, write_study
 from hemacnn.cli import main
 from hemacnn.studies import expand_points, load_study
 from hemacnn.studies.summary import _applies
 from hemacnn.studies.sweep import profile_note, study_record
+from hemacnn.studies.verdicts import CHANCE_MARGIN, TINY_VAL, learning_marks
 
 STUDIES = Path(__file__).resolve().parents[1] / "configs" / "studies"
 DEMO = Path(__file__).resolve().parents[1] / "src" / "hemacnn" / "demo" / "data"
@@ -45,7 +47,9 @@ def test_overridden_classes_drop_the_profiles_note():
     assert "840 images" in profile_note(spec, "cpu", ["data.root=/d"])
     over = ["data.root=/d", "data.classes=[BLA,LYT,NGS]"]
     note = profile_note(spec, "cpu", over)
-    assert "840" not in note and "data.classes overridden" in note
+    assert "840" not in note and note == (
+        "the study file's note for this profile is not shown, because the command line sets "
+        "data.classes and the note describes the profile's own data.")
     points = expand_points(spec, "cpu", over)
     assert study_record(spec, "cpu", points, over)["profile_note"] == note
 
@@ -56,3 +60,35 @@ def test_optimizer_columns_only_where_the_optimizer_has_them():
     assert _applies(adam, "optimizer.beta1") and not _applies(adam, "optimizer.rho")
     assert _applies(adadelta, "optimizer.rho") and not _applies(adadelta, "optimizer.beta2")
     assert _applies(adadelta, "optimizer.lr") and _applies(adadelta, "data.image_size")
+
+
+def test_one_seed_says_before_training_that_no_claim_can_be_decided(tmp_path, capsys):
+    # Two points of a tiny study (one epoch each) on 60 images: 10 validation images.
+    root = two_class_folder(tmp_path / "data")
+    claim = {"id": "lr", "text": "the smaller rate is better", "kind": "higher",
+             "metric": "test_macro_f1", "a": "adam-lr0.003", "b": "adam-lr0.1"}
+    study = write_study(tmp_path, {"optimizer.name": ["adam"], "optimizer.lr": [0.003, 0.1]},
+                        claims=[claim])
+    out = tmp_path / "out"
+    assert main(["sweep", str(study), "--out", str(out), "--no-progress", "--seeds", "1",
+                 f"data.root={root}"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "2 of 2 points to run"  # the note next, before anything trains
+    assert printed[1] == ("note: one seed per point gives no interval over seeds, so none of "
+                          "this study's claims (1) can be decided: each will be inconclusive; "
+                          "run --seeds 3 or more to decide them")
+    md = (out / "summary.md").read_text()
+    assert "One seed per point: no interval over seeds" in md
+    seeds = read_csv(out / "summary_seeds.csv")
+    assert all("tiny validation set: 10 images" in r["marks"] for r in seeds)
+    assert f"tiny validation set: 10 images (under {TINY_VAL}" in md
+    assert f"within {CHANCE_MARGIN:g} of chance, 1/number of classes" in md
+
+
+def test_weak_learning_is_best_validation_accuracy_near_chance():
+    assert learning_marks(0.9, 2, 500) == []
+    weak = learning_marks(0.40, 3, 500)  # chance 0.333: within the margin
+    assert weak == [f"weak learning: best validation accuracy 0.400 is within {CHANCE_MARGIN:g} "
+                    "of chance (0.333 = 1/3 classes)"]
+    assert learning_marks(0.9, 2, 20)[0].startswith("tiny validation set: 20 images")
+    assert learning_marks(None, None, None) == []

@@ -36,6 +36,7 @@ class StudyPlan:
     describe: Callable[[dict[str, Any]], str]  # a record -> what the folder holds, in words
     unit: str = "point"  # what a point is called in messages
     report: str = "hemacnn sweep --report"  # the command that summarises later
+    notes: tuple[str, ...] = ()  # printed before anything trains (after the count of points)
 
 
 def check_folder(out: Path, plan: StudyPlan) -> None:
@@ -91,7 +92,7 @@ def run_plan(plan: StudyPlan, out: Path, *, workers: int = 1, storage: str | Non
     result = run_points([RunPoint(p.name, plan.base, p.overrides,
                                   plan.record.get("command", "")) for p in plan.points], out,
                         plan.name, workers=workers, storage=storage, progress=progress,
-                        grace_s=grace_s, echo=echo)
+                        grace_s=grace_s, echo=echo, notes=plan.notes)
     echo(f"this run: {len(result.trained)} trained, {len(result.resumed)} resumed, "
          f"{len(result.failed)} failed, {time.monotonic() - t0:.0f} s")
     return all_finished(result, plan.points, out, plan.unit, plan.report, echo)

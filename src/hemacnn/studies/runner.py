@@ -370,9 +370,11 @@ def _worker_envs(n: int) -> list[dict[str, str]]:
 
 def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: str, *,
                workers: int = 1, storage: str | None = None, progress: bool = True,
-               grace_s: int = GRACE_S, echo: Callable[[str], None] = print) -> Outcome:
+               grace_s: int = GRACE_S, echo: Callable[[str], None] = print,
+               notes: Sequence[str] = ()) -> Outcome:
     """Run every point once as ``OUT/runs/<name>/`` through an Optuna storage (the reusable core:
-    skip finished points, resume killed ones, share the work with other processes)."""
+    skip finished points, resume killed ones, share the work with other processes). ``notes``
+    are printed after the count of points, before anything trains, when something will."""
     if workers < 1:
         raise HemacnnError(f"--workers must be at least 1 (got {workers})")
     if grace_s < 2:
@@ -394,6 +396,8 @@ def run_points(points: Sequence[RunPoint], out: str | os.PathLike, study_name: s
     extra += [f"{len(gone)} trained before, run folder deleted"] if gone else []
     echo(f"{len(todo)} of {len(points)} points to run" + (f" ({'; '.join(extra)})"
                                                           if extra else ""))
+    for note in notes if todo else ():
+        echo(note)
     job = _Job(list(points), str(out), url, study_name, progress and workers == 1, grace_s)
     if workers == 1 or len(todo) <= 1:
         return work(job, echo)

@@ -47,7 +47,9 @@ from hemacnn.studies.verdicts import (
     RunHealth,
     claim_results,
     interval,
+    learning_marks,
     majority_baseline,
+    mark_lines,
     run_health,
 )
 from hemacnn.training.steploss import read_step_loss
@@ -141,6 +143,21 @@ def health_of(run_dir: Path) -> RunHealth:
     return run_health(t, recall or None)
 
 
+def _sizes(run_dir: Path) -> tuple[int | None, int | None]:
+    """(validation images, classes) of a run: its saved splits, else its test metrics' classes
+    (a folder of raw files keeps no splits: its validation size is unknown, None)."""
+    val = classes = None
+    try:
+        meta = json.loads((RunDir(run_dir).splits / "splits.json").read_text(encoding="utf-8"))
+        val, classes = sum(meta["counts"]["val"].values()), len(meta["classes"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    if classes is None and RunDir(run_dir).test_metrics.is_file():
+        test = json.loads(RunDir(run_dir).test_metrics.read_text(encoding="utf-8"))
+        classes = len(test.get("classes") or test.get("per_class") or []) or None
+    return val, classes
+
+
 def seed_rows(out: Path, record: dict) -> list[dict[str, Any]]:
     """One row per finished run: point, seed, the study's columns, every metric, health."""
     params = record.get("summary", {})
@@ -159,6 +176,10 @@ def seed_rows(out: Path, record: dict) -> list[dict[str, Any]]:
             health = health_of(run_dir)
             row["degenerate"] = int(health.degenerate)
             row["degenerate_why"] = "; ".join(health.reasons)
+            val_images, n_classes = _sizes(run_dir)
+            marks = learning_marks(row.get("best_val_acc"), n_classes, val_images)
+            if marks:  # (a column only where some run has one: committed summaries unchanged)
+                row["marks"] = "; ".join(marks)
             rows.append(row)
     return rows
 
@@ -172,7 +193,7 @@ def _change_pct(rows: list[dict[str, Any]], params: dict[str, Any]) -> None:
                 row["change_pct"] = 100.0 * (row[of] / rows[0][of] - 1.0)
 
 
-_NOT_METRICS = {"point", "run", "seed_index", "seed", "degenerate", "degenerate_why"}
+_NOT_METRICS = {"point", "run", "seed_index", "seed", "degenerate", "degenerate_why", "marks"}
 
 
 def summary_rows(out: Path, record: dict,
@@ -381,7 +402,10 @@ def render_markdown(out: Path, record: dict, rows: list[dict[str, Any]],
     lines.append(f"{len(rows)} of {len(record['points'])} points finished"
                  + (f"; not finished: {', '.join(missing)}" if missing else "") + ".")
     n_seeds = sorted({r["seeds"] for r in rows})
-    if n_seeds and n_seeds != [1]:
+    if n_seeds == [1]:
+        lines.append("One seed per point: no interval over seeds, so no difference between "
+                     "points can be told from seed noise and no claim can be decided.")
+    elif n_seeds:
         lines.append(f"Seeds per point: {', '.join(map(str, n_seeds))} (the same split, other "
                      "initial weights and batch order); a cell is the mean ± the half-width of "
                      "its 95% t-interval over seeds; every run is in summary_seeds.csv.")
@@ -400,6 +424,7 @@ def render_markdown(out: Path, record: dict, rows: list[dict[str, Any]],
         lines.append("| " + " | ".join(_mean_cell(row, c) for c in cols) + " |")
     lines.append("")
     lines += _degenerate_lines(seeds)
+    lines += mark_lines(seeds)
     lines += _claim_lines(claims or [])
     best = _best_lines(record, rows)
     if best:

@@ -16,6 +16,7 @@ from hemacnn.studies.spec import (
     claims_of,
     expand_points,
     load_study,
+    seeds_of,
     summary_params,
 )
 from hemacnn.studies.summary import write_summary
@@ -45,6 +46,14 @@ def study_record(spec: StudySpec, profile: str, points: list[Point],
     }
 
 
+def one_seed_warning(claims: int) -> str:
+    """What one seed per point cannot do, said before anything trains."""
+    what = (f"none of this study's claims ({claims}) can be decided: each will be inconclusive"
+            if claims else "no difference between points can be told from seed noise")
+    return (f"note: one seed per point gives no interval over seeds, so {what}; "
+            f"run --seeds 3 or more {'to decide them' if claims else 'for intervals'}")
+
+
 def profile_note(spec: StudySpec, profile: str, overrides: list[str]) -> str:
     """The profile's note, unless the command line overrides what the note describes (the
     classes or the data): then the note would describe another task, so it says that instead."""
@@ -53,8 +62,8 @@ def profile_note(spec: StudySpec, profile: str, overrides: list[str]) -> str:
         return ""
     keys = sorted({o.split("=", 1)[0].strip() for o in overrides} & NOTE_KEYS)
     if keys:
-        return (f"(this profile's note does not apply: {', '.join(keys)} overridden on the "
-                "command line; see the study file for the profile's own setting)")
+        return (f"the study file's note for this profile is not shown, because the command "
+                f"line sets {', '.join(keys)} and the note describes the profile's own data.")
     return prof.note
 
 
@@ -73,8 +82,10 @@ def run_study(study_file: str | os.PathLike, out: str | os.PathLike | None = Non
     out = Path(out) if out else Path("studies") / f"{spec.study}-{profile}"
     record = study_record(spec, profile, points, overrides or [])
     record["command"] = command
+    notes = ((one_seed_warning(len(claims_of(spec, profile))),)
+             if seeds_of(spec, profile, seeds) < 2 else ())
     plan = StudyPlan(f"{spec.study}-{profile}", _base(spec), points, STUDY_JSON, record,
-                     describe=_describe)
+                     describe=_describe, notes=notes)
     if run_plan(plan, out, workers=workers, storage=storage, progress=progress,
                 grace_s=grace_s, echo=echo):
         for path in write_summary(out):

@@ -129,6 +129,40 @@ def run_health(test: Mapping[str, Any] | None, val_recall: Mapping[str, float] |
     return RunHealth(bool(reasons), reasons)
 
 
+CHANCE_MARGIN = 0.15
+"""A best validation accuracy within this of chance (1 / number of classes) is weak learning."""
+TINY_VAL = 50
+"""A validation set under this many images is tiny: one image moves its accuracy by over 2
+points, so best epoch and best accuracy are noise as much as signal."""
+
+
+def learning_marks(best_val_acc: float | None, n_classes: int | None,
+                   val_images: int | None) -> list[str]:
+    """Plain-words warnings for one run that is not degenerate but not to be trusted either:
+    weak learning (near chance) and a tiny validation set."""
+    marks = []
+    if best_val_acc is not None and math.isfinite(best_val_acc) and n_classes:
+        chance = 1 / n_classes
+        if best_val_acc - chance <= CHANCE_MARGIN:
+            marks.append(f"weak learning: best validation accuracy {best_val_acc:.3f} is within "
+                         f"{CHANCE_MARGIN:g} of chance ({chance:.3f} = 1/{n_classes} classes)")
+    if val_images is not None and val_images < TINY_VAL:
+        marks.append(f"tiny validation set: {val_images} images (under {TINY_VAL}; one image "
+                     f"moves validation accuracy by {100 / max(val_images, 1):.1f} points)")
+    return marks
+
+
+def mark_lines(seeds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """summary.md's list of runs with :func:`learning_marks` (empty when none has any)."""
+    marked = [r for r in seeds if r.get("marks")]
+    if not marked:
+        return []
+    return [f"{len(marked)} of {len(seeds)} runs need care (weak learning: best validation "
+            f"accuracy within {CHANCE_MARGIN:g} of chance, 1/number of classes; tiny "
+            f"validation set: under {TINY_VAL} images):", "",
+            *[f"- {r['run']}: {r['marks']}" for r in marked], ""]
+
+
 def t_quantile(df: int) -> float:
     """The 0.975 quantile of Student's t with ``df`` degrees of freedom."""
     return float(t.ppf(0.975, df))
