@@ -279,3 +279,47 @@ def test_reference_check_fails_on_a_damaged_reference(damage: str) -> None:
         lines[row] = lines[row].replace("`null`", "`0.99`")
         assert reference_problems("\n".join(lines)) == [
             "model.bn_momentum: documented default 0.99, code default null"]
+
+
+# --- examples a new user can run -------------------------------------------------------------
+SHARED = "../shared"
+NEEDS = re.compile(r"\bneeds\b.*\b(TCIA|weights file)\b", re.S)
+"""The rule: a code block naming a ``../shared`` path (this project's local copies of the Matek
+images, PBC's cells and ImageNet weights, which a fresh clone lacks) must say so, in the block
+or in the paragraph right above it: the word "needs" and where to get it ("TCIA" for the
+images, "weights file" for the weights)."""
+
+
+def unexplained_shared_paths(text: str, source: str) -> list[str]:
+    """One line per code block that names ``../shared`` without saying what it needs."""
+    lines, out = text.splitlines(), []
+    for _lang, first, body in code_blocks(text):
+        if not any(SHARED in line for line in body):
+            continue
+        above, j = [], first - 2  # first: the opening fence's 1-based line number
+        while j >= 0 and not lines[j].strip():  # the blank line(s) before the fence
+            j -= 1
+        while j >= 0 and lines[j].strip():
+            above.insert(0, lines[j])
+            j -= 1
+        if not NEEDS.search("\n".join([*above, *body])):
+            out.append(f"{source}:{first}: a code block names {SHARED} without saying what it "
+                       "needs (\"needs\" ... TCIA / weights file) in the paragraph above it")
+    return out
+
+
+def test_examples_with_local_shared_paths_say_what_they_need() -> None:
+    found = []
+    for path in documentation_files():
+        found += unexplained_shared_paths(path.read_text(encoding="utf-8"),
+                                          str(path.relative_to(REPO)))
+    assert not found, "\n".join(found)
+
+
+def test_shared_path_check_catches_a_bare_example() -> None:
+    bare = "Train it:\n\n```bash\nhemacnn train c.yaml data.root=../shared/data/x\n```\n"
+    told = bare.replace("Train it:", "This needs the Matek images (from TCIA):")
+    assert unexplained_shared_paths(bare, "x.md") == [
+        "x.md:3: a code block names ../shared without saying what it needs (\"needs\" ... "
+        "TCIA / weights file) in the paragraph above it"]
+    assert unexplained_shared_paths(told, "x.md") == []
