@@ -75,9 +75,10 @@ def format_shift(result: dict[str, Any]) -> list[str]:
                      .replace(" or --adapt-bn" if result.get("adaptation") else "\0", ""))
     adapted = result.get("adaptation")
     if adapted:
-        lines += [f"test-time adaptation (--adapt-bn) on all {adapted['images']} images given, "
-                  f"labelled or not (not only the {adapted['scored']} scored): "
-                  f"{adapted['summary']}",
+        pool = (f"all {adapted['images']} images given, labelled or not (not only the "
+                f"{adapted['scored']} scored)" if adapted["images"] != adapted["scored"]
+                else f"the {adapted['images']} images evaluated")
+        lines += [f"test-time adaptation (--adapt-bn) on {pool}: {adapted['summary']}",
                   f"  macro F1 before adaptation {adapted['macro_f1_before']:.3f}, after "
                   f"{adapted['macro_f1_after']:.3f} (accuracy {adapted['accuracy_before']:.3f}"
                   f" -> {adapted['accuracy_after']:.3f}); largest change in a class "
