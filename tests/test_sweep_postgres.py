@@ -135,7 +135,10 @@ def test_two_machines_share_one_study_each_point_once(tmp_path, two_class_root,
 def test_killed_worker_point_is_finished_by_the_other_after_the_grace(
         tmp_path, two_class_root, postgres_url):
     grace = 6
-    study = write_study(tmp_path, {"optimizer.lr": [0.003, 0.001]}, epochs=2, study="pg-kill")
+    # Epochs enough that A is still inside the point when it is killed: with 2, the second
+    # epoch and the test could finish in the moment between seeing the first epoch's row and
+    # the kill (a fraction of a second on an idle machine).
+    study = write_study(tmp_path, {"optimizer.lr": [0.003, 0.001]}, epochs=12, study="pg-kill")
     a_out, b_out = tmp_path / "machine-a", tmp_path / "machine-b"
     common = ["--storage", postgres_url, "--grace", str(grace), f"data.root={two_class_root}"]
     a = sweep([str(study), "--out", str(a_out), *common], host="machine-a")
