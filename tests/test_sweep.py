@@ -102,7 +102,9 @@ def test_small_study_end_to_end(tmp_path, two_class_root, capsys):
 
 @pytest.mark.slow  # kill/resume variant: sweep workers in child processes
 def test_killed_sweep_resumes_only_what_is_missing(tmp_path, two_class_root):
-    study = write_study(tmp_path, {"optimizer.lr": [0.003, 0.001]}, epochs=4)
+    # Six epochs, so that the kill after the second epoch's row lands inside the point (with
+    # four, the rest could finish within one poll on an idle machine).
+    study = write_study(tmp_path, {"optimizer.lr": [0.003, 0.001]}, epochs=6)
     out = tmp_path / "out"
     args = [str(study), "--out", str(out), f"data.root={two_class_root}"]
     proc = sweep_cli(args)
@@ -127,10 +129,10 @@ def test_killed_sweep_resumes_only_what_is_missing(tmp_path, two_class_root):
     assert "point lr0.001: resuming" in printed and "lr0.003: training" not in printed
     assert (first / "test_metrics.json").stat().st_mtime_ns == first_stamp  # not retrained
     after = read_csv(second / "metrics.csv")
-    assert [r["epoch"] for r in after] == ["1", "2", "3", "4"]
+    assert [r["epoch"] for r in after] == ["1", "2", "3", "4", "5", "6"]
     assert after[0] == before[0]  # the epoch before the kill was kept, not trained again
     steps = [int(r["step"]) for r in read_csv(second / "step_loss.csv")]
-    assert steps == list(range(4 * 6))  # one loss per mini-batch, none lost or doubled
+    assert steps == list(range(6 * 6))  # one loss per mini-batch, none lost or doubled
     modes = {t.params["point"]: t.user_attrs["mode"] for t in trained_trials(out)}
     assert modes == {"lr0.003": "trained", "lr0.001": "resumed"}
     assert len(read_csv(out / "summary.csv")) == 2
