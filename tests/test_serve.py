@@ -19,6 +19,8 @@ from PIL import Image
 import hemacnn.inference.loading as loading_module
 from hemacnn.cli import main
 from hemacnn.evaluation.evaluate import evaluate_run, format_evaluation
+from hemacnn.inference.classifier import load_classifier
+from hemacnn.inference.differential import differential, run_confusion
 from hemacnn.inference.predict import DEFAULT_REVIEW_BELOW, classify_files
 from hemacnn.serve.app import create_app
 from liveserver import serving
@@ -80,6 +82,13 @@ def test_predict_api_matches_predict(client, trained_run, cells):
     d = body["differential"]
     assert d["n_cells"] == 9 and d["rows"][0]["class"] == "BLA"
     assert sum(x["count"] for x in d["rows"]) == 9
+    # Adjusted for the model's errors with the run's test confusion, as predict's is.
+    expected = differential([p.code for p in preds], ["BLA", "LYT", "NGS"],
+                            [p.review for p in preds],
+                            confusion=run_confusion(trained_run, load_classifier(trained_run).card))
+    assert d["adjustment"]["method"] is not None
+    assert [x["adjusted_percent"] for x in d["rows"]] == pytest.approx(
+        [x["adjusted_percent"] for x in expected["rows"]])
 
 
 def test_health_model_card_and_favicon(client):

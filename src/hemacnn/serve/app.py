@@ -34,7 +34,7 @@ from hemacnn import __version__
 from hemacnn.data.images import DECODE_ERRORS, EMPTY_FILE, FORMATS_BY_EXTENSION, ImageDecodeError
 from hemacnn.errors import HemacnnError, UnreadableImage
 from hemacnn.inference.classifier import load_classifier, numerics
-from hemacnn.inference.differential import from_predictions
+from hemacnn.inference.differential import from_predictions, run_confusion
 from hemacnn.inference.explain import heat_map, png_bytes
 from hemacnn.inference.loading import load_checkpoint
 from hemacnn.inference.predict import (
@@ -151,6 +151,9 @@ class Models:
         self.classifier = load_classifier(model_path, precision=precision)
         self.card = self.classifier.card
         self.numerics = numerics(self.classifier)
+        # The run's test confusion, read once: the page's differential is adjusted for the
+        # model's errors as predict's is (None where the model has no test split beside it).
+        self.confusion = run_confusion(model_path, self.card)
         self._plain = None
         self.lock = threading.Lock()  # CPU inference is already parallel inside a batch
 
@@ -259,7 +262,8 @@ def create_app(model_path: str | os.PathLike, max_file_bytes: int = MAX_FILE_BYT
             up.prediction = pred
         results = [_result(u.name, u.prediction) if u.prediction else u.as_error()
                    for u in uploads]
-        return {"results": results, "differential": from_predictions(used, classes),
+        return {"results": results,
+                "differential": from_predictions(used, classes, models.confusion),
                 "inference": models.numerics.as_dict(),
                 "colour": {"far": colour.far, "distance": colour.distance,
                            "mean_rgb": colour.mean, "message": colour.summary()}}
