@@ -26,6 +26,7 @@ from torch.fx.experimental.optimization import fuse
 
 from hemacnn.data.augment import dihedral, dihedral_transforms
 from hemacnn.errors import HemacnnError
+from hemacnn.models import input_channels
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -82,9 +83,7 @@ def prepare_model(model: nn.Module, input_size: int, device: torch.device | None
     """Eval mode, BatchNorm folded, channels-last, on ``device``: ready for prediction."""
     if device is not None:
         model = model.to(device)
-    arch = getattr(model, "hemacnn_arch", None) or {}
-    in_channels = int((arch.get("options") or {}).get("in_channels", 3))
-    model = fold_batchnorm(model.eval(), input_size, in_channels)
+    model = fold_batchnorm(model.eval(), input_size, input_channels(model))
     return model.to(memory_format=torch.channels_last)
 
 

@@ -12,6 +12,7 @@ from hemacnn.models.penalty import kernel_weights, l2_penalty
 from hemacnn.models.registry import (
     build_model,
     count_parameters,
+    input_channels,
     list_models,
     min_input_size,
     models_table,
@@ -25,6 +26,7 @@ __all__ = [
     "build_model",
     "core_model",
     "count_parameters",
+    "input_channels",
     "kernel_weights",
     "l2_penalty",
     "list_models",

@@ -229,6 +229,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def input_channels(model: nn.Module) -> int:
+    """The number of input channels a built model takes (its ``hemacnn_arch`` options; 3)."""
+    arch = getattr(model, "hemacnn_arch", None) or {}
+    return int((arch.get("options") or {}).get("in_channels", 3))
+
+
 def models_table(num_classes: int = 4) -> str:
     """Text table of every registered model at its paper input size (for `hemacnn models`)."""
     header = ("model", "source", "input px", f"params ({num_classes} classes)", "min input px")

@@ -42,7 +42,7 @@ from hemacnn.evaluation.plots import plot_pr_curves, plot_training_curves, run_f
 from hemacnn.inference.classifier import numerics
 from hemacnn.inference.engine import bf16_native, predict_batches
 from hemacnn.inference.loading import load_checkpoint
-from hemacnn.models import build_model, l2_penalty, min_input_size
+from hemacnn.models import build_model, input_channels, l2_penalty, min_input_size
 from hemacnn.models.sources import check_weights, load_weights, source_normalization
 from hemacnn.models.zoo import zero_head
 from hemacnn.rundir import RunDir
@@ -108,11 +108,9 @@ def check_takes_size(model: nn.Module, size: int, name: str) -> None:
     on the ``meta`` device it costs no compute)."""
     was = model.training
     device = next(model.parameters()).device
-    in_channels = int(((getattr(model, "hemacnn_arch", None) or {}).get("options") or {})
-                      .get("in_channels", 3))
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, in_channels, size, size, device=device))
+            model.eval()(torch.zeros(1, input_channels(model), size, size, device=device))
     except RuntimeError:
         raise HemacnnError(f"recipe.progressive: model {name} cannot take {size} px inputs "
                            "(its head is fixed to one size); use a zoo model such as "
