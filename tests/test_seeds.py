@@ -13,6 +13,7 @@ import yaml
 from factories import read_csv, two_class_folder, write_study
 from hemacnn.cli import main
 from hemacnn.data.datamodule import HemaDataModule
+from hemacnn.errors import HemacnnError
 from hemacnn.studies import expand_points, load_study
 from hemacnn.training.train import make_card
 
@@ -89,3 +90,22 @@ def test_sweep_with_seeds_summarises_over_seeds(tmp_path, two_class_root, capsys
     assert float(rows[0]["final_train_loss_sd"]) == pytest.approx(
         abs(x[0] - x[1]) / 2 ** 0.5, rel=1e-4)
     assert "Seeds per point: 2" in (out / "summary.md").read_text()
+
+
+def test_a_profile_gives_some_points_more_seeds_and_names_only_real_points(tmp_path,
+                                                                          two_class_root):
+    study = write_study(tmp_path, {"optimizer.lr": [0.003, 0.001]}, seeds=2,
+                        profiles={"cpu": {"point_seeds": {"lr0.001": 4}}})
+    over = [f"data.root={two_class_root}"]
+    points = expand_points(load_study(study), "cpu", overrides=over)
+    assert [(p.point, p.seed) for p in points] == [
+        ("lr0.003", 0), ("lr0.003", 1), ("lr0.001", 0), ("lr0.001", 1), ("lr0.001", 2),
+        ("lr0.001", 3)]
+    assert points[-1].name == "lr0.001-seed3" and points[-1].config.seed == 6
+    # --seeds N on the command line sets every point to N.
+    assert len(expand_points(load_study(study), "cpu", overrides=over, seeds=1)) == 2
+    tree = yaml.safe_load(study.read_text())
+    tree["profiles"]["cpu"]["point_seeds"] = {"lr0.01": 4}
+    study.write_text(yaml.safe_dump(tree))
+    with pytest.raises(HemacnnError, match="point_seeds names 'lr0.01', which is not a point"):
+        expand_points(load_study(study), "cpu", overrides=over)

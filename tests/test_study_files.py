@@ -39,7 +39,9 @@ def test_study_expands_and_validates(study: str, profile: str) -> None:
     assert [p.name for p in points] == (want[profile] if isinstance(want, dict) else want)
     assert {p.config.seed for p in points} == {0}  # one split and the same initial weights
     seeds = 3 if profile == "cpu" else 1  # the cpu profiles' verdicts need an interval
-    assert len(runs) == seeds * len(points)
+    more = spec.profiles[profile].point_seeds if profile in spec.profiles else {}
+    assert len(runs) == sum(more.get(p.name, seeds) for p in points)
+    assert all(n > seeds for n in more.values())  # more seeds where a verdict needs them
     assert {p.config.data.split_seed for p in runs if p.seed} <= {0}  # and the same split
     claims = claims_of(spec, profile)
     assert claims and all(set(c.points()) <= {p.name for p in points} for c in claims)
@@ -50,6 +52,7 @@ def test_study_expands_and_validates(study: str, profile: str) -> None:
     assert all(p.config.data.root == "/data" for p in points)
     assert all(f["kind"] in FIGURE_KINDS for f in spec.figures) and spec.figures
     if profile == "cpu":  # sized for the shared sample on a 2-core CPU
+        assert {p.config.trainer.precision for p in runs} == {"32"}  # the same on every CPU
         for p in points:
             assert set(p.config.data.classes) <= USABLE, p.name
             assert p.config.model.width <= 0.25 and p.config.trainer.max_epochs <= 20, p.name

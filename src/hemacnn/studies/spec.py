@@ -22,7 +22,8 @@ A study file (``configs/studies/*.yaml``)::
     split_per_seed: false                # true: each seed draws its own split too
     profiles:
       paper: {}                          # the default: the paper's full scale
-      cpu: {note: ..., set: {...}, grid: ..., points: ..., summary: {...}}
+      cpu: {note: ..., set: {...}, grid: ..., points: ..., summary: {...},
+            seeds: 3, point_seeds: {adam-b10.8: 7}}   # more seeds where a verdict needs them
 
 Everything is checked before anything runs: unknown keys, empty grids, duplicate point names and
 every point's resolved config (the same validation ``hemacnn train`` applies).
@@ -30,7 +31,9 @@ every point's resolved config (the same validation ``hemacnn train`` applies).
 Seeds: seed k of a point (k = 0 .. seeds-1) is its config with ``seed`` + k, which changes the
 initial weights and the batch order; ``data.split_seed`` stays the point's own seed, so every
 seed trains on the same split (unless ``split_per_seed``). Seed 0 is the point itself, in run
-folder ``runs/<point>``; seed k > 0 is ``runs/<point>-seed<k>``.
+folder ``runs/<point>``; seed k > 0 is ``runs/<point>-seed<k>``. A profile's ``point_seeds``
+gives some points more (or fewer) seeds than the rest, where a power calculation says a verdict
+needs them; ``--seeds N`` on the command line sets every point to N.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -77,6 +80,7 @@ class ProfileSpec(_Strict):
     point_set: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-point overrides
     summary: dict[str, Any] = Field(default_factory=dict)
     seeds: int | None = Field(None, ge=1)
+    point_seeds: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     claims: list[ClaimSpec] | None = None  # replaces the study's claims under this profile
 
 
@@ -213,10 +217,11 @@ def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
     specs = (_grid_points(grid, source) if grid is not None else []) + list(explicit or [])
     if not specs:
         raise HemacnnError(f"{source}: no points; give a grid or a list of points")
-    unknown = sorted(set(prof.point_set) - {p.name for p in specs})
-    if unknown:
-        raise HemacnnError(f"{source}: profile {profile} point_set names {unknown[0]!r}, "
-                           f"which is not a point; points: {', '.join(p.name for p in specs)}")
+    for key, named in (("point_set", prof.point_set), ("point_seeds", prof.point_seeds)):
+        unknown = sorted(set(named) - {p.name for p in specs})
+        if unknown:
+            raise HemacnnError(f"{source}: profile {profile} {key} names {unknown[0]!r}, which "
+                               f"is not a point; points: {', '.join(p.name for p in specs)}")
     specs = [PointSpec(name=p.name, set={**p.set, **prof.point_set.get(p.name, {})})
              for p in specs]
     cli = [parse_override(text) for text in overrides or []]
@@ -245,7 +250,8 @@ def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
         cfg = build_config(copy.deepcopy(base), texts, source=f"{source} point {p.name}")
         _check_model(cfg, f"{source} point {p.name}")
         points.append(Point(p.name, dict(p.set), texts, cfg))
-        for k in range(1, n_seeds):
+        n_point = n_seeds if seeds is not None else prof.point_seeds.get(p.name, n_seeds)
+        for k in range(1, n_point):
             extra = [_override_text("seed", cfg.seed + k)]
             if not spec.split_per_seed and cfg.data.split_seed is None:
                 extra.append(_override_text("data.split_seed", cfg.seed))
