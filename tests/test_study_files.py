@@ -45,7 +45,7 @@ def test_study_expands_and_validates(study: str, profile: str) -> None:
     assert {p.config.data.split_seed for p in runs if p.seed} <= {0}  # and the same split
     claims = claims_of(spec, profile)
     assert claims and all(set(c.points()) <= {p.name for p in points} for c in claims)
-    metrics = {c.metric for c in claims}
+    metrics = {m for c in claims for m in c.metric_list()}
     if profile == "cpu":  # a claim's metric is one this profile's classes produce
         codes = set(points[0].config.data.classes)
         assert all(m.removeprefix("f1_") in codes for m in metrics if m.startswith("f1_"))
@@ -87,3 +87,44 @@ def test_balancing_cpu_profile_rotates_the_samples_rarest_usable_class() -> None
     paper = {p.name: p.config for p in expand_points(spec, "paper")}
     assert paper["mv2mod-rotated"].data.offline_rotate == ["NGB"]
     assert paper["mv2mod-rotated"].model.name == "mv2mod"
+
+
+# Issue 29's missing statements, each a claim id of the study that holds its points.
+MISSING_STATEMENTS = {
+    "architectures": ["mv2-beats-mv1", "mv3-class-order", "mv3-beats-matek", "mv3-raises-ngb-f1"],
+    "input_size": ["downsampling-improves-accuracy", "downsampling-cuts-epoch-time"],
+    "balancing": ["mv2mod-keeps-other-classes"],
+    "lr_noise": ["lr0.003-overfits", "lr0.003-overfits-from-epoch-10", "table5-effect-sizes"],
+    "regularization": ["noise-reduces-overfitting", "noise-does-not-remove-overfitting"],
+}
+
+
+@pytest.mark.parametrize("profile", ["paper", "cpu"])
+def test_the_issue_29_statements_are_claims(profile: str) -> None:
+    for study, ids in MISSING_STATEMENTS.items():
+        claims = {c.id: c for c in claims_of(load_study(STUDIES / f"{study}.yaml"), profile)}
+        assert set(ids) <= set(claims), study
+        for c in claims.values():  # an untested claim says why; a decided one how
+            assert c.kind != "untested" or c.reason
+    size = {c.id: c for c in claims_of(load_study(STUDIES / "input_size.yaml"), profile)}
+    assert size["px64-not-below-px128"].kind == "equivalent"  # an invariance claim: TOST
+    assert size["px64-not-below-px128"].margin == 0.02
+    opt = {c.id: c for c in claims_of(load_study(STUDIES / "optimizers.yaml"), profile)}
+    assert opt["adam-beta1-below-0.9"].targets() == [
+        "adam-beta1-0.7", "adam-beta1-0.8", "adam-beta1-0.85"]  # every beta1 below 0.9
+    arch = {c.id: c for c in claims_of(load_study(STUDIES / "architectures.yaml"), profile)}
+    assert len(arch["vgg16-beats-mv3"].metric_list()) == 4  # every class
+
+
+def test_regularization_shares_lr_noise_runs_under_cpu() -> None:
+    """plain and noise are lr_noise's lr0.0001 points: the same configs but the run name."""
+    reg = expand_points(load_study(STUDIES / "regularization.yaml"), "cpu", ["data.root=/d"])
+    lrn = {p.name: p.config for p in expand_points(load_study(STUDIES / "lr_noise.yaml"), "cpu",
+                                                   ["data.root=/d"])}
+    shared = {p.name: p.shared for p in reg if p.shared and p.seed == 0}
+    assert shared == {"plain": "lr_noise/lr0.0001", "noise": "lr_noise/lr0.0001-noise"}
+    for p in reg:
+        if p.shared and p.seed == 0:
+            theirs = lrn[p.shared.split("/")[1]].model_dump()
+            mine = p.config.model_dump()
+            assert {**mine, "name": ""} == {**theirs, "name": ""}, p.name

@@ -11,12 +11,14 @@ import pytest
 import yaml
 
 from hemacnn.cli import main
-from hemacnn.studies.summary import RAW_FILES, copy_raw_files
+from hemacnn.errors import HemacnnError
+from hemacnn.studies.summary import RAW_FILES, copy_raw_files, write_summary
 from hemacnn.studies.verdicts import (
     ClaimSpec,
     RunHealth,
     Verdict,
     evaluate_claim,
+    holm,
     interval,
     majority_baseline,
     run_health,
@@ -34,6 +36,11 @@ def by_seed(*xs: float) -> dict[int, float]:
     return dict(enumerate(xs))
 
 
+def loss(**points: dict[int, float]) -> dict:
+    """Per-seed values of the metric ``loss`` (metric -> point -> seed -> value)."""
+    return {"loss": points}
+
+
 @pytest.mark.parametrize(("a", "b", "verdict"), [
     # A lower than B by 0.10 in every seed, with little spread: the interval excludes 0.
     ((1.00, 1.01, 0.99), (1.10, 1.11, 1.09), Verdict.AGREES),
@@ -45,9 +52,15 @@ def by_seed(*xs: float) -> dict[int, float]:
     ((1.0,), (2.0,), Verdict.INCONCLUSIVE),
 ])
 def test_lower_claim_verdicts(a, b, verdict):
-    result = evaluate_claim(claim(**LOWER), {"A": by_seed(*a), "B": by_seed(*b)})
+    result = evaluate_claim(claim(**LOWER), loss(A=by_seed(*a), B=by_seed(*b)))
     assert result.verdict == verdict, result.detail
     assert result.detail.startswith("A - B: ")
+
+
+def test_detail_states_the_test_and_its_p_value():
+    result = evaluate_claim(claim(**LOWER), loss(A=by_seed(1.0, 1.01, 0.99),
+                                                 B=by_seed(1.1, 1.11, 1.09)))
+    assert "paired t over 3 seeds" in result.detail and ", p < 0.001" in result.detail
 
 
 def test_interval_is_the_t_interval():
@@ -57,8 +70,14 @@ def test_interval_is_the_t_interval():
     assert interval([5.0]) == (5.0, None, None)
 
 
+def test_holm_adjustment():
+    # Sorted p 0.01, 0.02, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.02), max(0.04, 1 * 0.04).
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
 def test_higher_claim_is_the_mirror_of_lower():
-    values = {"A": by_seed(0.8, 0.82, 0.81), "B": by_seed(0.5, 0.52, 0.49)}
+    values = loss(A=by_seed(0.8, 0.82, 0.81), B=by_seed(0.5, 0.52, 0.49))
     assert evaluate_claim(claim(kind="higher", a="A", b="B"), values).verdict == Verdict.AGREES
     assert evaluate_claim(claim(kind="lower", a="A", b="B"), values).verdict == \
         Verdict.DISAGREES
@@ -68,30 +87,116 @@ def test_pairs_by_seed_not_by_pooled_spread():
     # Seeds move both points together (large spread across seeds), A is always 0.05 lower:
     # paired differences are constant, so the claim is decided.
     a, b = by_seed(1.0, 1.5, 2.0), by_seed(1.05, 1.55, 2.05)
-    assert evaluate_claim(claim(**LOWER), {"A": a, "B": b}).verdict == Verdict.AGREES
+    assert evaluate_claim(claim(**LOWER), loss(A=a, B=b)).verdict == Verdict.AGREES
+
+
+def test_unequal_seed_counts_pair_the_seeds_both_have():
+    a = by_seed(1.0, 1.01, 0.99, 1.02, 0.98)  # five seeds against three
+    result = evaluate_claim(claim(**LOWER), loss(A=a, B=by_seed(1.1, 1.11, 1.09)))
+    assert result.verdict == Verdict.AGREES and result.seeds == 3
 
 
 def test_lowest_among():
     spec = claim(kind="lowest", among=["X", "Y", "Z"], expect="Y")
-    good = {"X": by_seed(1.2, 1.21, 1.19), "Y": by_seed(1.0, 1.01, 0.99),
-            "Z": by_seed(1.1, 1.12, 1.09)}
+    good = loss(X=by_seed(1.2, 1.21, 1.19), Y=by_seed(1.0, 1.01, 0.99),
+                Z=by_seed(1.1, 1.12, 1.09))
     assert evaluate_claim(spec, good).verdict == Verdict.AGREES
-    beaten = {**good, "Z": by_seed(0.9, 0.91, 0.89)}  # Z decidedly lower than Y
+    beaten = loss(**{**good["loss"], "Z": by_seed(0.9, 0.91, 0.89)})  # Z decidedly lower
     result = evaluate_claim(spec, beaten)
-    assert result.verdict == Verdict.DISAGREES and "vs Z: +0.1" in result.detail
-    tie = {**good, "Z": by_seed(1.05, 0.95, 1.0)}  # Y vs Z undecided, Y beats X
+    assert result.verdict == Verdict.DISAGREES and "Y - Z: +0.1" in result.detail
+    tie = loss(**{**good["loss"], "Z": by_seed(1.05, 0.95, 1.0)})  # Y vs Z undecided
     assert evaluate_claim(spec, tie).verdict == Verdict.INCONCLUSIVE
 
 
+def test_holm_turns_one_lone_raw_disagreement_inconclusive():
+    """The issue's case: expect against four points, one of them lower with raw p ~0.03 (a
+    'disagrees' without correction), the rest undecided: Holm over 4 leaves it undecided."""
+    spec = claim(kind="lowest", among=["E", "P", "Q", "R", "S"], expect="E")
+    values = loss(E=by_seed(1.0, 1.0, 1.0), P=by_seed(0.97, 0.975, 0.955),  # E - P ~ +0.033
+                  Q=by_seed(1.2, 0.8, 1.1), R=by_seed(0.9, 1.2, 1.0), S=by_seed(1.3, 0.9, 1.0))
+    result = evaluate_claim(spec, values)
+    raw = float(result.detail.split("E - P: ")[1].split("p = ")[1].split(" ")[0])
+    assert 0.01 < raw < 0.05  # decided before the correction
+    assert result.verdict == Verdict.INCONCLUSIVE, result.detail
+    assert "Holm over 4 comparisons" in result.detail
+
+
+def test_every_a_against_b_with_a_row_each():
+    spec = claim(kind="lower", a=["A1", "A2"], b="B", rows="each")
+    values = loss(A1=by_seed(1.0, 1.01, 0.99), A2=by_seed(1.05, 1.3, 0.8),
+                  B=by_seed(1.1, 1.11, 1.09))
+    result = evaluate_claim(spec, values)
+    assert result.verdict == Verdict.INCONCLUSIVE  # A2's difference is undecided
+    assert [(r.row_id, r.verdict) for r in result.rows] == [
+        ("c:A1", Verdict.AGREES), ("c:A2", Verdict.INCONCLUSIVE)]
+
+
+def test_every_class_gets_a_row_and_the_claim_needs_them_all():
+    spec = ClaimSpec.model_validate({"id": "v", "text": "t", "kind": "higher", "a": "A",
+                                     "b": "B", "metrics": ["f1_X", "f1_Y"], "rows": "each"})
+    x = {"A": by_seed(0.9, 0.91, 0.89), "B": by_seed(0.5, 0.52, 0.49)}
+    y_same = {"A": by_seed(0.6, 0.8, 0.5), "B": by_seed(0.6, 0.6, 0.6)}
+    result = evaluate_claim(spec, {"f1_X": x, "f1_Y": y_same})
+    assert result.verdict == Verdict.INCONCLUSIVE
+    assert {r.row_id: r.verdict for r in result.rows} == {"v:f1_X": Verdict.AGREES,
+                                                          "v:f1_Y": Verdict.INCONCLUSIVE}
+    y_better = {"A": by_seed(0.7, 0.71, 0.69), "B": by_seed(0.5, 0.51, 0.49)}
+    assert evaluate_claim(spec, {"f1_X": x, "f1_Y": y_better}).verdict == Verdict.AGREES
+
+
+@pytest.mark.parametrize(("a", "verdict"), [
+    ((1.001, 0.999, 1.0, 1.002, 0.998), Verdict.AGREES),        # within +-0.02, tightly
+    ((1.10, 1.11, 1.09, 1.10, 1.105), Verdict.DISAGREES),       # 0.1 above: outside the margin
+    ((1.00, 1.08, 0.93, 1.05, 0.95), Verdict.INCONCLUSIVE),     # too wide to tell
+])
+def test_equivalence_by_two_one_sided_tests(a, verdict):
+    spec = claim(kind="equivalent", a="A", b="B", margin=0.02)
+    result = evaluate_claim(spec, loss(A=by_seed(*a), B=by_seed(*[1.0] * 5)))
+    assert result.verdict == verdict, result.detail
+    assert "90% interval" in result.detail and "TOST" in result.detail
+
+
+def test_against_a_constant_and_a_relative_change():
+    above = claim(kind="higher", a="A", value=0.5)
+    assert evaluate_claim(above, loss(A=by_seed(0.7, 0.71, 0.69))).verdict == Verdict.AGREES
+    # Relative change A / B - 1 = -0.20 in every seed, the paper's -0.21 within +-0.05.
+    effect = claim(kind="equivalent", relative=True, a="A", b="B", value={"A": -0.21},
+                   margin=0.05)
+    values = loss(A=by_seed(0.8, 0.4, 1.6), B=by_seed(1.0, 0.5, 2.0))
+    result = evaluate_claim(effect, values)
+    assert result.verdict == Verdict.AGREES and "A / B - 1: -0.2" in result.detail
+
+
+def test_order_within_one_point():
+    spec = ClaimSpec.model_validate({"id": "o", "text": "t", "kind": "order", "a": "M",
+                                     "order": ["f1_X", "f1_Y", "f1_Z"]})
+    values = {"f1_X": {"M": by_seed(0.9, 0.91, 0.89)}, "f1_Y": {"M": by_seed(0.7, 0.71, 0.69)},
+              "f1_Z": {"M": by_seed(0.5, 0.52, 0.49)}}
+    assert evaluate_claim(spec, values).verdict == Verdict.AGREES
+    values["f1_Z"] = {"M": by_seed(0.8, 0.82, 0.79)}  # Z decidedly above Y
+    assert evaluate_claim(spec, values).verdict == Verdict.DISAGREES
+
+
+def test_an_untested_claim_says_why():
+    spec = ClaimSpec.model_validate({"id": "u", "text": "t", "kind": "untested",
+                                     "reason": "the sample has one NGB image"})
+    result = evaluate_claim(spec, {})
+    assert result.verdict == Verdict.NOT_TESTED and result.detail == "the sample has one NGB image"
+
+
 def test_a_degenerate_point_leaves_the_claim_not_tested():
-    values = {"A": by_seed(1.0, 1.01, 0.99), "B": by_seed(1.1, 1.11, 1.09)}
-    sick = {"B": RunHealth(True, ["seed 1: predicts one class on test (NGS)"])}
+    values = loss(A=by_seed(1.0, 1.01, 0.99), B=by_seed(1.1, 1.11, 1.09))
+    sick = {"B": RunHealth(True, ["seed 1: predicts 2 of 4 classes on test (NGS, LYT)"])}
     result = evaluate_claim(claim(**LOWER), values, sick)
     assert result.verdict == Verdict.NOT_TESTED and result.degenerate == ["B"]
-    assert "B: seed 1: predicts one class on test (NGS)" in result.detail
+    assert "B: seed 1: predicts 2 of 4 classes on test (NGS, LYT)" in result.detail
     # A healthy entry changes nothing.
     assert evaluate_claim(claim(**LOWER), values, {"B": RunHealth(False)}).verdict == \
         Verdict.AGREES
+    # A claim that says why a degenerate seed does not matter to it is tested, and says so.
+    timing = claim(**LOWER, ignore_degenerate="time per epoch")
+    result = evaluate_claim(timing, values, sick)
+    assert result.verdict == Verdict.AGREES and "kept: time per epoch" in result.detail
 
 
 def test_claim_spec_is_checked():
@@ -101,6 +206,10 @@ def test_claim_spec_is_checked():
         claim(kind="lowest", among=["A", "B"], expect="C")
     with pytest.raises(ValueError, match="extra"):
         claim(**LOWER, oops=1)
+    with pytest.raises(ValueError, match="needs a margin"):
+        claim(kind="equivalent", a="A", b="B")
+    with pytest.raises(ValueError, match="needs a reason"):
+        claim(kind="untested")
 
 
 def test_majority_baseline():
@@ -116,23 +225,30 @@ def per_class(predicted: dict[str, int], f1: dict[str, float], support: int = 10
 
 
 def test_degenerate_detector():
-    learnt = {"macro_f1": 0.7,
-              "per_class": per_class({"A": 9, "B": 11, "C": 10}, {"A": .7, "B": .7, "C": .7})}
-    assert run_health(learnt, {"A": 0.5, "B": 0.6, "C": 0.4}) == RunHealth(False, [])
+    learnt = {"macro_f1": 0.7, "per_class": per_class({"A": 9, "B": 11, "C": 5, "D": 5},
+                                                      dict.fromkeys("ABCD", .7))}
+    assert run_health(learnt) == RunHealth(False, [], [])
+    # Three of four classes: not degenerate, but the class it never predicts is listed.
+    three = {"macro_f1": 0.5, "per_class": per_class({"A": 9, "B": 11, "C": 10, "D": 0},
+                                                     {"A": .7, "B": .7, "C": .6, "D": 0})}
+    assert run_health(three) == RunHealth(False, [], ["D"])
+    # Two of four (at most half the classes) on the scored checkpoint's test predictions.
+    two = {"macro_f1": 0.4, "per_class": per_class({"A": 20, "B": 20, "C": 0, "D": 0},
+                                                   {"A": .8, "B": .8, "C": 0, "D": 0})}
+    health = run_health(two)
+    assert health.degenerate and health.unpredicted == ["C", "D"]
+    assert health.reasons == ["predicts 2 of 4 classes on test (A, B)"]
     one = {"macro_f1": 0.1666,
            "per_class": per_class({"A": 30, "B": 0, "C": 0}, {"A": .5, "B": 0, "C": 0})}
     health = run_health(one)
     assert health.degenerate
-    assert health.reasons[0] == "predicts one class on test (A)"
+    assert health.reasons[0] == "predicts 1 of 3 classes on test (A)"
     assert "not above the majority class's 0.167" in health.reasons[1]
-    # Two classes predicted, but no better than always saying the majority class.
+    # Two of three classes predicted, but no better than always saying the majority class.
     weak = {"macro_f1": 0.15,
             "per_class": per_class({"A": 25, "B": 5, "C": 0}, {"A": .4, "B": .05, "C": 0})}
     assert run_health(weak).reasons == ["test macro-F1 0.150 not above the majority class's "
                                         "0.167"]
-    # Healthy on test, one class on validation.
-    assert run_health(learnt, {"A": 1.0, "B": 0.0, "C": 0.0}).reasons == [
-        "predicts one class on validation (A)"]
 
 
 # --- a made-up study folder: summary, verdicts and --report from raw files alone ---
@@ -226,8 +342,8 @@ def test_a_degenerate_seed_makes_its_claims_not_tested(tmp_path):
     assert main(["sweep", "--report", str(out)]) == 0
     md = (out / "summary.md").read_text()
     assert "1 of 6 runs are degenerate" in md
-    assert "- high-seed2: predicts one class on test (B)" in md
-    assert "**not tested**" in md and "high: seed 2: predicts one class on test (B)" in md
+    assert "- high-seed2: predicts 1 of 2 classes on test (B)" in md
+    assert "**not tested**" in md and "high: seed 2: predicts 1 of 2 classes on test (B)" in md
     row = (out / "summary.csv").read_text().splitlines()
     head = row[0].split(",")
     assert dict(zip(head, row[2].split(","), strict=True))["degenerate_seeds"] == "1"
@@ -244,3 +360,45 @@ def test_report_rewrites_a_committed_study_identically(tmp_path):
     assert main(["sweep", "--report", str(copy)]) == 0
     for name in ("summary.md", "summary.csv", "summary_seeds.csv", "claims.csv"):
         assert (copy / name).read_text() == (committed / name).read_text(), name
+
+
+def test_a_shared_point_takes_every_run_of_the_other_study(tmp_path):
+    """regularization's `plain` is lr_noise's `lr0.0001`: a point shared from another study's
+    folder beside this one is read from there (every seed it has), checked against the config
+    it would have had, and not counted here."""
+    fake_study(tmp_path / "other")
+    mine = tmp_path / "mine"
+    for k in range(2):  # this study's own point has two seeds, the shared one three
+        run = "high" if k == 0 else f"high-seed{k}"
+        fake_run(mine / "runs" / run, k, 0.01, [1.3 + 0.01 * k, 1.1 + 0.02 * k], 0.5)
+    record = json.loads((tmp_path / "other" / "study.json").read_text())
+    low_cfg = yaml.safe_load((tmp_path / "other" / "runs" / "low" / "config.yaml").read_text())
+    record["study"] = "mine"
+    record["points"] = [
+        {"name": "low", "values": {}, "runs": [], "shared": "other/low",
+         "config": {**low_cfg, "name": "mine-low"}},
+        {"name": "high", "values": {}, "runs": [{"name": "high", "seed": 0},
+                                                {"name": "high-seed1", "seed": 1}]}]
+    (mine / "study.json").write_text(json.dumps(record))
+    assert main(["sweep", "--report", str(mine)]) == 0
+    seeds = (mine / "summary_seeds.csv").read_text().splitlines()
+    assert len(seeds) == 1 + 3 + 2 and sum(",other," in r for r in seeds) == 3
+    assert ",agrees," in (mine / "claims.csv").read_text()  # paired over the 2 shared seeds
+    md = (mine / "summary.md").read_text()
+    assert "Points low are shared: their runs are other's" in md
+    # Only this study's own runs travel with its raw files.
+    copied = copy_raw_files(mine, tmp_path / "copy" / "mine")
+    assert len(copied) == 1 + 2 * len(RAW_FILES)
+
+    # Trained with another config: one error naming both folders and the first key.
+    record["points"][0]["config"]["optimizer"]["lr"] = 0.5
+    (mine / "study.json").write_text(json.dumps(record))
+    with pytest.raises(HemacnnError, match=r"shared from .*other/runs/low, but that run was "
+                                           r"trained with another config: optimizer.lr is "
+                                           r"0.001 there and 0.5 here"):
+        write_summary(mine)
+    # The other study has not run (no folder beside this one): say which and where.
+    shutil.rmtree(tmp_path / "other")
+    with pytest.raises(HemacnnError, match=r"shared from other/low, but .*other holds no "
+                                           r"study \(no study.json\): run study other"):
+        write_summary(mine)

@@ -236,6 +236,9 @@ def _add_combining_commands(sub: argparse._SubParsersAction) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from hemacnn.studies import run_study, sweep_report
 
+    if args.report and args.study and not args.overrides:
+        sweep_report(args.report, args.study)  # re-read the study file's claims, then report
+        return 0
     if _report_only(args, "study", sweep_report):
         return 0
     if not args.study:
@@ -252,7 +255,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                        description="Run every point of STUDY.yaml as a run folder "
                        "DIR/runs/<point>/ (finished points are skipped, killed ones resume), "
                        "then write DIR/summary.csv, summary.md and figures. Several sweeps "
-                       "on one --storage share the work.")
+                       "on one --storage share the work. `sweep STUDY.yaml --report DIR` "
+                       "re-reads the study file's claims and settings into DIR/study.json "
+                       "before rewriting the summary (nothing trains).")
     w.add_argument("study", nargs="?", metavar="STUDY.yaml")
     _engine_args(w, "point", "studies/<study>-<profile>")
     w.add_argument("--profile", default="paper",

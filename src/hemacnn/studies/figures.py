@@ -50,8 +50,15 @@ def _dress(ax: Any, xlabel: str, ylabel: str, title: str | None = None) -> None:
     ax.legend(fontsize=8)
 
 
-def _runs(seeds: list[dict], point: str) -> list[str]:
-    return [r["run"] for r in seeds if r["point"] == point]
+def run_folder(out: Path, row: dict) -> Path:
+    """A per-seed row's run folder: OUT/runs/RUN, or a shared point's in the other study's
+    folder beside OUT (``shared_from``)."""
+    home = out.parent / row["shared_from"] if row.get("shared_from") else out
+    return home / "runs" / row["run"]
+
+
+def _runs(out: Path, seeds: list[dict], point: str) -> list[Path]:
+    return [run_folder(out, r) for r in seeds if r["point"] == point]
 
 
 def _mean_band(ax: Any, series: list[tuple[list[float], list[float]]], label: str,
@@ -98,8 +105,8 @@ def _step_loss(out: Path, rows: list[dict], spec: dict, seeds: list[dict], recor
     for ax, (group, members) in zip(axes, groups.items(), strict=True):
         for row in members:
             series = []
-            for run in _runs(seeds, row["point"]):
-                steps = read_step_loss(RunDir(out / "runs" / run).step_loss)
+            for run in _runs(out, seeds, row["point"]):
+                steps = read_step_loss(RunDir(run).step_loss)
                 series.append(([s["step"] + 1 for s in steps], [s["loss"] for s in steps]))
             _mean_band(ax, series, row["point"])
             if row["point"] in paper and series and series[0][0]:
@@ -112,8 +119,8 @@ def _step_loss(out: Path, rows: list[dict], spec: dict, seeds: list[dict], recor
     return fig
 
 
-def _epoch_series(out: Path, run: str, metric: str) -> tuple[list[float], list[float]]:
-    m = metrics_columns(RunDir(out / "runs" / run).metrics)
+def _epoch_series(run: Path, metric: str) -> tuple[list[float], list[float]]:
+    m = metrics_columns(RunDir(run).metrics)
     return list(m["epoch"] + 1), list(m[metric])
 
 
@@ -126,7 +133,7 @@ def _curves(out: Path, rows: list[dict], spec: dict, seeds: list[dict], record: 
     metric = spec.get("metric", "val_loss")
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for row in rows:
-        _mean_band(ax, [_epoch_series(out, r, metric) for r in _runs(seeds, row["point"])],
+        _mean_band(ax, [_epoch_series(r, metric) for r in _runs(out, seeds, row["point"])],
                    row["point"], marker="o", markersize=3)
     if metric in BASELINE_OF:
         _baseline(ax, rows, *BASELINE_OF[metric])
@@ -137,9 +144,9 @@ def _curves(out: Path, rows: list[dict], spec: dict, seeds: list[dict], record: 
 def _train_val(out: Path, rows: list[dict], spec: dict, seeds: list[dict], record: dict) -> Any:
     fig, axes = _panels(len(rows))
     for ax, row in zip(axes, rows, strict=True):
-        runs = _runs(seeds, row["point"])
+        runs = _runs(out, seeds, row["point"])
         for metric, label in (("train_loss", "training"), ("val_loss", "validation")):
-            _mean_band(ax, [_epoch_series(out, r, metric) for r in runs], label,
+            _mean_band(ax, [_epoch_series(r, metric) for r in runs], label,
                        marker="o", markersize=3)
         _baseline(ax, [row], "prior_loss", PRIOR)
         _dress(ax, "epoch", "loss", row["point"])

@@ -23,7 +23,9 @@ A study file (``configs/studies/*.yaml``)::
     profiles:
       paper: {}                          # the default: the paper's full scale
       cpu: {note: ..., set: {...}, grid: ..., points: ..., summary: {...},
-            seeds: 3, point_seeds: {adam-b10.8: 7}}   # more seeds where a verdict needs them
+            seeds: 3, point_seeds: {adam-b10.8: 7},   # more seeds where a verdict needs them
+            shared: {plain: lr_noise/lr0.0001}}      # a point another study runs already
+    settings: [model.width, optimizer.lr]  # what each claim row shows, run and paper's
 
 Everything is checked before anything runs: unknown keys, empty grids, duplicate point names and
 every point's resolved config (the same validation ``hemacnn train`` applies).
@@ -34,6 +36,11 @@ seed trains on the same split (unless ``split_per_seed``). Seed 0 is the point i
 folder ``runs/<point>``; seed k > 0 is ``runs/<point>-seed<k>``. A profile's ``point_seeds``
 gives some points more (or fewer) seeds than the rest, where a power calculation says a verdict
 needs them; ``--seeds N`` on the command line sets every point to N.
+
+Shared points: a profile's ``shared: {POINT: STUDY/POINT}`` takes a point's runs from another
+study that runs the same config (every key but the run's name and seeds), in that study's folder
+beside this one (``--out /X/regularization`` reads ``/X/lr_noise/runs/``): the sweep does not
+train it, checks the configs agree, and the summary uses every seed the other study has.
 """
 
 from __future__ import annotations
@@ -82,6 +89,8 @@ class ProfileSpec(_Strict):
     seeds: int | None = Field(None, ge=1)
     point_seeds: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     claims: list[ClaimSpec] | None = None  # replaces the study's claims under this profile
+    shared: dict[str, str] = Field(default_factory=dict)  # point -> "STUDY/POINT" it reuses
+    untested: dict[str, str] = Field(default_factory=dict)  # claim id -> why not here
 
 
 class StudySpec(_Strict):
@@ -94,6 +103,7 @@ class StudySpec(_Strict):
     grid: dict[str, Any] | list[dict[str, Any]] | None = None
     points: list[PointSpec] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
+    settings: list[str] = Field(default_factory=list)  # dotted keys each claim row shows
     summary: dict[str, Any] = Field(default_factory=dict)
     figures: list[dict[str, Any]] = Field(default_factory=list)
     paper: list[dict[str, Any]] = Field(default_factory=list)
@@ -116,6 +126,7 @@ class Point:
     config: Config = field(repr=False)
     point: str = ""
     seed: int = 0
+    shared: str = ""  # "STUDY/POINT": the runs are that study's point's, not trained here
 
     def __post_init__(self) -> None:
         self.point = self.point or self.name
@@ -197,9 +208,18 @@ def seeds_of(spec: StudySpec, profile: str, seeds: int | None = None) -> int:
 
 
 def claims_of(spec: StudySpec, profile: str) -> list[ClaimSpec]:
-    """The claims tested under ``profile`` (its own list, else the study's)."""
+    """The claims tested under ``profile`` (its own list, else the study's); a claim the
+    profile's ``untested`` names becomes ``kind: untested`` with the profile's reason."""
     prof = spec.profiles.get(profile, ProfileSpec())
-    return list(prof.claims if prof.claims is not None else spec.claims)
+    claims = list(prof.claims if prof.claims is not None else spec.claims)
+    unknown = sorted(set(prof.untested) - {c.id for c in claims})
+    if unknown:
+        raise HemacnnError(f"{spec.path or spec.study}: profile {profile} untested names claim "
+                           f"{unknown[0]!r}, which is not a claim; claims: "
+                           f"{', '.join(c.id for c in claims)}")
+    return [ClaimSpec(id=c.id, section=c.section, text=c.text, kind="untested",
+                      reason=prof.untested[c.id]) if c.id in prof.untested else c
+            for c in claims]
 
 
 def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
@@ -217,7 +237,8 @@ def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
     specs = (_grid_points(grid, source) if grid is not None else []) + list(explicit or [])
     if not specs:
         raise HemacnnError(f"{source}: no points; give a grid or a list of points")
-    for key, named in (("point_set", prof.point_set), ("point_seeds", prof.point_seeds)):
+    for key, named in (("point_set", prof.point_set), ("point_seeds", prof.point_seeds),
+                       ("shared", prof.shared)):
         unknown = sorted(set(named) - {p.name for p in specs})
         if unknown:
             raise HemacnnError(f"{source}: profile {profile} {key} names {unknown[0]!r}, which "
@@ -249,7 +270,12 @@ def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
         # A fresh copy per point: build_config sets overrides inside the nested sections.
         cfg = build_config(copy.deepcopy(base), texts, source=f"{source} point {p.name}")
         _check_model(cfg, f"{source} point {p.name}")
-        points.append(Point(p.name, dict(p.set), texts, cfg))
+        shared = prof.shared.get(p.name, "")
+        if shared and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                   shared):
+            raise HemacnnError(f"{source}: profile {profile} shares point {p.name} from "
+                               f"{shared!r}; write it as STUDY/POINT (e.g. lr_noise/lr0.0001)")
+        points.append(Point(p.name, dict(p.set), texts, cfg, shared=shared))
         n_point = n_seeds if seeds is not None else prof.point_seeds.get(p.name, n_seeds)
         for k in range(1, n_point):
             extra = [_override_text("seed", cfg.seed + k)]
@@ -258,7 +284,7 @@ def expand_points(spec: StudySpec, profile: str = DEFAULT_PROFILE,
             seeded = build_config(copy.deepcopy(base), texts + extra,
                                   source=f"{source} point {p.name} seed {k}")
             points.append(Point(seed_run_name(p.name, k), dict(p.set), texts + extra, seeded,
-                                point=p.name, seed=k))
+                                point=p.name, seed=k, shared=shared))
     _check_claims(claims_of(spec, profile), [p.name for p in specs], source)
     return points
 

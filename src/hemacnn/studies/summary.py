@@ -38,9 +38,10 @@ from typing import Any
 import yaml
 
 from hemacnn.atomic import write_text
+from hemacnn.errors import HemacnnError
 from hemacnn.evaluation.report import write_report
 from hemacnn.rundir import RunDir, read_metrics
-from hemacnn.studies.figures import draw_figures
+from hemacnn.studies.figures import draw_figures, run_folder
 from hemacnn.studies.verdicts import (
     RULE,
     ClaimResult,
@@ -58,7 +59,7 @@ DEFAULT_METRICS = ["epochs", "final_train_loss", "final_val_loss", "best_val_los
                    "best_val_acc", "test_macro_f1"]
 
 
-def _get(tree: dict, dotted: str) -> Any:
+def dotted_value(tree: dict, dotted: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(tree, dict) or part not in tree:
             return None
@@ -72,11 +73,11 @@ OPTIMIZER_KEYS = {"adam": {"beta1", "beta2", "eps"}, "adamw": {"beta1", "beta2",
                   "adadelta": {"rho", "eps"}, "sgd": {"momentum", "nesterov"}}
 
 
-def _applies(cfg: dict, dotted: str) -> bool:
+def applies(cfg: dict, dotted: str) -> bool:
     section, _, key = dotted.partition(".")
     if section != "optimizer" or key in ("name", "lr", "weight_decay"):
         return True
-    used = OPTIMIZER_KEYS.get(_get(cfg, "optimizer.name"))
+    used = OPTIMIZER_KEYS.get(dotted_value(cfg, "optimizer.name"))
     return used is None or key in used
 
 
@@ -133,14 +134,10 @@ def run_metrics(run_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def health_of(run_dir: Path) -> RunHealth:
-    """Whether a run folder's model is degenerate (:func:`verdicts.run_health`): its test
-    metrics and its last epoch's per-class validation recall."""
+    """Whether a run folder's model is degenerate (:func:`verdicts.run_health`): the scored
+    checkpoint's test predictions (test_metrics.json), not the last epoch's validation."""
     test = RunDir(run_dir).test_metrics
-    t = json.loads(test.read_text(encoding="utf-8")) if test.is_file() else None
-    rows = _epoch_rows(run_dir)
-    recall = {k.removeprefix("val_recall_"): v for k, v in (rows[-1] if rows else {}).items()
-              if k.startswith("val_recall_") and math.isfinite(v)}
-    return run_health(t, recall or None)
+    return run_health(json.loads(test.read_text(encoding="utf-8")) if test.is_file() else None)
 
 
 def _sizes(run_dir: Path) -> tuple[int | None, int | None]:
@@ -158,24 +155,91 @@ def _sizes(run_dir: Path) -> tuple[int | None, int | None]:
     return val, classes
 
 
+def point_runs(out: Path, record: dict) -> list[dict[str, Any]]:
+    """The record's points, each with ``runs`` as (run name, run folder) pairs: its own under
+    OUT/runs/, a shared point's (``shared: STUDY/POINT``) every run the other study's point has,
+    in the other study's folder beside OUT (OUT/../STUDY/runs/)."""
+    points = []
+    for p in record["points"]:
+        if not p.get("shared"):
+            runs = [(r["name"], out / "runs" / r["name"]) for r in p["runs"]]
+        else:
+            runs = shared_runs(out, p)
+        points.append({**p, "runs": runs})
+    return points
+
+
+def shared_runs(out: Path, point: dict) -> list[tuple[str, Path]]:
+    """A shared point's runs in the other study's folder, each checked against the config the
+    point would have trained (every key but the run's name and its seeds')."""
+    study, _, name = point["shared"].partition("/")
+    other = out.parent / study
+    try:
+        record = json.loads((other / "study.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise HemacnnError(f"point {point['name']} of {out} is shared from {point['shared']}, "
+                           f"but {other} holds no study (no study.json): run study {study} "
+                           f"into {other} first") from None
+    mine = [p for p in record.get("points", []) if p["name"] == name and not p.get("shared")]
+    if not mine:
+        raise HemacnnError(f"point {point['name']} of {out} is shared from {point['shared']}, "
+                           f"but study {study} in {other} has no point {name!r}")
+    runs = [(r["name"], other / "runs" / r["name"]) for r in mine[0]["runs"]]
+    want = point.get("config")
+    # The first run stands for the point (the other study's own sweep keeps its runs' configs
+    # one but the seeds: a run folder trained with another config stops it).
+    if want is not None and runs and RunDir(runs[0][1]).config.is_file():
+        got = yaml.safe_load(RunDir(runs[0][1]).config.read_text(encoding="utf-8"))
+        check_same_config(want, got, f"point {point['name']} of {out}", runs[0][1])
+    return runs
+
+
+SEED_KEYS = ("name", "seed", "data.split_seed")
+"""What may differ between a point's runs and a shared point's (its name and seeds); a key only
+one config holds (added to the schema since, with its default) is not compared either."""
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_same_config(want: dict, got: dict, what: str, run_dir: Path) -> None:
+    """A one-line error naming both when a shared run was trained with another config."""
+    a, b = _flat(want), _flat(got)
+    diff = sorted(k for k in set(a) & set(b) if k not in SEED_KEYS and a[k] != b[k])
+    if diff:
+        k = diff[0]
+        raise HemacnnError(f"{what} is shared from {run_dir}, but that run was trained with "
+                           f"another config: {k} is {b.get(k)!r} there and {a.get(k)!r} here "
+                           f"({len(diff)} key(s) differ); share a point with the same config")
+
+
 def seed_rows(out: Path, record: dict) -> list[dict[str, Any]]:
     """One row per finished run: point, seed, the study's columns, every metric, health."""
     params = record.get("summary", {})
     rows = []
-    for p in record["points"]:
-        for k, run in enumerate(p["runs"]):
-            run_dir = out / "runs" / run["name"]
+    for p in point_runs(out, record):
+        for k, (name, run_dir) in enumerate(p["runs"]):
             if not RunDir(run_dir).finished:
                 continue
             cfg = yaml.safe_load(RunDir(run_dir).config.read_text(encoding="utf-8"))
-            row: dict[str, Any] = {"point": p["name"], "run": run["name"], "seed_index": k,
+            row: dict[str, Any] = {"point": p["name"], "run": name, "seed_index": k,
                                    "seed": cfg.get("seed")}
+            if p.get("shared"):
+                row["shared_from"] = p["shared"].partition("/")[0]
             for col, dotted in record.get("columns", {}).items():
-                row[col] = _get(cfg, dotted) if _applies(cfg, dotted) else None
+                row[col] = dotted_value(cfg, dotted) if applies(cfg, dotted) else None
             row.update(run_metrics(run_dir, params))
             health = health_of(run_dir)
             row["degenerate"] = int(health.degenerate)
             row["degenerate_why"] = "; ".join(health.reasons)
+            row["unpredicted"] = " ".join(health.unpredicted)
             val_images, n_classes = _sizes(run_dir)
             marks = learning_marks(row.get("best_val_acc"), n_classes, val_images)
             if marks:  # (a column only where some run has one: committed summaries unchanged)
@@ -193,7 +257,8 @@ def _change_pct(rows: list[dict[str, Any]], params: dict[str, Any]) -> None:
                 row["change_pct"] = 100.0 * (row[of] / rows[0][of] - 1.0)
 
 
-_NOT_METRICS = {"point", "run", "seed_index", "seed", "degenerate", "degenerate_why", "marks"}
+_NOT_METRICS = {"point", "run", "seed_index", "seed", "degenerate", "degenerate_why", "marks",
+                "unpredicted", "shared_from"}
 
 
 def summary_rows(out: Path, record: dict,
@@ -202,7 +267,10 @@ def summary_rows(out: Path, record: dict,
     metric's mean over seeds (with ``_sd`` and ``_ci95`` when some point has several seeds)
     and ``degenerate_seeds``. ``seeds``: the :func:`seed_rows` (read when not given)."""
     seeds = seed_rows(out, record) if seeds is None else seeds
-    spread = any(len(p["runs"]) > 1 for p in record["points"])
+    counts: dict[str, int] = {}
+    for r in seeds:
+        counts[r["point"]] = counts.get(r["point"], 0) + 1
+    spread = any(n > 1 for n in counts.values())
     columns = list(record.get("columns", {}))
     rows = []
     for p in record["points"]:
@@ -225,6 +293,8 @@ def summary_rows(out: Path, record: dict,
             if spread:
                 row[f"{key}_sd"], row[f"{key}_ci95"] = sd, half
         row["degenerate_seeds"] = sum(r["degenerate"] for r in mine)
+        if mine[0].get("shared_from"):
+            row["shared_from"] = mine[0]["shared_from"]
         rows.append(row)
     _change_pct(rows, record.get("summary", {}))
     return rows
@@ -281,7 +351,7 @@ def copy_raw_files(out: str | Path, dest: str | Path) -> list[Path]:
     shutil.rmtree(dest / "runs", ignore_errors=True)
     copied = [Path(shutil.copy2(out / "study.json", _mkdir(dest) / "study.json"))]
     for p in record["points"]:
-        for run in p["runs"]:
+        for run in [] if p.get("shared") else p["runs"]:  # a shared point's are elsewhere
             src = out / "runs" / run["name"]
             for name in RAW_FILES:
                 if (src / name).is_file():
@@ -306,20 +376,77 @@ def write_summary(out: str | Path) -> list[Path]:
     write_text(out / "summary_seeds.csv", _csv(seeds, ["point", "run"]))
     written = [out / "summary.csv", out / "summary_seeds.csv"]
     if claims:
+        run_set, paper_set = settings_text(out, record, claims)
         write_text(out / "claims.csv", _csv([
-            {"id": c.claim.id, "section": c.claim.section, "claim": c.claim.text,
-             "verdict": c.verdict.value, "detail": c.detail, "seeds": c.seeds} for c in claims],
-            ["id"]))
+            {"id": r.row_id, "section": c.claim.section,
+             "claim": c.claim.text + (f" [{r.label}]" if r.label else ""),
+             "verdict": r.verdict.value, "detail": r.detail, "seeds": r.seeds,
+             "setting_run": run_set[c.claim.id], "setting_paper": paper_set[c.claim.id]}
+            for c in claims for r in (c, *c.rows)], ["id"]))
         written.append(out / "claims.csv")
     figures = draw_figures(out, record, rows, seeds)
     write_text(out / "summary.md", render_markdown(out, record, rows, figures, seeds, claims))
     extra: list[Path] = []
-    runs = [out / "runs" / r["run"] for r in seeds]
+    runs = [run_folder(out, r) for r in seeds]
     # The report needs each run's model card and predictions: not in a folder of raw files.
     if record.get("summary", {}).get("report") and runs and all(
             RunDir(r).card.is_file() for r in runs):
         extra = write_report(runs, out=out / "report.md")
     return [*written, out / "summary.md", *figures, *extra]
+
+
+def _value(v: Any) -> str:
+    return "none" if v == [] else _cell(v)
+
+
+def _short(dotted: str) -> str:
+    return dotted.rsplit(".", 1)[-1]
+
+
+def _setting(values: dict[str, dict[str, Any]], points: list[str], keys: list[str]) -> str:
+    """Settings in words: a key the points share once, a key they differ in point by point
+    (``values``: point -> key -> value; a point without values: not in this profile)."""
+    here = [p for p in points if p in values]
+    if not here or not keys:
+        return ""
+    parts = []
+    for key in keys:
+        vals = [values[p].get(key) for p in here]
+        if all(v is None for v in vals):
+            continue
+        if len({json.dumps(v) for v in vals}) == 1:
+            parts.append(f"{_short(key)} {_value(vals[0])}")
+        else:
+            parts.append(f"{_short(key)} " + ", ".join(f"{_value(v)} ({p})"
+                                                        for p, v in zip(here, vals, strict=True)
+                                                        if v is not None))
+    absent = [p for p in points if p not in values]
+    if absent:
+        parts.append(f"no such point: {', '.join(absent)}")
+    return "; ".join(parts)
+
+
+def settings_text(out: Path, record: dict, claims: list[ClaimResult]
+                  ) -> tuple[dict[str, str], dict[str, str]]:
+    """Per claim id: the settings (the study's ``settings`` keys) its points were run with,
+    read from each point's first run's config, and the paper profile's (study.json's
+    ``paper_settings``, recorded by the sweep)."""
+    keys = list(record.get("settings") or [])
+    run_values: dict[str, dict[str, Any]] = {}
+    for p in point_runs(out, record):
+        for _, run_dir in p["runs"]:
+            if RunDir(run_dir).config.is_file():
+                cfg = yaml.safe_load(RunDir(run_dir).config.read_text(encoding="utf-8"))
+                run_values[p["name"]] = {k: dotted_value(cfg, k) for k in keys
+                                         if applies(cfg, k)}
+                break
+    paper = record.get("paper_settings") or {}
+    run_set, paper_set = {}, {}
+    for c in claims:
+        points = c.claim.points()
+        run_set[c.claim.id] = _setting(run_values, points, keys)
+        paper_set[c.claim.id] = _setting(paper, points, keys)
+    return run_set, paper_set
 
 
 def _csv(rows: list[dict[str, Any]], first: list[str]) -> str:
@@ -361,27 +488,43 @@ def _mean_cell(row: dict[str, Any], col: str) -> str:
     return _cell(row.get(col))
 
 
-def _claim_lines(claims: list[ClaimResult]) -> list[str]:
+def _claim_lines(claims: list[ClaimResult], run_set: dict[str, str],
+                 paper_set: dict[str, str]) -> list[str]:
     if not claims:
         return []
     lines = ["## The paper's claims", "", f"Rule: {RULE}.", "",
-             "| claim | section | the paper | metric | ours | verdict |",
-             "|---|---|---|---|---|---|"]
+             "| claim | section | the paper | metric | ours | verdict | run with | the paper's "
+             "setting |", "|---|---|---|---|---|---|---|---|"]
     for c in claims:
-        lines.append(f"| {c.claim.id} | {c.claim.section} | {c.claim.text} | {c.claim.metric} "
-                     f"| {c.detail} | **{c.verdict.value}** |")
+        for r in (c, *c.rows):
+            lines.append(f"| {r.row_id} | {c.claim.section} | {c.claim.text} | "
+                         f"{r.label or c.claim.metric_text()} | {r.detail} | "
+                         f"**{r.verdict.value}** | {run_set[c.claim.id]} | "
+                         f"{paper_set[c.claim.id]} |")
     return [*lines, ""]
 
 
 def _degenerate_lines(seeds: list[dict[str, Any]]) -> list[str]:
     bad = [r for r in seeds if r["degenerate"]]
-    if not bad:
-        return ["No run is degenerate (each predicts more than one class on validation and "
-                "test and beats the majority-class predictor's test macro-F1).", ""] if seeds \
-            else []
-    lines = [f"{len(bad)} of {len(seeds)} runs are degenerate (claims that need them are not "
-             "tested):", ""]
-    return [*lines, *[f"- {r['run']}: {r['degenerate_why']}" for r in bad], ""]
+    lines = ([f"{len(bad)} of {len(seeds)} runs are degenerate on the scored checkpoint's test "
+              "predictions (claims that need them are not tested unless they say why not):", "",
+              *[f"- {r['run']}: {r['degenerate_why']}" for r in bad], ""] if bad else
+             ["No run is degenerate (on the scored checkpoint's test predictions each predicts "
+              "more than half of the classes and beats the majority-class predictor's "
+              "macro-F1).", ""] if seeds else [])
+    missing: dict[str, list[str]] = {}
+    for r in seeds:
+        for code in (r.get("unpredicted") or "").split():
+            missing.setdefault(code, []).append(r["run"])
+    for code, runs in sorted(missing.items()):
+        lines += [f"{len(runs)} of {len(seeds)} runs never predict {code} on test: "
+                  f"{', '.join(runs)}.", ""]
+    shared = sorted({r["shared_from"] for r in seeds if r.get("shared_from")})
+    if shared:
+        points = sorted({r["point"] for r in seeds if r.get("shared_from")})
+        lines += [f"Points {', '.join(points)} are shared: their runs are {', '.join(shared)}'s "
+                  f"(the same configs but the run name; counted there, not here).", ""]
+    return lines
 
 
 def render_markdown(out: Path, record: dict, rows: list[dict[str, Any]],
@@ -425,7 +568,8 @@ def render_markdown(out: Path, record: dict, rows: list[dict[str, Any]],
     lines.append("")
     lines += _degenerate_lines(seeds)
     lines += mark_lines(seeds)
-    lines += _claim_lines(claims or [])
+    if claims:
+        lines += _claim_lines(claims, *settings_text(out, record, claims))
     best = _best_lines(record, rows)
     if best:
         lines += best + [""]

@@ -1,20 +1,37 @@
 """A study's claims as data, their verdicts computed from the runs, and degenerate runs.
 
-A claim (``claims:`` in a study file) names a metric of the summary and the points it compares:
+A claim (``claims:`` in a study file) names the metric(s) of the summary and the points it
+compares; each claim is one or more *comparisons*, each a list of per-seed differences:
 
 ``kind: lower`` / ``higher``
-    point ``a``'s metric is lower (higher) than point ``b``'s, e.g. "``f1_NGB`` of B - A > 0" is
-    ``{kind: higher, metric: f1_NGB, a: B, b: A}``.
+    point ``a``'s metric is lower (higher) than point ``b``'s (or than the constant ``value``),
+    e.g. "``f1_NGB`` of B - A > 0" is ``{kind: higher, metric: f1_NGB, a: B, b: A}``. ``a`` may
+    list several points (each against ``b``: "every beta1 below 0.9 beats 0.9") and ``metrics``
+    several metrics (each compared: "on every class").
 ``kind: lowest`` / ``highest``
-    ``expect`` has the lowest (highest) metric ``among`` the listed points.
+    ``expect`` has the lowest (highest) metric ``among`` the listed points (``expect`` against
+    each other point).
+``kind: equivalent``
+    an invariance claim: a - b (or a - ``value``; with ``relative: true`` the relative change
+    a / b - 1 minus ``value``) lies within ``±margin``, by two one-sided tests (TOST).
+``kind: order``
+    within point ``a``, each metric of ``order`` is higher than the next (a class order).
+``kind: untested``
+    a statement the runs cannot test; ``reason`` says why (shown as ``not tested``).
 
-The rule (:data:`RULE`): the difference a - b is taken seed by seed (seed k of both points shares
-its initial weights' seed and batch order), and a claim is decided only when the mean difference
-lies outside its 95 % t-interval over seeds, i.e. ``|mean| > t(0.975, n-1) * sd / sqrt(n)``;
-otherwise (or with fewer than two seeds) it is ``inconclusive``. ``lowest``/``highest`` agrees
-when ``expect`` beats every other point so, and disagrees when any point beats ``expect`` so.
+The rule (:data:`RULE`): the differences are paired by seed (seed k of both points shares its
+initial weights' seed and batch order; the seeds both points have), a directional comparison's
+p-value is the two-sided paired t-test's, an equivalence's the larger of its two one-sided tests'
+(TOST at 0.05, i.e. the 90 % interval inside ±margin). The p-values of a claim's comparisons are
+Holm-adjusted over the claim's comparisons; a comparison is decided when its adjusted p is below
+0.05. A claim *agrees* when every comparison is decided the paper's way, *disagrees* when any is
+decided the other way (a directional difference of the opposite sign; an equivalence whose
+difference lies significantly outside the margin), and is *inconclusive* otherwise (fewer than
+two seeds included). ``rows: each`` gives every comparison its own row beside the claim's.
 A claim is ``not tested`` when a point it needs is degenerate in any of its seeds (see
-:func:`run_health`): a verdict on a model that learnt nothing is no verdict.
+:func:`run_health`): a verdict on a model that learnt nothing is no verdict -- unless the claim
+says why a degenerate seed does not matter to it (``ignore_degenerate``: e.g. a training-loss or
+time-per-epoch claim).
 """
 
 from __future__ import annotations
@@ -28,11 +45,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 from scipy.stats import t
 
-RULE = ("decided only when the mean difference over seeds (paired by seed) lies outside its "
-        "95% t-interval; fewer than two seeds, or an interval that holds 0, is inconclusive; "
-        "a claim that needs a degenerate point (one class predicted on validation or test, "
-        "or test macro-F1 not above the majority-class predictor's) is not tested")
-
+ALPHA = 0.05
+RULE = ("differences paired by seed; a directional comparison is the two-sided paired t-test, "
+        "an equivalence two one-sided tests (TOST) against the claim's margin; the p-values of "
+        "a claim's comparisons are Holm-adjusted over the claim, and a comparison is decided "
+        "at adjusted p < 0.05; agrees when every comparison is decided the paper's way, "
+        "disagrees when any is decided the other way, else inconclusive (also with fewer than "
+        "two seeds); a claim that needs a degenerate point (on the scored checkpoint's test "
+        "predictions: at most half of the classes predicted, or macro-F1 not above the "
+        "majority-class predictor's) is not tested, unless it says why that does not matter")
 
 class ClaimSpec(BaseModel):
     """One claim of the paper, stated as data (see the module docstring)."""
@@ -42,26 +63,67 @@ class ClaimSpec(BaseModel):
     id: str
     section: str = ""
     text: str
-    kind: Literal["lower", "higher", "lowest", "highest"]
-    metric: str
-    a: str | None = None
+    kind: Literal["lower", "higher", "lowest", "highest", "equivalent", "order", "untested"]
+    metric: str | None = None
+    metrics: list[str] | None = None
+    a: str | list[str] | None = None
     b: str | None = None
+    value: float | dict[str, float] | None = None
+    relative: bool = False
+    margin: float | None = None
     among: list[str] | None = None
     expect: str | None = None
+    order: list[str] | None = None
+    rows: Literal["one", "each"] = "one"
+    ignore_degenerate: str | None = None
+    reason: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ClaimSpec:
-        if self.kind in ("lower", "higher") and not (self.a and self.b):
-            raise ValueError(f"claim {self.id}: kind {self.kind} needs points a and b")
-        if self.kind in ("lowest", "highest") and not (self.among and self.expect):
-            raise ValueError(f"claim {self.id}: kind {self.kind} needs among and expect")
+        k, cid = self.kind, self.id
+        if k == "untested":
+            if not self.reason:
+                raise ValueError(f"claim {cid}: kind untested needs a reason")
+            return self
+        if k == "order":
+            if not (isinstance(self.a, str) and self.order and len(self.order) >= 2):
+                raise ValueError(f"claim {cid}: kind order needs one point a and an order of "
+                                 "two or more metrics")
+            return self
+        if bool(self.metric) == bool(self.metrics):
+            raise ValueError(f"claim {cid}: give metric or metrics (one of them)")
+        if k in ("lower", "higher", "equivalent"):
+            if not self.a or (self.b is None and self.value is None):
+                raise ValueError(f"claim {cid}: kind {k} needs points a and b (or a value)")
+            if self.relative and (self.b is None or self.value is None):
+                raise ValueError(f"claim {cid}: relative needs b and the paper's value")
+        if k == "equivalent" and not (self.margin and self.margin > 0):
+            raise ValueError(f"claim {cid}: kind equivalent needs a margin above 0")
+        if k in ("lowest", "highest") and not (self.among and self.expect):
+            raise ValueError(f"claim {cid}: kind {k} needs among and expect")
         if self.expect and self.among and self.expect not in self.among:
-            raise ValueError(f"claim {self.id}: expect {self.expect} is not among its points")
+            raise ValueError(f"claim {cid}: expect {self.expect} is not among its points")
         return self
+
+    def targets(self) -> list[str]:
+        """The a points (a list, also when one)."""
+        return [self.a] if isinstance(self.a, str) else list(self.a or [])
+
+    def metric_list(self) -> list[str]:
+        """Every metric the claim reads."""
+        if self.kind == "order":
+            return list(self.order or [])
+        return list(self.metrics or ([self.metric] if self.metric else []))
 
     def points(self) -> list[str]:
         """Every point the claim needs."""
-        return [self.a, self.b] if self.kind in ("lower", "higher") else list(self.among or [])
+        if self.kind in ("lowest", "highest"):
+            return list(self.among or [])
+        return [*self.targets(), *([self.b] if self.b else [])]
+
+    def metric_text(self) -> str:
+        """The metric(s) in words, for the tables."""
+        return ", ".join(self.metric_list())
 
 
 class Verdict(StrEnum):
@@ -75,21 +137,31 @@ class Verdict(StrEnum):
 
 @dataclass
 class ClaimResult:
-    """A claim's verdict and the numbers behind it (``detail``: in words, for the table)."""
+    """A claim's verdict and the numbers behind it (``detail``: in words, for the table);
+    ``rows``: one result per comparison when the claim asks for them (``rows: each``)."""
 
     claim: ClaimSpec
     verdict: Verdict
     detail: str
     seeds: int = 0
     degenerate: list[str] = field(default_factory=list)
+    label: str = ""  # a comparison's row: which comparison ("" for the claim's own row)
+    rows: list[ClaimResult] = field(default_factory=list)
+
+    @property
+    def row_id(self) -> str:
+        """The row's id: the claim's, with the comparison after a colon for its rows."""
+        return f"{self.claim.id}:{self.label}" if self.label else self.claim.id
 
 
 @dataclass
 class RunHealth:
-    """Whether one run learnt more than a one-class predictor, and why not."""
+    """Whether one run learnt more than a one-class predictor, and why not; ``unpredicted``:
+    the classes it never predicts on test (a warning, not by itself degenerate)."""
 
     degenerate: bool
     reasons: list[str] = field(default_factory=list)
+    unpredicted: list[str] = field(default_factory=list)
 
 
 def majority_baseline(support: Mapping[str, int]) -> dict[str, float]:
@@ -106,27 +178,27 @@ def majority_baseline(support: Mapping[str, int]) -> dict[str, float]:
             "prior_loss": -sum(n / total * math.log(n / total) for n in counts)}
 
 
-def run_health(test: Mapping[str, Any] | None, val_recall: Mapping[str, float] | None = None
-               ) -> RunHealth:
-    """A run is degenerate when it predicts one class on the test split (``test``: the run's
-    test_metrics.json) or on validation (``val_recall``: the last epoch's per-class recall), or
-    when its test macro-F1 does not beat the majority-class predictor's on the same labels."""
+def run_health(test: Mapping[str, Any] | None) -> RunHealth:
+    """A run is degenerate when, on the test split that scored it (``test``: the run's
+    test_metrics.json, the scored checkpoint's predictions), it predicts at most half of the
+    classes (at most 2 of 4: a model that has not learnt to tell the classes apart), or its
+    macro-F1 does not beat the majority-class predictor's on the same labels. The classes it
+    never predicts are listed either way."""
+    if not test:
+        return RunHealth(False)
     reasons = []
-    if test:
-        per = test.get("per_class", {})
-        predicted = [c for c, v in per.items() if v.get("predicted", 0) > 0]
-        if per and len(predicted) <= 1:
-            reasons.append(f"predicts one class on test ({', '.join(predicted) or 'none'})")
-        base = majority_baseline({c: v.get("support", 0) for c, v in per.items()})
-        f1 = test.get("macro_f1")
-        if base and f1 is not None and f1 <= base["baseline_macro_f1"] + 1e-9:
-            reasons.append(f"test macro-F1 {f1:.3f} not above the majority class's "
-                           f"{base['baseline_macro_f1']:.3f}")
-    if val_recall:
-        hit = [c for c, r in val_recall.items() if r is not None and r > 0]
-        if len(hit) <= 1:
-            reasons.append(f"predicts one class on validation ({', '.join(hit) or 'none'})")
-    return RunHealth(bool(reasons), reasons)
+    per = test.get("per_class", {})
+    predicted = [c for c, v in per.items() if v.get("predicted", 0) > 0]
+    unpredicted = [c for c in per if c not in predicted]
+    if per and len(predicted) * 2 <= len(per):
+        reasons.append(f"predicts {len(predicted)} of {len(per)} classes on test "
+                       f"({', '.join(predicted) or 'none'})")
+    base = majority_baseline({c: v.get("support", 0) for c, v in per.items()})
+    f1 = test.get("macro_f1")
+    if base and f1 is not None and f1 <= base["baseline_macro_f1"] + 1e-9:
+        reasons.append(f"test macro-F1 {f1:.3f} not above the majority class's "
+                       f"{base['baseline_macro_f1']:.3f}")
+    return RunHealth(bool(reasons), reasons, unpredicted)
 
 
 CHANCE_MARGIN = 0.15
@@ -179,63 +251,201 @@ def interval(values: Sequence[float]) -> tuple[float, float | None, float | None
     return mean, sd, t_quantile(n - 1) * sd / math.sqrt(n)
 
 
-def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> list[float]:
-    return [a[k] - b[k] for k in sorted(set(a) & set(b))
-            if a[k] is not None and b[k] is not None
-            and math.isfinite(a[k]) and math.isfinite(b[k])]
+def _paired(a: Mapping[int, float], b: Mapping[int, float] | float) -> list[float]:
+    """a - b seed by seed over the seeds both have (``b`` a constant: a - b for every seed)."""
+    if not isinstance(b, Mapping):
+        return [a[k] - b for k in sorted(a) if _ok(a[k])]
+    return [a[k] - b[k] for k in sorted(set(a) & set(b)) if _ok(a[k]) and _ok(b[k])]
 
 
-def _decide(diffs: list[float]) -> tuple[int, str]:
-    """The sign of a decided difference (+1, -1) or 0 (inconclusive), and the numbers."""
-    if not diffs:
-        return 0, "no seed has both values"
-    mean, _, half = interval(diffs)
-    if half is not None and half < 1e-9 * max(1.0, abs(mean)):
-        half = 0.0  # seeds that agree exactly, up to rounding
-    if half is None:
-        return 0, f"{mean:+.4g} (one seed: no interval)"
-    text = f"{mean:+.4g} ± {half:.2g} (95%, {len(diffs)} seeds)"
-    if abs(mean) > half:
-        return (1 if mean > 0 else -1), text
-    return 0, text
+def _ok(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
 
 
-def evaluate_claim(claim: ClaimSpec, values: Mapping[str, Mapping[int, float]],
+def _relative(a: Mapping[int, float], b: Mapping[int, float], target: float) -> list[float]:
+    """a / b - 1 - target seed by seed (seeds where b is 0 are left out)."""
+    return [a[k] / b[k] - 1 - target for k in sorted(set(a) & set(b))
+            if _ok(a[k]) and _ok(b[k]) and b[k] != 0]
+
+
+def _t_p(mean: float, se: float, df: int, side: str) -> float:
+    """A t-test's p-value for ``mean`` with standard error ``se``: ``two``-sided, or one-sided
+    for the alternative ``gt`` (mean > 0) or ``lt`` (mean < 0). ``se`` 0 (seeds that agree
+    exactly): 0 when the mean is on the alternative's side, else 1."""
+    if se < 1e-12 * max(1.0, abs(mean)):
+        hit = {"two": mean != 0, "gt": mean > 0, "lt": mean < 0}[side]
+        return 0.0 if hit else 1.0
+    x = mean / se
+    if side == "two":
+        return float(2 * t.sf(abs(x), df))
+    return float(t.sf(x, df) if side == "gt" else t.cdf(x, df))
+
+
+@dataclass
+class Comparison:
+    """One comparison of a claim: its label, per-seed differences and what agreeing means
+    (``want`` +1: the difference is positive; -1: negative; 0: inside ``±margin``)."""
+
+    label: str
+    diffs: list[float]
+    want: int
+    margin: float = 0.0
+    shift: float = 0.0  # added back to the numbers shown (a relative change's paper value)
+    p: float = 1.0
+    outcome: int = 0  # +1 agrees, -1 disagrees (when decided), 0 undecided
+    adjusted: float = 1.0
+    text: str = ""
+
+    def test(self) -> None:
+        """The comparison's p-value, the outcome it points to, and its numbers in words."""
+        n = len(self.diffs)
+        if n < 2:
+            self.text = (f"{self.label}: no seed has both values" if not n else
+                         f"{self.label}: {self.diffs[0] + self.shift:+.4g} (one seed: no test)")
+            return
+        mean, sd, half = interval(self.diffs)
+        se = sd / math.sqrt(n)
+        shown = mean + self.shift
+        if self.want:
+            self.p = _t_p(mean, se, n - 1, "two")
+            self.outcome = 1 if mean * self.want > 0 else -1
+            self.text = f"{self.label}: {shown:+.4g} ± {_g(half)} (95%), p {_p(self.p)}"
+            return
+        m = self.margin
+        p_in = max(_t_p(mean + m, se, n - 1, "gt"), _t_p(mean - m, se, n - 1, "lt"))
+        p_out = min(1.0, 2 * min(_t_p(mean - m, se, n - 1, "gt"),
+                                 _t_p(mean + m, se, n - 1, "lt")))
+        self.p, self.outcome = (p_in, 1) if p_in <= p_out else (p_out, -1)
+        h90 = float(t.ppf(0.95, n - 1)) * se
+        self.text = (f"{self.label}: {shown:+.4g}, 90% interval [{shown - h90:+.3g}, "
+                     f"{shown + h90:+.3g}] against ±{m:g}"
+                     + (f" around {self.shift:+g}" if self.shift else "")
+                     + f", TOST p {_p(p_in)}")
+
+    @property
+    def decided(self) -> int:
+        """+1 or -1 when the Holm-adjusted p decides it, else 0."""
+        return self.outcome if self.adjusted < ALPHA else 0
+
+
+def _g(x: float | None) -> str:
+    return "?" if x is None else f"{(0.0 if x < 1e-12 else x):.2g}"
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3g}"
+
+
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values (in their order)."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out = [1.0] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+Values = Mapping[str, Mapping[str, Mapping[int, float]]]  # metric -> point -> seed -> value
+
+
+def _constant(claim: ClaimSpec, metric: str, point: str) -> float:
+    v = claim.value
+    if isinstance(v, dict):
+        if metric in v:
+            return float(v[metric])
+        if point in v:
+            return float(v[point])
+        raise ValueError(f"claim {claim.id}: value names neither {metric} nor {point}")
+    return float(v)  # type: ignore[arg-type]
+
+
+def comparisons(claim: ClaimSpec, values: Values) -> list[Comparison]:
+    """A claim's comparisons, each with its per-seed differences (not yet tested)."""
+    c, out = claim, []
+    multi = len(c.metric_list()) > 1
+    if c.kind == "order":
+        pv = {m: values.get(m, {}).get(c.a, {}) for m in c.metric_list()}
+        return [Comparison(f"{hi} - {lo}", _paired(pv[hi], pv[lo]), 1)
+                for hi, lo in zip(c.metric_list(), c.metric_list()[1:], strict=False)]
+    pairs = ([(c.expect, o) for o in c.among if o != c.expect]
+             if c.kind in ("lowest", "highest") else [(a, c.b) for a in c.targets()])
+    want = {"lower": -1, "lowest": -1, "higher": 1, "highest": 1}.get(c.kind, 0)
+    for metric in c.metric_list():
+        pv = values.get(metric, {})
+        for a, b in pairs:
+            suffix = f" ({metric})" if multi else ""
+            if c.relative:
+                target = _constant(c, metric, a)
+                diffs = _relative(pv.get(a, {}), pv.get(b, {}), target)
+                out.append(Comparison(f"{a} / {b} - 1{suffix}", diffs, 0, c.margin or 0,
+                                      target))
+                continue
+            if b is None:
+                target = _constant(c, metric, a)
+                diffs, label = _paired(pv.get(a, {}), target), f"{a} - {target:g}{suffix}"
+            else:
+                diffs, label = _paired(pv.get(a, {}), pv.get(b, {})), f"{a} - {b}{suffix}"
+            out.append(Comparison(label, diffs, want, c.margin or 0))
+    return out
+
+
+def _verdict(comps: Sequence[Comparison]) -> Verdict:
+    if any(x.decided < 0 for x in comps):
+        return Verdict.DISAGREES
+    if comps and all(x.decided > 0 for x in comps):
+        return Verdict.AGREES
+    return Verdict.INCONCLUSIVE
+
+
+def evaluate_claim(claim: ClaimSpec, values: Values,
                    degenerate: Mapping[str, RunHealth] | None = None) -> ClaimResult:
-    """The verdict on ``claim`` from per-seed values (point -> seed -> metric value) and the
+    """The verdict on ``claim`` from per-seed values (metric -> point -> seed -> value) and the
     points' health (point -> :class:`RunHealth`, degenerate when any seed is)."""
+    if claim.kind == "untested":
+        return ClaimResult(claim, Verdict.NOT_TESTED, claim.reason or "")
     degenerate = degenerate or {}
     needed = claim.points()
     sick = [p for p in needed if degenerate.get(p) and degenerate[p].degenerate]
-    seeds = min((len(values.get(p, {})) for p in needed), default=0)
-    if sick:
+    metrics = claim.metric_list()
+    counts = [len(values.get(m, {}).get(p, {})) for m in metrics for p in needed]
+    seeds = min(counts, default=0)
+    if sick and not claim.ignore_degenerate:
         why = "; ".join(f"{p}: {degenerate[p].reasons[0]}" for p in sick)
         return ClaimResult(claim, Verdict.NOT_TESTED, f"degenerate point(s): {why}", seeds, sick)
-    missing = [p for p in needed if not values.get(p)]
+    missing = sorted({p for m in metrics for p in needed if not values.get(m, {}).get(p)})
     if missing:
         return ClaimResult(claim, Verdict.NOT_TESTED,
-                           f"no {claim.metric} for {', '.join(missing)}", seeds)
-    if claim.kind in ("lower", "higher"):
-        sign, text = _decide(_paired(values[claim.a], values[claim.b]))
-        want = -1 if claim.kind == "lower" else 1
-        verdict = (Verdict.INCONCLUSIVE if sign == 0 else
-                   Verdict.AGREES if sign == want else Verdict.DISAGREES)
-        return ClaimResult(claim, verdict, f"{claim.a} - {claim.b}: {text}", seeds)
-    want = -1 if claim.kind == "lowest" else 1
-    beaten, lost, parts = [], [], []
-    for other in claim.among:
-        if other == claim.expect:
-            continue
-        sign, text = _decide(_paired(values[claim.expect], values[other]))
-        parts.append(f"vs {other}: {text}")
-        (beaten if sign == want else lost if sign == -want else []).append(other)
-    if lost:
-        verdict = Verdict.DISAGREES
-    elif len(beaten) == len(claim.among) - 1:
-        verdict = Verdict.AGREES
+                           f"no {claim.metric_text()} for {', '.join(missing)}", seeds)
+    comps = comparisons(claim, values)
+    for x in comps:
+        x.test()
+    for x, adj in zip(comps, holm([x.p for x in comps]), strict=True):
+        x.adjusted = adj
+    seeds = min((len(x.diffs) for x in comps), default=0)
+    test = "paired t" if any(x.want for x in comps) else "TOST, paired"
+    n = sorted({len(x.diffs) for x in comps})
+    how = f"{test} over {'/'.join(map(str, n))} seeds"
+    if len(comps) > 1:
+        how += f", Holm over {len(comps)} comparisons"
+        parts = [f"{x.text} (Holm {_p(x.adjusted)})" for x in comps]
     else:
-        verdict = Verdict.INCONCLUSIVE
-    return ClaimResult(claim, verdict, f"{claim.expect} {'; '.join(parts)}", seeds)
+        parts = [x.text for x in comps]
+    if sick:
+        how += (f"; degenerate seeds in {', '.join(sick)} kept: {claim.ignore_degenerate}")
+    result = ClaimResult(claim, _verdict(comps), "; ".join(parts) + f" ({how})", seeds, sick)
+    if claim.rows == "each" and len(comps) > 1:
+        result.rows = [ClaimResult(claim, _verdict([x]), f"{x.text} (Holm {_p(x.adjusted)} "
+                                   f"over the claim's {len(comps)})", len(x.diffs), sick,
+                                   label=_row_label(claim, x)) for x in comps]
+    return result
+
+
+def _row_label(claim: ClaimSpec, x: Comparison) -> str:
+    if claim.metrics and len(claim.metrics) > 1 and len(claim.targets()) <= 1:
+        return x.label.rsplit(" (", 1)[-1].rstrip(")")  # the metric
+    return x.label.split(" ", 1)[0]  # the point
 
 
 # --- from a summary's per-seed rows (hemacnn.studies.summary.seed_rows) ---
@@ -267,5 +477,6 @@ def claim_results(record: dict, seeds: list[dict[str, Any]]) -> list[ClaimResult
     out = []
     for raw in record.get("claims", []):
         claim = ClaimSpec.model_validate(raw)
-        out.append(evaluate_claim(claim, point_values(seeds, claim.metric), health))
+        values = {m: point_values(seeds, m) for m in claim.metric_list()}
+        out.append(evaluate_claim(claim, values, health))
     return out
