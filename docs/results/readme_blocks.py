@@ -43,7 +43,8 @@ def regenerate(text: str) -> str:
 
 def stale(text: str) -> list[str]:
     """The commands of blocks whose body is not their command's output."""
-    return [m.group("cmd") for m in BLOCK.finditer(text) if m.group("body") != output(m.group("cmd"))]
+    return [m.group("cmd") for m in BLOCK.finditer(text)
+            if m.group("body") != output(m.group("cmd"))]
 
 
 def main() -> None:
