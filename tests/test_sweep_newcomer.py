@@ -12,7 +12,7 @@ import pytest
 from factories import read_csv, two_class_folder, write_study
 from hemacnn.cli import main
 from hemacnn.studies import expand_points, load_study
-from hemacnn.studies.summary import _applies
+from hemacnn.studies.summary import applies
 from hemacnn.studies.sweep import profile_note, study_record
 from hemacnn.studies.verdicts import CHANCE_MARGIN, TINY_VAL, learning_marks
 
@@ -57,9 +57,9 @@ def test_overridden_classes_drop_the_profiles_note():
 def test_optimizer_columns_only_where_the_optimizer_has_them():
     adam = {"optimizer": {"name": "adam", "rho": 0.95, "beta1": 0.9}}
     adadelta = {"optimizer": {"name": "adadelta", "rho": 0.9, "beta1": 0.9}}
-    assert _applies(adam, "optimizer.beta1") and not _applies(adam, "optimizer.rho")
-    assert _applies(adadelta, "optimizer.rho") and not _applies(adadelta, "optimizer.beta2")
-    assert _applies(adadelta, "optimizer.lr") and _applies(adadelta, "data.image_size")
+    assert applies(adam, "optimizer.beta1") and not applies(adam, "optimizer.rho")
+    assert applies(adadelta, "optimizer.rho") and not applies(adadelta, "optimizer.beta2")
+    assert applies(adadelta, "optimizer.lr") and applies(adadelta, "data.image_size")
 
 
 def test_one_seed_says_before_training_that_no_claim_can_be_decided(tmp_path, capsys):
