@@ -12,7 +12,9 @@ import yaml
 
 from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
+from hemacnn.studies import expand_points, load_study
 from hemacnn.studies.summary import RAW_FILES, copy_raw_files, write_summary
+from hemacnn.studies.sweep import check_shared, refresh_record, study_record
 from hemacnn.studies.verdicts import (
     ClaimSpec,
     RunHealth,
@@ -402,3 +404,58 @@ def test_a_shared_point_takes_every_run_of_the_other_study(tmp_path):
     with pytest.raises(HemacnnError, match=r"shared from other/low, but .*other holds no "
                                            r"study \(no study.json\): run study other"):
         write_summary(mine)
+
+
+STUDIES = Path(__file__).resolve().parents[1] / "configs" / "studies"
+
+
+@pytest.mark.parametrize("study", ["input_size", "balancing", "lr_noise", "regularization",
+                                   "architectures", "optimizers"])
+def test_committed_study_json_holds_its_study_files_claims(tmp_path, study):
+    """Each committed docs/results/<study>/study.json is what `hemacnn sweep STUDY.yaml --report
+    DIR` re-reads from the study file (claims, settings, shared points): a claim edited in the
+    study file and not re-derived into the committed folder fails here."""
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / study
+    copy = tmp_path / study
+    copy.mkdir()
+    shutil.copy2(committed / "study.json", copy / "study.json")
+    if (committed / "runs").is_dir():  # a shared point's config is read from the folder's runs
+        shutil.copytree(committed / "runs", copy / "runs")
+    refresh_record(copy, STUDIES / f"{study}.yaml")
+    assert json.loads((copy / "study.json").read_text()) == \
+        json.loads((committed / "study.json").read_text())
+
+
+def test_a_sweep_checks_shared_points_before_training(tmp_path):
+    """A shared point is not trained; the sweep stops at once when the other study has not
+    run, or when its run was trained with another config (naming both)."""
+    base = Path(__file__).resolve().parents[1] / "configs" / "paper" / "mv3.yaml"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({
+        "base": str(base), "points": [{"name": "plain", "set": {"optimizer.lr": 0.0001}},
+                                      {"name": "own", "set": {"optimizer.lr": 0.001}}],
+        "profiles": {"cpu": {"shared": {"plain": "other/lr0.0001"}}}}))
+    spec = load_study(tmp_path / "mine.yaml")
+    points = expand_points(spec, "cpu", ["data.root=/d"])
+    assert [p.name for p in points if p.shared] == ["plain"]
+    out = tmp_path / "work" / "mine"
+    with pytest.raises(HemacnnError, match=r"shared from other/lr0.0001, but .*work/other "
+                                           r"holds no study"):
+        check_shared(points, out)
+    other = tmp_path / "work" / "other"
+    run = other / "runs" / "lr0.0001"
+    run.mkdir(parents=True)
+    cfg = next(p for p in points if p.name == "plain").config.model_dump(mode="json")
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "name": "other-lr0.0001"}))
+    (other / "study.json").write_text(json.dumps({"points": [
+        {"name": "lr0.0001", "runs": [{"name": "lr0.0001", "seed": 0}]}]}))
+    check_shared(points, out)  # the same config but the name: fine
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "optimizer": {
+        **cfg["optimizer"], "lr": 0.003}}))
+    with pytest.raises(HemacnnError, match=r"point plain of .*mine is shared from "
+                                           r".*other/runs/lr0.0001, but that run was trained "
+                                           r"with another config: optimizer.lr is 0.003 there "
+                                           r"and 0.0001 here"):
+        check_shared(points, out)
+    record = study_record(spec, "cpu", points, ["data.root=/d"])
+    plain = next(p for p in record["points"] if p["name"] == "plain")
+    assert plain["shared"] == "other/lr0.0001" and plain["runs"] == []  # nothing to train

@@ -184,7 +184,8 @@ def refresh_record(out: Path, study_file: str | os.PathLike) -> dict:
     overrides = list(old.get("overrides", []))
     points = expand_points(spec, old["profile"], overrides)
     record = study_record(spec, old["profile"], points, overrides)
-    record["command"] = old.get("command", "")
+    record["command"] = old.get("command", "")  # how the folder was made, as it recorded
+    record["study_file"] = old.get("study_file", record["study_file"])
     had = {p["name"]: p for p in old["points"]}
     for p in record["points"]:
         before = had.get(p["name"], {})
