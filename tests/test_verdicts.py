@@ -291,7 +291,7 @@ def fake_study(out: Path, sick: bool = False) -> None:
               "profile": "cpu", "profile_note": "", "overrides": [], "command": "",
               "points": points, "columns": {"optimizer": "optimizer.name", "lr": "optimizer.lr",
                                             "rho": "optimizer.rho"},
-              "summary": {"metrics": ["final_val_loss", "test_macro_f1"]},
+              "summary": {"metrics": ["final_val_loss", "test_macro_f1"], "per_class_f1": True},
               "figures": [{"kind": "curves"}, {"kind": "bars", "metrics": ["test_macro_f1"]},
                           {"kind": "step_loss"}, {"kind": "train_val"}],
               "paper": [{"column": "test_macro_f1", "source": "Table X",
@@ -323,6 +323,7 @@ def test_summary_of_seeds_claims_and_report_from_raw_files(tmp_path, capsys):
     assert "| low-wins | IV-E | low beats high | final_val_loss | low - high: -0.3 ± " in md
     assert "**agrees**" in md and "No run is degenerate" in md
     assert "| 0.82 ± 0.05" in md  # mean ± 95% half-width (t(2) 0.02/sqrt 3 = 0.0497)
+    assert "| f1_A | f1_B |" in md and "f1_A_ci95" not in md  # per class: mean ± in one cell
     pngs = sorted((out / "figures").glob("*.png"))
     assert len(pngs) == 4
 

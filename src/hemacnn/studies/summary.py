@@ -317,7 +317,8 @@ def table_columns(record: dict, rows: list[dict[str, Any]]) -> list[str]:
     if params.get("change_of") and "change_pct" not in metrics:
         metrics.append("change_pct")
     if params.get("per_class_f1"):
-        metrics += sorted(k for k in (rows[0] if rows else {}) if k.startswith("f1_"))
+        metrics += sorted(k for k in (rows[0] if rows else {}) if k.startswith("f1_")
+                          and not k.endswith(("_sd", "_ci95")))  # those are a cell's ±
     cols = ["point", *record.get("columns", {})]
     for metric in metrics:
         cols.append(metric)
