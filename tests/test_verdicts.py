@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from scipy.stats import t as student_t
 import yaml
 
 from hemacnn.cli import main
@@ -92,10 +93,25 @@ def test_pairs_by_seed_not_by_pooled_spread():
     assert evaluate_claim(claim(**LOWER), loss(A=a, B=b)).verdict == Verdict.AGREES
 
 
-def test_unequal_seed_counts_pair_the_seeds_both_have():
+def test_unequal_seed_counts_compare_all_seeds_by_welchs_t():
     a = by_seed(1.0, 1.01, 0.99, 1.02, 0.98)  # five seeds against three
     result = evaluate_claim(claim(**LOWER), loss(A=a, B=by_seed(1.1, 1.11, 1.09)))
     assert result.verdict == Verdict.AGREES and result.seeds == 3
+    assert "Welch t over 5/3 seeds" in result.detail
+    # Welch's t by hand: means 1.0 and 1.15, variances 0.0055/5 and 0.0025/3.
+    spread = evaluate_claim(claim(**LOWER), loss(A=by_seed(1.0, 1.05, 0.95, 1.1, 0.9),
+                                                 B=by_seed(1.1, 1.2, 1.15)))
+    va, vb = 0.00625 / 5, 0.0025 / 3
+    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 2)
+    p = 2 * student_t.sf(0.15 / (va + vb) ** 0.5, df)
+    assert 0.001 < p < 0.05 and f"p = {p:.3g}" in spread.detail, spread.detail
+    # The extra seeds count: pairing the three common seeds of a noisy point decides nothing,
+    # all fifteen of it against three do.
+    noisy = by_seed(1.0, 1.6, 0.7, *[0.9 + 0.02 * k for k in range(12)])
+    three = by_seed(1.2, 1.3, 1.25)
+    assert evaluate_claim(claim(**LOWER), loss(A=dict(list(noisy.items())[:3]), B=three)
+                          ).verdict == Verdict.INCONCLUSIVE
+    assert evaluate_claim(claim(**LOWER), loss(A=noisy, B=three)).verdict == Verdict.AGREES
 
 
 def test_lowest_among():

@@ -19,9 +19,12 @@ compares; each claim is one or more *comparisons*, each a list of per-seed diffe
 ``kind: untested``
     a statement the runs cannot test; ``reason`` says why (shown as ``not tested``).
 
-The rule (:data:`RULE`): the differences are paired by seed (seed k of both points shares its
-initial weights' seed and batch order; the seeds both points have), a directional comparison's
-p-value is the two-sided paired t-test's, an equivalence's the larger of its two one-sided tests'
+The rule (:data:`RULE`): when both points ran the same seeds the differences are paired by seed
+(seed k of both points shares its initial weights' seed and batch order); when one point ran more
+seeds than the other (a profile's ``point_seeds``, fixed before the runs) the two points' seeds
+are compared as two samples by Welch's unequal-variance t (pairing would drop the extra seeds).
+A directional comparison's p-value is the two-sided t-test's, an equivalence's the larger of its
+two one-sided tests'
 (TOST at 0.05, i.e. the 90 % interval inside ±margin). The p-values of a claim's comparisons are
 Holm-adjusted over the claim's comparisons; a comparison is decided when its adjusted p is below
 0.05. A claim *agrees* when every comparison is decided the paper's way, *disagrees* when any is
@@ -46,7 +49,8 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from scipy.stats import t
 
 ALPHA = 0.05
-RULE = ("differences paired by seed; a directional comparison is the two-sided paired t-test, "
+RULE = ("differences paired by seed (Welch's two-sample t where one point ran more seeds); "
+        "a directional comparison is the two-sided t-test, "
         "an equivalence two one-sided tests (TOST) against the claim's margin; the p-values of "
         "a claim's comparisons are Holm-adjusted over the claim, and a comparison is decided "
         "at adjusted p < 0.05; agrees when every comparison is decided the paper's way, "
@@ -258,6 +262,20 @@ def _paired(a: Mapping[int, float], b: Mapping[int, float] | float) -> list[floa
     return [a[k] - b[k] for k in sorted(set(a) & set(b)) if _ok(a[k]) and _ok(b[k])]
 
 
+def _samples(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[list[float], list[float]]:
+    """Both points' finite values, each over all its own seeds (for Welch's t)."""
+    return ([a[k] for k in sorted(a) if _ok(a[k])], [b[k] for k in sorted(b) if _ok(b[k])])
+
+
+def _welch(xa: Sequence[float], xb: Sequence[float]) -> tuple[float, float, float]:
+    """Mean difference, its standard error and Welch-Satterthwaite degrees of freedom."""
+    (ma, sa, _), (mb, sb, _) = interval(xa), interval(xb)
+    va, vb = (sa or 0.0) ** 2 / len(xa), (sb or 0.0) ** 2 / len(xb)
+    se = math.sqrt(va + vb)
+    den = (va ** 2 / (len(xa) - 1) if va else 0.0) + (vb ** 2 / (len(xb) - 1) if vb else 0.0)
+    return ma - mb, se, ((va + vb) ** 2 / den) if den else float(len(xa) + len(xb) - 2)
+
+
 def _ok(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 
@@ -287,7 +305,7 @@ class Comparison:
     (``want`` +1: the difference is positive; -1: negative; 0: inside ``±margin``)."""
 
     label: str
-    diffs: list[float]
+    diffs: list[float]  # paired differences; with ``two`` set, unused (empty)
     want: int
     margin: float = 0.0
     shift: float = 0.0  # added back to the numbers shown (a relative change's paper value)
@@ -295,16 +313,32 @@ class Comparison:
     outcome: int = 0  # +1 agrees, -1 disagrees (when decided), 0 undecided
     adjusted: float = 1.0
     text: str = ""
+    two: tuple[list[float], list[float]] | None = None  # a's and b's values: Welch's t
+
+    @property
+    def seeds(self) -> int:
+        """The seeds behind the comparison (the smaller sample's for Welch's t)."""
+        return min(map(len, self.two)) if self.two else len(self.diffs)
+
+    @property
+    def seeds_text(self) -> str:
+        return "/".join(str(len(x)) for x in self.two) if self.two else str(len(self.diffs))
 
     def test(self) -> None:
         """The comparison's p-value, the outcome it points to, and its numbers in words."""
-        n = len(self.diffs)
+        n = self.seeds
         if n < 2:
             self.text = (f"{self.label}: no seed has both values" if not n else
-                         f"{self.label}: {self.diffs[0] + self.shift:+.4g} (one seed: no test)")
+                         f"{self.label}: {self.diffs[0] + self.shift:+.4g} (one seed: no test)"
+                         if self.diffs else f"{self.label}: one seed: no test")
             return
-        mean, sd, half = interval(self.diffs)
-        se = sd / math.sqrt(n)
+        if self.two:
+            mean, se, df = _welch(*self.two)
+        else:
+            mean, sd, _ = interval(self.diffs)
+            se, df = sd / math.sqrt(n), n - 1
+        half = float(t.ppf(0.975, df)) * se
+        n = df + 1  # the t-tests below take n - 1 degrees of freedom
         shown = mean + self.shift
         if self.want:
             self.p = _t_p(mean, se, n - 1, "two")
@@ -386,7 +420,11 @@ def comparisons(claim: ClaimSpec, values: Values) -> list[Comparison]:
                 target = _constant(c, metric, a)
                 diffs, label = _paired(pv.get(a, {}), target), f"{a} - {target:g}{suffix}"
             else:
-                diffs, label = _paired(pv.get(a, {}), pv.get(b, {})), f"{a} - {b}{suffix}"
+                va, vb, label = pv.get(a, {}), pv.get(b, {}), f"{a} - {b}{suffix}"
+                if set(va) != set(vb):  # one point ran more seeds: two samples, Welch's t
+                    out.append(Comparison(label, [], want, c.margin or 0, two=_samples(va, vb)))
+                    continue
+                diffs = _paired(va, vb)
             out.append(Comparison(label, diffs, want, c.margin or 0))
     return out
 
@@ -423,10 +461,12 @@ def evaluate_claim(claim: ClaimSpec, values: Values,
         x.test()
     for x, adj in zip(comps, holm([x.p for x in comps]), strict=True):
         x.adjusted = adj
-    seeds = min((len(x.diffs) for x in comps), default=0)
-    test = "paired t" if any(x.want for x in comps) else "TOST, paired"
-    n = sorted({len(x.diffs) for x in comps})
-    how = f"{test} over {'/'.join(map(str, n))} seeds"
+    seeds = min((x.seeds for x in comps), default=0)
+    welch = any(x.two for x in comps)
+    test = ("Welch t" if welch else "paired t") if any(x.want for x in comps) else \
+        ("TOST, Welch" if welch else "TOST, paired")
+    n = sorted({x.seeds_text for x in comps}, key=lambda v: [int(i) for i in v.split("/")])
+    how = f"{test} over {', '.join(n)} seeds"
     if len(comps) > 1:
         how += f", Holm over {len(comps)} comparisons"
         parts = [f"{x.text} (Holm {_p(x.adjusted)})" for x in comps]
@@ -437,7 +477,7 @@ def evaluate_claim(claim: ClaimSpec, values: Values,
     result = ClaimResult(claim, _verdict(comps), "; ".join(parts) + f" ({how})", seeds, sick)
     if claim.rows == "each" and len(comps) > 1:
         result.rows = [ClaimResult(claim, _verdict([x]), f"{x.text} (Holm {_p(x.adjusted)} "
-                                   f"over the claim's {len(comps)})", len(x.diffs), sick,
+                                   f"over the claim's {len(comps)})", x.seeds, sick,
                                    label=_row_label(claim, x)) for x in comps]
     return result
 
