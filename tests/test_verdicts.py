@@ -215,6 +215,13 @@ def test_a_degenerate_point_leaves_the_claim_not_tested():
     timing = claim(**LOWER, ignore_degenerate="time per epoch")
     result = evaluate_claim(timing, values, sick)
     assert result.verdict == Verdict.AGREES and "kept: time per epoch" in result.detail
+    # degenerate_ok keeps only the named points' degenerate seeds (the weaker model of a
+    # "beats" claim): B's are kept, a degenerate A still leaves the claim not tested.
+    beats = claim(**LOWER, ignore_degenerate="B failing is the claim", degenerate_ok=["B"])
+    assert evaluate_claim(beats, values, sick).verdict == Verdict.AGREES
+    both = {**sick, "A": RunHealth(True, ["seed 0: predicts 1 of 4 classes on test (LYT)"])}
+    result = evaluate_claim(beats, values, both)
+    assert result.verdict == Verdict.NOT_TESTED and result.degenerate == ["A"]
 
 
 def test_claim_spec_is_checked():
