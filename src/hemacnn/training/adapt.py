@@ -311,10 +311,18 @@ def adapt(run: str | os.PathLike, labels: str | os.PathLike, out: str | os.PathL
           recipe: AdaptRecipe | None = None, progress: bool = True, command: str = ""
           ) -> tuple[Path, dict[str, Any]]:
     """Adapt run ``run`` to the cells labelled in ``labels``; (the new run folder, its
-    adaptation record)."""
-    recipe = recipe or AdaptRecipe()
+    adaptation record). Ctrl-C at any moment before the folder is complete leaves none."""
+    try:
+        return _adapt(Path(run), labels, Path(out), class_map, domain, recipe or AdaptRecipe(),
+                      progress, command)
+    except KeyboardInterrupt:  # outside Lightning's own handling (loading, set-up, writing)
+        raise Interrupted(STOPPED) from None
+
+
+def _adapt(parent: Path, labels: str | os.PathLike, out: Path,
+           class_map: str | os.PathLike | None, domain: str | None, recipe: AdaptRecipe,
+           progress: bool, command: str) -> tuple[Path, dict[str, Any]]:
     recipe.check()
-    parent, out = Path(run), Path(out)
     card = read_card(parent)
     if RunDir(parent).is_ensemble:
         raise HemacnnError(f"{parent} is an ensemble; adapt one of its member runs instead")
@@ -342,10 +350,7 @@ def adapt(run: str | os.PathLike, labels: str | os.PathLike, out: str | os.PathL
           f"training images replayed, {recipe.steps} steps (Ctrl-C stops, writing nothing)",
           flush=True)
     start = time.perf_counter()
-    try:
-        _fit(module, loader, progress)
-    except KeyboardInterrupt:  # a Ctrl-C outside Lightning's own handling (its set-up)
-        raise Interrupted(STOPPED) from None
+    _fit(module, loader, progress)
     seconds = time.perf_counter() - start
     model.eval()
 
@@ -382,12 +387,12 @@ def adapt(run: str | os.PathLike, labels: str | os.PathLike, out: str | os.PathL
         write_json(run_dir.env, {**environment_info(recipe.seed, command),
                                  "adapt_seconds": round(seconds, 2)})
         result = _in_domain_test(tmp, new_card)
-        os.replace(tmp, out)
+        for written in sorted(tmp.glob("*.json")):  # the in-domain test names its folder
+            _rehome(written, tmp, out)
+        os.replace(tmp, out)  # the last step: before it there is no folder at --out
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for written in sorted(out.glob("*.json")):  # the in-domain test's record names its folder
-        _rehome(written, tmp, out)
     return out, {**record, "seconds": seconds, "in_domain": result}
 
 
