@@ -181,6 +181,7 @@ def _bad_inputs(tmp: Path, lab: Path) -> dict[str, tuple[Path, list[str], str]]:
         "one reviewed class": (_write_csv(csv_dir / "one.csv", [(names[0], "BLA")]), [],
                                "at least 2 classes"),
         "empty folder": (empty, [], "is empty"),
+        "no such labels": (tmp / "nowhere", [], "not found"),
         "bad replay share": (lab, ["--replay", "1.5"], "--replay"),
     }
 
@@ -188,7 +189,7 @@ def _bad_inputs(tmp: Path, lab: Path) -> dict[str, tuple[Path, list[str], str]]:
 @pytest.mark.parametrize("case", ["no reviewed rows", "classes the model lacks",
                                   "some classes the model lacks",
                                   "unreadable image", "one class", "one reviewed class",
-                                  "empty folder", "bad replay share"])
+                                  "empty folder", "no such labels", "bad replay share"])
 def test_bad_input_is_one_line_and_leaves_no_folder(tiny_run, other_lab, tmp_path, capsys,
                                                     case):
     labels, extra, words = _bad_inputs(tmp_path / "in", other_lab)[case]

@@ -5,8 +5,9 @@ labelled cells: the review page's CSV (only the rows a person confirmed or re-as
 folder of class folders, named in the model's codes or through a class map. Trained naively,
 such a fine-tune forgets the first laboratory (its weights and BatchNorm statistics move to the
 new stain); the defaults of :class:`AdaptRecipe` are the measured answer
-(``docs/results/adaptation``): some of the parent's training images replayed in every batch,
-BatchNorm statistics kept, and a pull toward the parent's weights.
+(``docs/results/adaptation``): half of every batch replayed from the parent's own training
+images and BatchNorm statistics kept (a pull toward the parent's weights, L2-SP, is there too,
+off by default).
 
 Nothing is written until training is done: the folder is built under a temporary name beside
 ``--out`` and renamed at the end, so Ctrl-C or an error leaves no half-made run folder.
@@ -123,6 +124,9 @@ def read_labelled_cells(labels: str | os.PathLike, card: dict[str, Any],
     """The labelled cells of a reviewed CSV or a class-folder tree, each with one model class;
     a one-line error for input adaptation cannot use."""
     path = Path(labels)
+    if not path.exists():
+        raise HemacnnError(f"labels {path} not found; give the review page's CSV or a folder "
+                           "of class folders (CLASS/image.jpg)")
     if path.is_dir() and not any(p.is_file() for p in path.rglob("*")):
         raise HemacnnError(f"labels folder {path} is empty; give a folder of class folders "
                            "(CLASS/image.jpg) or the review page's CSV")
