@@ -79,16 +79,23 @@ def ci_text(f: dict) -> str:
     return f"{f['macro_f1']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
-def tries_table(points: list[dict]) -> str:
-    """One row per recipe tried on the same draw: its options and both figures with their
-    bootstrap intervals (one draw, one seed: the intervals are over cells, not over draws)."""
-    lines = ["| try | `hemacnn adapt` options | PBC mapped macro-F1 [95% bootstrap CI] | "
-             "in-domain macro-F1 [95% bootstrap CI] | seconds of training |",
-             "|---|---|---|---|---|"]
-    for p in sorted(points, key=lambda p: p["started"]):
+def tries_table(points: list[dict], curve: list[dict]) -> str:
+    """One row per recipe tried: its options and both figures with their bootstrap intervals
+    (one draw each: the intervals are over cells, not over draws), beside the defaults on the
+    same draw (the curve's point of that k and seed) and the difference."""
+    default = {(p["k"], p["seed"]): p for p in curve if p["k"] > 0}
+    lines = ["| try | k | seed | `hemacnn adapt` options | PBC mapped macro-F1 [95% bootstrap "
+             "CI] | in-domain macro-F1 [95% bootstrap CI] | the defaults on this draw: PBC, "
+             "in-domain | try − defaults: PBC, in-domain | seconds of training |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda p: (p["k"], p["started"])):
         options = " ".join(p["options"]) or "(defaults)"
-        lines.append(f"| {p['name'].rsplit('_k', 1)[0]} | `{options}` | {ci_text(p['pbc'])} | "
-                     f"{ci_text(p['in_domain'])} | "
+        d = default.get((p["k"], p["seed"]))
+        same = (f"{d['pbc']['macro_f1']:.3f}, {d['in_domain']['macro_f1']:.3f}" if d else "–")
+        diff = (f"{p['pbc']['macro_f1'] - d['pbc']['macro_f1']:+.3f}, "
+                f"{p['in_domain']['macro_f1'] - d['in_domain']['macro_f1']:+.3f}" if d else "–")
+        lines.append(f"| {p['name'].rsplit('_k', 1)[0]} | {p['k']} | {p['seed']} | `{options}` | "
+                     f"{ci_text(p['pbc'])} | {ci_text(p['in_domain'])} | {same} | {diff} | "
                      f"{p['adapt']['train_s']:.0f} |")
     return "\n".join(lines)
 
@@ -150,7 +157,7 @@ def main() -> None:
     readme = folder.parent / "README.md"
     text = replace_block(readme.read_text(encoding="utf-8"), "table", table(points))
     if tries:
-        text = replace_block(text, "tries", tries_table(tries))
+        text = replace_block(text, "tries", tries_table(tries, points))
     readme.write_text(text, encoding="utf-8")
     figure(points, folder.parent / "learning_curve.png")
     print(table(points))
