@@ -370,7 +370,7 @@ def _add_adapt(sub: argparse._SubParsersAction) -> None:
                    "labels' classes are not the model's codes")
     a.add_argument("--domain", metavar="NAME", help="the laboratory or stain adapted to, for "
                    "the card (default: the labels' folder name)")
-    a.add_argument("--steps", type=int, default=60, help="training steps (default 60)")
+    a.add_argument("--steps", type=int, default=120, help="training steps (default 120)")
     a.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate, cosine-decayed "
                    "(default 3e-4)")
     a.add_argument("--replay", type=float, default=0.5, metavar="SHARE",

@@ -58,7 +58,7 @@ STOPPED = "adaptation interrupted; no run folder was written"
 class AdaptRecipe:
     """How the labelled cells train the parent's network (defaults: docs/results/adaptation)."""
 
-    steps: int = 60
+    steps: int = 120
     lr: float = 3e-4
     batch_size: int = 32
     replay: float = 0.5
