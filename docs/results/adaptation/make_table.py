@@ -47,21 +47,28 @@ def rows(points: list[dict]) -> list[dict]:
                 "held": parent["plain"]["pbc"]["n"]})
     out.append({"k": "0 + --adapt-bn", "n": 1, "pbc": [parent["adaptbn"]["pbc"]["macro_f1"]],
                 "in": [], "train_s": [], "wall_s": [], "held": parent["adaptbn"]["pbc"]["n"]})
-    for k in sorted({p["k"] for p in points if p["k"] > 0}):
-        ps = [p for p in points if p["k"] == k]
-        out.append({"k": str(k), "n": len(ps), "pbc": [p["pbc"]["macro_f1"] for p in ps],
+    for steps, k in sorted({(steps_of(p), p["k"]) for p in points if p["k"] > 0},
+                           key=lambda sk: (-sk[0], sk[1])):
+        ps = [p for p in points if p["k"] == k and steps_of(p) == steps]
+        out.append({"k": str(k), "steps": steps, "n": len(ps),
+                    "pbc": [p["pbc"]["macro_f1"] for p in ps],
                     "in": [p["in_domain"]["macro_f1"] for p in ps],
                     "train_s": [p["adapt"]["train_s"] for p in ps],
                     "wall_s": [p["adapt"]["wall_s"] for p in ps], "held": ps[0]["pbc"]["n"]})
     return out
 
 
+def steps_of(point: dict) -> int:
+    """The adaptation's steps, as its card recorded them."""
+    return int(point["adapt"]["adaptation"]["recipe"]["steps"])
+
+
 def table(points: list[dict]) -> str:
     parent_in = next(p for p in points if p["k"] == 0)["in_domain"]["macro_f1"]
-    lines = ["| labelled PBC cells per class | seeds | held-back PBC cells | PBC mapped macro-F1: "
-             "mean [95% CI of the mean] (seeds' range) | PBC − parent's in-domain | in-domain "
-             "macro-F1 after adaptation | in-domain change | seconds: training (whole adapt "
-             "command) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| labelled PBC cells per class | steps | seeds | held-back PBC cells | PBC mapped "
+             "macro-F1: mean [95% CI of the mean] (seeds' range) | PBC − parent's in-domain | "
+             "in-domain macro-F1 after adaptation | in-domain change | seconds: training (whole "
+             "adapt command) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows(points):
         pbc = np.mean(r["pbc"])
         ind = f"{cell(r['in'])}" if r["in"] else "–"
@@ -69,7 +76,8 @@ def table(points: list[dict]) -> str:
             else ""
         secs = (f"{np.mean(r['train_s']):.0f} ({np.mean(r['wall_s']):.0f})"
                 if r["train_s"] else "–")
-        lines.append(f"| {r['k']} | {r['n']} | {r['held']} | {cell(r['pbc'])} | "
+        lines.append(f"| {r['k']} | {r.get('steps', '–')} | {r['n']} | {r['held']} | "
+                     f"{cell(r['pbc'])} | "
                      f"{pbc - parent_in:+.3f} | {ind} | {change} | {secs} |")
     return "\n".join(lines)
 
@@ -81,12 +89,13 @@ def ci_text(f: dict) -> str:
 
 def tries_table(points: list[dict], curve: list[dict]) -> str:
     """One row per recipe tried: its options and both figures with their bootstrap intervals
-    (one draw each: the intervals are over cells, not over draws), beside the defaults on the
-    same draw (the curve's point of that k and seed) and the difference."""
-    default = {(p["k"], p["seed"]): p for p in curve if p["k"] > 0}
+    (one draw each: the intervals are over cells, not over draws), beside the 60-step curve's
+    point of the same draw (k and seed; the recipe the tries varied) and the difference."""
+    default = {(p["k"], p["seed"]): p for p in curve if p["k"] > 0 and steps_of(p) == 60}
     lines = ["| try | k | seed | `hemacnn adapt` options | PBC mapped macro-F1 [95% bootstrap "
-             "CI] | in-domain macro-F1 [95% bootstrap CI] | the defaults on this draw: PBC, "
-             "in-domain | try − defaults: PBC, in-domain | seconds of training |",
+             "CI] | in-domain macro-F1 [95% bootstrap CI] | 60 steps, replay 0.5, BatchNorm kept "
+             "(the 60-step curve) on this draw: PBC, in-domain | try − that: PBC, in-domain | "
+             "seconds of training |",
              "|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(points, key=lambda p: (p["k"], p["started"])):
         options = " ".join(p["options"]) or "(defaults)"
@@ -116,19 +125,26 @@ def figure(points: list[dict], path: Path) -> None:
     parent = next(p for p in points if p["k"] == 0)
     parent_in = parent["in_domain"]["macro_f1"]
     ks = sorted({p["k"] for p in points if p["k"] > 0})
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for key, label, colour, dx in (("pbc", "PBC held-back cells (mapped)", "C0", -0.03),
-                                   ("in_domain", "in-domain test (forgetting)", "C1", 0.03)):
-        means, los, his = [], [], []
-        for k in ks:
-            vals = [p[key]["macro_f1"] for p in points if p["k"] == k]
-            m, lo, hi = mean_ci(vals)
-            means.append(m)
-            los.append(m - lo)
-            his.append(hi - m)
-            ax.scatter([k * np.exp(dx)] * len(vals), vals, s=10, color=colour, alpha=0.5)
-        ax.errorbar([k * np.exp(dx) for k in ks], means, yerr=[los, his], color=colour,
-                    marker="o", capsize=3, label=label)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    groups = sorted({steps_of(p) for p in points if p["k"] > 0}, reverse=True)
+    for g, steps in enumerate(groups):
+        style = "-" if g == 0 else "--"
+        for key, label, colour, dx in (("pbc", "PBC held-back cells (mapped)", "C0", -0.03),
+                                       ("in_domain", "in-domain test (forgetting)", "C1", 0.03)):
+            means, los, his = [], [], []
+            for k in ks:
+                vals = [p[key]["macro_f1"] for p in points if p["k"] == k
+                        and p["k"] > 0 and steps_of(p) == steps]
+                m, lo, hi = mean_ci(vals)
+                means.append(m)
+                los.append(m - lo)
+                his.append(hi - m)
+                if g == 0:
+                    ax.scatter([k * np.exp(dx)] * len(vals), vals, s=10, color=colour,
+                               alpha=0.5)
+            ax.errorbar([k * np.exp(dx + 0.06 * g) for k in ks], means, yerr=[los, his],
+                        color=colour, marker="o" if g == 0 else "s", capsize=3, ls=style,
+                        alpha=1.0 if g == 0 else 0.6, label=f"{label}, {steps} steps")
     ax.axhline(parent_in, color="C1", ls="--", lw=1, label=f"parent in-domain {parent_in:.3f}")
     ax.axhline(parent["plain"]["pbc"]["macro_f1"], color="C0", ls=":", lw=1,
                label="parent on PBC (k = 0)")
@@ -142,7 +158,7 @@ def figure(points: list[dict], path: Path) -> None:
     ax.set_xlabel("labelled PBC cells per class (k)")
     ax.set_ylabel("macro-F1")
     ax.set_ylim(0.3, 1.0)
-    n = max(len([p for p in points if p["k"] == k]) for k in ks)
+    n = max(len([p for p in points if p["k"] == k and steps_of(p) == groups[0]]) for k in ks)
     ax.set_title(f"hemacnn adapt: mean of {n} draws, 95% t-interval; fp32, "
                  "AMD EPYC Zen 4, 1 thread", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
