@@ -71,6 +71,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from hemacnn.training.adapt import AdaptRecipe, adapt, format_adaptation
+
+    recipe = AdaptRecipe(steps=args.steps, lr=args.lr, replay=args.replay, l2sp=args.l2sp,
+                         bn=args.bn, augment=args.augment, seed=args.seed)
+    out, record = adapt(args.run_dir, args.labels, args.out, class_map=args.class_map,
+                        domain=args.domain, recipe=recipe, progress=not args.no_progress,
+                        command=args.command_line)
+    print(format_adaptation(out, record))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from hemacnn.evaluation.evaluate import evaluate_run, format_evaluation
 
@@ -344,6 +356,43 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     sv.set_defaults(func=_cmd_serve)
 
 
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    # The defaults are hemacnn.training.adapt.AdaptRecipe's (importing it here would load torch
+    # for every command; a test holds the two equal).
+    a = sub.add_parser("adapt", help="adapt a trained run to another laboratory's cells with a "
+                       "few labelled ones",
+                       description="Write a new run folder that starts from RUN's weights and "
+                       "trains briefly on labelled cells: the review page's CSV (only the rows "
+                       "a person confirmed or re-assigned; image paths relative to the CSV) or "
+                       "a folder of class folders. Some of RUN's own training images are "
+                       "replayed so that it keeps its first laboratory; the new card records "
+                       "the parent, the labelled counts and the labels' hash.")
+    a.add_argument("run_dir", metavar="RUN_DIR")
+    a.add_argument("--labels", required=True, metavar="REVIEWED.csv|FOLDER",
+                   help="the review page's downloaded CSV, or CLASS/image folders")
+    a.add_argument("--out", required=True, metavar="NEW_RUN", help="the new run folder")
+    a.add_argument("--class-map", metavar="MAP", help=CLASS_MAP_HELP + "; needed when the "
+                   "labels' classes are not the model's codes")
+    a.add_argument("--domain", metavar="NAME", help="the laboratory or stain adapted to, for "
+                   "the card (default: the labels' folder name)")
+    a.add_argument("--steps", type=int, default=120, help="training steps (default 120)")
+    a.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate, cosine-decayed "
+                   "(default 3e-4)")
+    a.add_argument("--replay", type=float, default=0.5, metavar="SHARE",
+                   help="share of each batch from RUN's own training images (default 0.5; "
+                   "0: none)")
+    a.add_argument("--l2sp", type=float, default=0.0, metavar="W",
+                   help="weight of the squared distance to RUN's weights (default 0)")
+    a.add_argument("--bn", default="frozen", choices=["frozen", "train"],
+                   help="frozen: BatchNorm keeps RUN's statistics (default); train: they follow "
+                   "the batches")
+    a.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="a random dihedral view of every image (default on)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    a.set_defaults(func=_cmd_adapt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     p = argparse.ArgumentParser(
@@ -383,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--verbose", action="store_true", help="also Lightning's model summary "
                    "table and its device notices (GPU/TPU/HPU available)")
     t.set_defaults(func=_cmd_train)
+
+    _add_adapt(sub)
 
     e = sub.add_parser("evaluate", help="per-class metrics of a trained run",
                        description="Evaluate a run on its test split or on another labelled "

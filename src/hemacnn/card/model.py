@@ -122,6 +122,29 @@ class ColourStats(_Part):
     images: int = Field(ge=0)
 
 
+class Adaptation(_Part):
+    """Where an adapted run came from (``hemacnn adapt``): its parent and the labelled cells."""
+
+    parent: str = Field(description="The run folder adapted (absolute path)")
+    parent_checkpoint_sha256: str = Field(description="SHA-256 of the parent's network weights")
+    labels: str = Field(description="The reviewed CSV or class-folder tree (absolute path)")
+    labels_sha256: str = Field(description="SHA-256 of the CSV; of a folder, of its listing "
+                                           "(path, class, file hash per labelled cell)")
+    class_map: str | None = Field(None, description="The map from the labels' classes to the "
+                                                    "model's, when one was given")
+    domain: str = Field(description="The laboratory or stain adapted to (colour_stats are now "
+                                    "its labelled cells')")
+    counts: dict[str, int] = Field(description="Labelled cells per model class")
+    left_out: dict[str, int] = Field(description="Labelled cells of classes the map gives no "
+                                                 "model class, per class (not used)")
+    unreviewed: int = Field(ge=0, description="CSV rows nobody reviewed (not used)")
+    replay_images: int = Field(ge=0, description="The parent's training images replayed")
+    recipe: dict[str, Any] = Field(description="Steps, learning rate, replay share, L2-SP "
+                                               "weight, BatchNorm handling, augmentation, seed")
+    parent_colour_stats: ColourStats | None = Field(None, description="The parent's colour "
+                                                    "statistics (its own laboratory)")
+
+
 class StainReference(_Part):
     """The stain reference every inference path normalises images to before the network."""
 
@@ -184,6 +207,8 @@ class ModelCard(_Part):
     hed_jitter: float | None = Field(None, description="HED colour jitter used in training "
                                                        "(a record; not applied later)")
     class_map: str | None = Field(None, description="Default class map for other datasets")
+    adaptation: Adaptation | None = Field(None, description="An adapted run's parent and "
+                                          "labelled cells (`hemacnn adapt`)")
     source_checkpoint: SourceCheckpoint | None = None
     onnx: OnnxGraph | None = None
 

@@ -215,8 +215,8 @@ def _csv_items(data: Path, card: dict, resolved: ResolvedMap | None = None
     return files, labels, skipped, dict(unknown), listed.unreviewed
 
 
-def _data_items(data: str | os.PathLike, card: dict, resolved: ResolvedMap | None = None
-                ) -> tuple[list[Path], list[Targets], list[dict], dict[str, int], int]:
+def labelled_items(data: str | os.PathLike, card: dict, resolved: ResolvedMap | None = None
+                   ) -> tuple[list[Path], list[Targets], list[dict], dict[str, int], int]:
     """Files, labels, skipped files, skipped classes and unreviewed CSV rows of ``data``."""
     root = Path(data)
     if root.is_file() and root.suffix.lower() == ".csv":
@@ -276,7 +276,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         if map_spec is not None:
             resolved = resolve(load_class_map(map_spec), card["classes"],
                                f"model {run_dir}")
-        files, labels, skipped, unknown, unreviewed = _data_items(data, card, resolved)
+        files, labels, skipped, unknown, unreviewed = labelled_items(data, card, resolved)
         name, root = f"data-{Path(data).resolve().name}", Path(data)
         if root.is_file():  # a labelled-list CSV: its paths are relative to its folder
             name, root = f"data-{root.resolve().stem}", root.parent

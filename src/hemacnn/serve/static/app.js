@@ -90,7 +90,9 @@ async function loadModel() {
     `Model ${card.arch.name} · ${card.input_size} px · probabilities in ` +
     `${computedWith(card.inference)} · classes: ` +
     card.classes.map(label).join(", ") +
-    ` · cells with top probability below ${card.review_below} or with a warning are flagged for review`;
+    ` · cells with top probability below ${card.review_below} or with a warning are flagged for review` +
+    (card.adaptation ? ` · adapted to ${card.adaptation.domain} on ` +
+      `${Object.values(card.adaptation.counts).reduce((a, b) => a + b, 0)} labelled cells` : "");
   $("#who-note").hidden = !card.classes.includes("BLA");
   state.db = await openStore();
   for (const r of await restoreCells()) {
