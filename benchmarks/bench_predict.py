@@ -21,7 +21,8 @@ What it measures, in one process (issue 33):
   - ``torch`` fp32: BatchNorm folded, channels-last (what ``evaluate`` runs from a checkpoint);
     ``torch_nchw``: the same channels-first;
   - ``jit``: the folded model traced, frozen and optimised by TorchScript;
-  - ``inductor``: ``torch.compile`` (only at ``--inductor-sizes``: each compile takes 20-120 s);
+  - ``inductor``: ``torch.compile`` (only for ``--inductor-models`` at ``--inductor-sizes``,
+    by default the quick model at 128 px: each compile took 20-120 s here);
   - ``onnxruntime``: the model exported by ``hemacnn export`` and run by the product's
     :class:`OnnxClassifier` session (ONNX Runtime's CPU execution provider, every graph
     optimisation); ONNX Runtime has no bf16 path on x86 (its CPU provider's bf16 GEMM option is
@@ -346,6 +347,12 @@ def export_cost(runs: list[Path]) -> list[dict]:
     return rows
 
 
+def _git_head() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).parent)
+    return out.stdout.strip()
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -381,6 +388,8 @@ def table(results: dict) -> str:
              f"{results['threads']} threads; matmul peak fp32 {pk['fp32']:.0f} GFLOP/s, bf16 "
              f"{pk['bf16']:.0f} GFLOP/s ({'native' if results['bf16_native'] else 'emulated'} "
              f"bf16); load average {results['load_average'][0]:.2f} at the start.", ""]
+    if results.get("note"):
+        lines[-1:-1] = ["", f"Note: {results['note']}"]
     names = [p for p in (*FP32_PATHS, *BF16_PATHS)
              if any(p in c["img_per_s"] for c in results["cases"])]
     lines += ["| model, input | GFLOP/img | depthwise FLOPs | "
@@ -436,6 +445,8 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
     p.add_argument("--inductor-sizes", type=int, nargs="*", default=[128],
                    help="sizes at which torch.compile is measured too (20-120 s a compile)")
+    p.add_argument("--inductor-models", nargs="*", default=["quick"], choices=list(MODELS),
+                   help="models for which torch.compile is measured (at --inductor-sizes)")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per path")
     p.add_argument("--evaluate", type=Path, metavar="RUN", help="also time `hemacnn evaluate`")
     p.add_argument("--data", type=Path, help="with --evaluate: the images to evaluate")
@@ -443,6 +454,7 @@ def main() -> None:
                    help="also time the end-of-training export of these runs against training")
     p.add_argument("--no-cases", action="store_true", help="only the peaks (and --evaluate)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--note", default="", help="a note kept in the JSON (conditions, caveats)")
     p.add_argument("--table", type=Path, help="print the Markdown tables of this JSON and stop")
     p.add_argument("--docs", type=Path, help="with --table: write the tables into this Markdown "
                    f"file, between its {BEGIN} and {END} lines")
@@ -457,15 +469,16 @@ def main() -> None:
     results = {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "bf16_native": bf16_native(torch.device("cpu")),
                "load_average": [round(v, 2) for v in os.getloadavg()],
-               "command": "python " + " ".join(sys.argv)}
+               "command": "python " + " ".join(sys.argv), "git": _git_head(),
+               "note": args.note}
     pk = peaks()
     print(f"matmul peak GFLOP/s: {pk}", flush=True)
     results["cases"] = []
     if not args.no_cases:
         for model in args.models:
             for size in args.sizes:
-                results["cases"].append(bench_case(model, size, size in args.inductor_sizes,
-                                                   args.seconds))
+                inductor = size in args.inductor_sizes and model in args.inductor_models
+                results["cases"].append(bench_case(model, size, inductor, args.seconds))
         results["depthwise"] = depthwise_study(args.seconds)
     if args.evaluate:
         if args.data is None:
