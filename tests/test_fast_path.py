@@ -61,8 +61,9 @@ def test_training_exports_and_tests_through_the_export(exported_training: Path, 
                                atol=PARITY_ATOL)
 
 
-def test_evaluate_records_its_path_and_speed(exported_training: Path, tmp_path: Path):
+def test_evaluate_records_its_path_and_speed(exported_training: Path, tmp_path: Path, capsys):
     assert main(["evaluate", str(exported_training), "--out", str(tmp_path)]) == 0
+    assert "network: " in capsys.readouterr().out
     result = json.loads((tmp_path / "evaluation_test.json").read_text())
     assert result["inference"]["backend"] == "onnxruntime"
     assert result["throughput"]["images"] == result["n"]

@@ -432,6 +432,10 @@ def format_evaluation(result: dict[str, Any]) -> str:
               f"{result['ci_method'].capitalize()} score intervals"]
     aucs = ", ".join(f"{c} {_fmt(v['roc_auc'], 3)}" for c, v in result["per_class"].items())
     lines.append(f"one-vs-rest ROC-AUC: {aucs}")
+    speed = result.get("throughput")
+    if speed:
+        lines.append(f"network: {speed['images_per_s']:.1f} img/s ({speed['images']} images in "
+                     f"{speed['seconds']:.1f} s)")
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     if result.get("class_map"):
