@@ -97,7 +97,10 @@ def random_png_entries(root: Path, n: int = 10) -> list[Entry]:
 TINY = {"name": "tiny", "seed": 0,
         "data": {"image_size": 48, "batch_size": 16},
         "model": {"name": "mv3", "width": 0.125},
-        "trainer": {"max_epochs": 1, "patience": None, "accelerator": "cpu", "devices": 1}}
+        # export never: what the tests see must not depend on how long training took (auto's
+        # rule); tests/test_fast_path.py asks for the export
+        "trainer": {"max_epochs": 1, "patience": None, "accelerator": "cpu", "devices": 1,
+                    "export": "never"}}
 
 
 def tiny_config(path: Path, root: Path | None = None, **sections: Any) -> Path:

@@ -181,6 +181,11 @@ class TrainerConfig(_Section):
     progress_seconds: float = Field(60.0, ge=0)
     """Without a progress bar (--no-progress, or output to a log file): a line inside each
     epoch (step/total, loss, images/s, ETA) at most this many seconds apart; 0: every step."""
+    export: Literal["auto", "always", "never"] = "auto"
+    """ONNX export at the end of training (``RUN/export``, parity-checked), so that evaluate,
+    predict, serve and the end-of-training test run the fastest fp32 path (ONNX Runtime) with no
+    second command. auto: when the training took at least 10x what an export costs (<= ~10%
+    of it); a failed export never fails the training."""
     checkpoint_minutes: float | None = Field(10.0, gt=0)
     """Training time between mid-epoch saves of last.ckpt (null: only at epoch ends), so a
     kill loses at most this much even when one epoch takes hours."""

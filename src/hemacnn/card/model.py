@@ -164,6 +164,15 @@ class SourceCheckpoint(_Part):
     sha256: str | None = Field(None, description="SHA-256 of the whole file (older exports)")
 
 
+class OnnxParity(_Part):
+    """How far ONNX Runtime's probabilities were from fp32 torch's on the export's probe batch
+    (``export.check_parity``); a run predicts through the file only when within ``atol``."""
+
+    max_abs_prob_diff: float = Field(ge=0)
+    atol: float = Field(ge=0)
+    images: int = Field(ge=1)
+
+
 class OnnxGraph(_Part):
     """An ONNX export's input and output."""
 
@@ -172,6 +181,8 @@ class OnnxGraph(_Part):
     input_layout: str
     input_shape: list[str | int]
     opset: int
+    parity: OnnxParity | None = Field(None, description="The check against fp32 torch "
+                                      "(exports made before it have none)")
 
 
 class ModelCard(_Part):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -318,7 +319,9 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         pool = load_images(every, card)[0] if every else images
         before = load_classifier(run_dir, precision=precision).probs(images, tta=tta)
         clf.adapt([pool])
+    start = time.perf_counter()
     probs = clf.probs(images, tta=tta)  # (stain-normalised inside)
+    seconds = time.perf_counter() - start
     y_true, scored, scored_classes, extra, mapped, metrics = score(probs)
     if adapt_bn:
         adaptation = adaptation_record(clf.adapted.summary(), len(pool), len(ok),
@@ -332,6 +335,9 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "data": str(Path(data).resolve()) if data is not None else str(root),
         "tta": bool(tta),
         "inference": how.as_dict(),
+        # the network's speed here (decoded images in, probabilities out; each TTA view counts)
+        "throughput": {"images": len(ok) * (8 if tta else 1), "seconds": round(seconds, 3),
+                       "images_per_s": round(len(ok) * (8 if tta else 1) / seconds, 2)},
         **metrics,
         "skipped_classes": unknown if resolved is None else {},
         "skipped_files": skipped,
@@ -426,6 +432,10 @@ def format_evaluation(result: dict[str, Any]) -> str:
               f"{result['ci_method'].capitalize()} score intervals"]
     aucs = ", ".join(f"{c} {_fmt(v['roc_auc'], 3)}" for c, v in result["per_class"].items())
     lines.append(f"one-vs-rest ROC-AUC: {aucs}")
+    speed = result.get("throughput")
+    if speed:
+        lines.append(f"network: {speed['images_per_s']:.1f} img/s ({speed['images']} images in "
+                     f"{speed['seconds']:.1f} s)")
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     if result.get("class_map"):

@@ -1,10 +1,16 @@
 """One classifier for any MODEL argument: a run folder, a ``.ckpt``, an ensemble folder or an
 exported ``.onnx``; an object with ``card``, ``source`` and ``probs(images)``.
 
-A run folder with a fresh ONNX export (:func:`hemacnn.inference.onnxmodel.fresh_export`) predicts
-through
-ONNX Runtime without importing torch: the same network, fp32, the same probabilities within
-1e-4. ``--precision bf16`` and ``--adapt-bn`` need the checkpoint and use it.
+The fastest correct path per precision (measured by ``benchmarks/bench_predict.py`` on each CPU
+the project runs on; docs/benchmarks.md):
+
+* fp32: ONNX Runtime, when the run has a fresh export that passed its parity check with fp32
+  torch (:func:`hemacnn.inference.onnxmodel.fresh_export`: probabilities within 1e-4, else it is
+  refused): 1.5-2x PyTorch's eager path on the CPUs measured, near the fp32 matmul peak, and no
+  ``import torch``. Else PyTorch (BatchNorm folded, channels-last). A finished training exports
+  the run itself when that is cheap (``trainer.export``), so every command finds the export.
+* bf16: PyTorch under bf16 autocast (ONNX Runtime's CPU provider has no bf16 convolutions on
+  x86). ``--adapt-bn`` needs the checkpoint too.
 
 :func:`numerics` says how a classifier (or a torch model run at a precision) computes its
 probabilities: every output that holds probabilities records it beside them.

@@ -9,6 +9,12 @@ they were measured on it): while that checkpoint is the run's, ``hemacnn predict
 ``serve``) run the default export ``RUN/export/model.onnx`` in its place, without importing
 torch (:func:`hemacnn.inference.onnxmodel.fresh_export`).
 
+Before the file is written, ONNX Runtime runs it on a probe batch and its probabilities are
+compared with fp32 torch's (:func:`check_parity`): a graph that disagrees by more than
+:data:`~hemacnn.inference.onnxmodel.PARITY_ATOL` is refused (nothing is written), and the card
+records the difference (``onnx.parity``), which :func:`~hemacnn.inference.onnxmodel.fresh_export`
+requires before a run predicts through the file.
+
 The exported graph is the trained model as it is (BatchNorm not folded, fp32): ONNX Runtime
 folds and fuses on its own when it loads the file, and fp32 keeps the parity test meaningful.
 
@@ -34,12 +40,38 @@ from hemacnn.atomic import ensure_writable_dir, write_json
 from hemacnn.card import ONNX_CARD_KEY, extend_card, read_card
 from hemacnn.errors import HemacnnError
 from hemacnn.inference.loading import load_checkpoint
-from hemacnn.inference.onnxmodel import EXPORT_DIR, SOURCE_KEY, checkpoint_source
+from hemacnn.inference.onnxmodel import (
+    EXPORT_DIR,
+    PARITY_ATOL,
+    SOURCE_KEY,
+    OnnxClassifier,
+    checkpoint_source,
+)
 from hemacnn.inference.runcard import check_run_card
 from hemacnn.rundir import RunDir, find_checkpoint
 
 FORMATS = ("onnx",)
 INPUT, OUTPUT = "image", "logits"
+PROBE_IMAGES = 4  # the parity check's batch: random images, a fixed seed
+
+
+@torch.no_grad()
+def check_parity(onnx_path: Path, model: torch.nn.Module, channels: int, size: int
+                 ) -> dict[str, float | int]:
+    """ONNX Runtime's probabilities against fp32 torch's on a probe batch; a one-line error
+    when they differ by more than :data:`PARITY_ATOL` (the file must not stand in for the
+    checkpoint), else the record for the card."""
+    probe = torch.rand(PROBE_IMAGES, channels, size, size,
+                       generator=torch.Generator().manual_seed(0))
+    ref = torch.softmax(model.eval().float()(probe).float(), dim=1).numpy()
+    got = OnnxClassifier(onnx_path).batch_probs([probe.numpy()])
+    diff = float(abs(got - ref).max())
+    if not diff <= PARITY_ATOL:  # (NaN too)
+        raise HemacnnError(f"ONNX Runtime's probabilities differ from torch's by {diff:.2g} "
+                           f"(> {PARITY_ATOL:g}) on a probe batch: not exported; predict "
+                           "through the checkpoint")
+    return {"max_abs_prob_diff": float(f"{diff:.3g}"), "atol": PARITY_ATOL,
+            "images": PROBE_IMAGES}
 
 
 def export_model(model_path: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -69,17 +101,46 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike | None = 
         proto = onnx.load(str(tmp_path))
         # The checkpoint this file was made from: `predict RUN` runs a fresh export in its
         # place (hemacnn.inference.onnxmodel.fresh_export).
-        onnx_card = extend_card(
-            card, metrics=_metrics_of(ckpt), **{SOURCE_KEY: checkpoint_source(ckpt)},
-            onnx={"input": INPUT, "output": OUTPUT, "input_layout": "NCHW float32 RGB in [0, 1]",
-                  "input_shape": ["batch", channels, size, size],
-                  "opset": proto.opset_import[0].version})
+        onnx_info = {"input": INPUT, "output": OUTPUT,
+                     "input_layout": "NCHW float32 RGB in [0, 1]",
+                     "input_shape": ["batch", channels, size, size],
+                     "opset": proto.opset_import[0].version}
         entry = proto.metadata_props.add()
-        entry.key, entry.value = ONNX_CARD_KEY, json.dumps(onnx_card)
+        entry.key, entry.value = ONNX_CARD_KEY, json.dumps(card)  # for the check's session
+        onnx.save(proto, str(tmp_path))
+        onnx_info["parity"] = check_parity(tmp_path, model, channels, size)
+        onnx_card = extend_card(card, metrics=_metrics_of(ckpt),
+                                **{SOURCE_KEY: checkpoint_source(ckpt)}, onnx=onnx_info)
+        entry.value = json.dumps(onnx_card)
         onnx.save(proto, str(tmp_path))
         os.replace(tmp_path, onnx_path)
     write_json(card_path, onnx_card)
     return {"onnx": onnx_path, "card": card_path}
+
+
+def attach_metrics(run_dir: str | os.PathLike) -> bool:
+    """Give a run's default export the figures its end-of-training test measured on the same
+    checkpoint (an export made before the test has none): in the card beside the file and in
+    its metadata. False when the run has no export or the figures are not of its checkpoint."""
+    onnx_path = Path(run_dir) / EXPORT_DIR / "model.onnx"
+    card_path = onnx_path.parent / RunDir.CARD
+    if not (onnx_path.is_file() and card_path.is_file()):
+        return False
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    ckpt = find_checkpoint(run_dir)
+    metrics = _metrics_of(ckpt)
+    if metrics is None or (card.get(SOURCE_KEY) or {}).get("file") != ckpt.name:
+        return False
+    card["metrics"] = metrics
+    proto = onnx.load(str(onnx_path))
+    for entry in proto.metadata_props:
+        if entry.key == ONNX_CARD_KEY:
+            entry.value = json.dumps(card)
+    tmp_path = onnx_path.with_name(".model.onnx.tmp")
+    onnx.save(proto, str(tmp_path))
+    os.replace(tmp_path, onnx_path)
+    write_json(card_path, card)
+    return True
 
 
 def _metrics_of(ckpt: Path) -> dict | None:

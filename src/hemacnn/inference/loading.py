@@ -187,6 +187,10 @@ class Classifier(Protocol):
         """Softmax probabilities (N, C) for uint8 RGB images (N, H, W, 3)."""
         ...
 
+    def batch_probs(self, batches: Iterable[Any], tta: bool = False) -> np.ndarray:
+        """Softmax probabilities (N, C) for float NCHW batches in [0, 1], stain-normalised."""
+        ...
+
 
 def predict_arrays(model: nn.Module, images: np.ndarray, batch_size: int = 64,
                    tta: bool = False, precision: str = "fp32") -> np.ndarray:
@@ -224,3 +228,8 @@ class TorchClassifier:
             raise HemacnnError("test-time BatchNorm adaptation: adapt() on the images first")
         return predict_arrays(self.model, normalize_for_card(images, self.card), batch_size,
                               tta=tta, precision=self.precision)
+
+    def batch_probs(self, batches: Iterable[torch.Tensor], tta: bool = False) -> np.ndarray:
+        """Softmax probabilities (N, C) for float NCHW batches in [0, 1], stain-normalised
+        already (a data loader's batches)."""
+        return predict_batches(self.model, batches, tta=tta, precision=self.precision)

@@ -10,12 +10,19 @@ checkpoint file's name, size and modification time and the SHA-256 of the networ
 written again is hashed (its weights only, not the optimizer state): the same weights stay
 fresh, a retrained, resumed or replaced checkpoint no longer matches and the run predicts from
 the checkpoint again.
+
+An export is only used in the checkpoint's place when it passed the parity check
+:func:`hemacnn.inference.export.export_model` makes (ONNX Runtime's probabilities within
+:data:`PARITY_ATOL` of torch's fp32 on a probe batch, recorded in its card): an fp32 path that
+disagrees with fp32 torch is refused, and an export made before the check is not trusted (export
+it again).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,7 @@ from hemacnn.data.colour import normalize_for_card
 from hemacnn.errors import HemacnnError
 from hemacnn.rundir import RunDir, find_checkpoint
 
+PARITY_ATOL = 1e-4  # fp32 paths: the largest probability difference from fp32 torch accepted
 SOURCE_KEY = "source_checkpoint"  # the card entry of an export that names its checkpoint
 EXPORT_DIR = "export"             # a run's default export folder (``hemacnn export RUN``)
 GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd")  # NVIDIA's and ROCm's device nodes
@@ -75,7 +83,10 @@ def fresh_export(path: str | os.PathLike) -> Path | None:
     if RunDir(path).is_ensemble:
         return None
     try:
-        source = json.loads(card_file.read_text(encoding="utf-8")).get(SOURCE_KEY) or {}
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+        if not parity_passed(card):
+            return None
+        source = card.get(SOURCE_KEY) or {}
         ckpt = find_checkpoint(path)
         stat = ckpt.stat()
         untouched = (source.get("file"), source.get("bytes"), source.get("mtime_ns")) == (
@@ -85,6 +96,13 @@ def fresh_export(path: str | os.PathLike) -> Path | None:
     except (OSError, ValueError, HemacnnError):  # (an unreadable checkpoint: not fresh)
         return None
     return None if _gpu_without_onnx_cuda() else onnx
+
+
+def parity_passed(card: dict[str, Any]) -> bool:
+    """Whether an export's card records a passed parity check with fp32 torch."""
+    parity = (card.get("onnx") or {}).get("parity") or {}
+    diff = parity.get("max_abs_prob_diff")
+    return isinstance(diff, (int, float)) and 0 <= diff <= PARITY_ATOL
 
 
 def onnx_card(path: Path, session: Any) -> dict[str, Any]:
@@ -126,10 +144,18 @@ class OnnxClassifier:
         # Stain normalisation is not in the graph (torchstain's per-image ops do not export):
         # the card's reference is applied here, before the session.
         images = normalize_for_card(images, self.card)
+        return self.batch_probs((images[start:start + batch_size].astype(np.float32)
+                                 .transpose(0, 3, 1, 2) / 255
+                                 for start in range(0, len(images), batch_size)), tta=tta)
+
+    def batch_probs(self, batches: Iterable[Any], tta: bool = False) -> np.ndarray:
+        """Softmax probabilities (N, C) for float NCHW batches in [0, 1] (numpy arrays or CPU
+        tensors, stain-normalised already): the input the network takes, as a data loader
+        gives it."""
         ks = range(8) if tta else [0]
         out = []
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].astype(np.float32).transpose(0, 3, 1, 2) / 255
+        for x in batches:
+            x = np.asarray(x, dtype=np.float32)
             total = 0.0
             for k in ks:
                 xk = np.rot90(x, k % 4, axes=(2, 3))

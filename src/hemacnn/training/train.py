@@ -39,13 +39,13 @@ from hemacnn.data.splits import save_splits
 from hemacnn.errors import HemacnnError, Interrupted, command_line
 from hemacnn.evaluation.evaluate import evaluate_predictions
 from hemacnn.evaluation.plots import plot_pr_curves, plot_training_curves, run_figures_wanted
-from hemacnn.inference.classifier import numerics
-from hemacnn.inference.engine import bf16_native, predict_batches
-from hemacnn.inference.loading import load_checkpoint
+from hemacnn.inference.classifier import load_classifier, numerics
+from hemacnn.inference.engine import bf16_native
+from hemacnn.inference.loading import TorchClassifier
 from hemacnn.models import build_model, input_channels, l2_penalty, min_input_size
 from hemacnn.models.sources import check_weights, load_weights, source_normalization
 from hemacnn.models.zoo import zero_head
-from hemacnn.rundir import RunDir
+from hemacnn.rundir import RunDir, find_checkpoint
 from hemacnn.runinfo import environment_info
 from hemacnn.training.domain import domain_card
 from hemacnn.training.finetune import finetune_callbacks
@@ -387,6 +387,7 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
     os.environ[RUN_DIR_ENV] = str(run_dir.resolve())
     resume_hint = f"continue it with `{command_line('train', '--resume', run_dir)}`"
     stopper = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
+    fit_start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then exit(1)
@@ -400,8 +401,49 @@ def train(config: str | os.PathLike | None = None, overrides: list[str] | None =
         raise Interrupted(f"training interrupted; {resume_hint}")
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path or str(run.last)
+        exported = export_after_training(run_dir, cfg.trainer.export,
+                                         time.perf_counter() - fit_start)
         finish_run(run_dir, best, dm, tta=cfg.recipe.test_tta)
+        if exported:
+            # lazy: onnx, only for a run that was exported
+            from hemacnn.inference.export import attach_metrics
+
+            attach_metrics(run_dir)  # the export's card gets the test figures too
     return run_dir
+
+
+# What an export costs on the 2-core CPU (dynamo tracing, the onnx import, the parity check),
+# at most: 7 s for the quick model at 128 px, 42 s for a fine-tuned MobileNetV2 (one thread,
+# loaded machine; docs/benchmarks.md). "auto" exports a run whose training took at least 10x
+# this, so that the export costs <= ~10% of the training.
+EXPORT_COST_S = 40.0
+
+
+def export_after_training(run_dir: Path, mode: str, training_s: float) -> bool:
+    """Export the run to ONNX (``RUN/export``) so that evaluate, predict and serve (and the
+    end-of-training test) take the fastest fp32 path without a second command; one line says
+    what happened. ``mode``: ``always``, ``never``, or ``auto`` (when the training took at least
+    10x :data:`EXPORT_COST_S`). A failed export never fails the training: the run predicts
+    through its checkpoint, as an unexported run does."""
+    if mode == "never" or (mode == "auto" and training_s < 10 * EXPORT_COST_S):
+        return False
+    t0 = time.perf_counter()
+    try:
+        # lazy: onnx and the exporter (~1 s of imports), only when a run is exported
+        from hemacnn.inference.export import export_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            written = export_model(run_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure: the checkpoint still predicts
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        print(f"export skipped: {first}; the run predicts through its checkpoint "
+              f"(`{command_line('export', run_dir)}` tries again)", flush=True)
+        return False
+    seconds = time.perf_counter() - t0
+    print(f"exported {written['onnx']} in {seconds:.1f} s ({seconds / training_s:.1%} of the "
+          "training time): evaluate, predict and serve run it through ONNX Runtime", flush=True)
+    return True
 
 
 def _trainer(cfg: Config, run_dir: Path, classes: list[str], progress: bool,
@@ -498,6 +540,15 @@ def _build_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: list,
     )
 
 
+def _test_classifier(run_dir: Path, checkpoint: Path, precision: str):
+    """The classifier ``evaluate`` would use for the run (its fastest correct path: a fresh
+    export through ONNX Runtime, else torch) when ``checkpoint`` is the run's own; else that
+    checkpoint through torch."""
+    if find_checkpoint(run_dir).resolve() == checkpoint.resolve():
+        return load_classifier(run_dir, precision=precision)
+    return TorchClassifier(checkpoint, precision=precision)
+
+
 def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False,
                precision: str = "fp32") -> dict:
     """Test the best checkpoint on the held-out split; write metrics, predictions, plots, and
@@ -505,10 +556,12 @@ def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False,
 
     With ``tta`` the test probabilities are averaged over the 8 dihedral transforms. They are
     computed in fp32 whatever ``trainer.precision`` trained in: the figures of record, the same
-    as ``hemacnn evaluate`` gives by default (``precision`` is predict's option, recorded as
-    ``inference`` with the backend and device).
+    as ``hemacnn evaluate`` gives by default, through the same path (the run's fresh ONNX export
+    when it has one; ``precision`` is predict's option, recorded as ``inference`` with the
+    backend and device).
     """
-    model, card = load_checkpoint(checkpoint)
+    clf = _test_classifier(run_dir, Path(checkpoint), precision)
+    card = clf.card
     labels: list[torch.Tensor] = []
 
     def images():  # one pass over the test loader: labels kept aside, images predicted
@@ -516,10 +569,10 @@ def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False,
             labels.append(y)
             yield x
 
-    probs = predict_batches(model, images(), tta=tta, precision=precision)
+    probs = clf.batch_probs(images(), tta=tta)
     y = torch.cat(labels).numpy()
     metrics = evaluate_predictions(y, probs, card["classes"], run_dir, name="test",
-                                   computed=numerics(model, precision))
+                                   computed=numerics(clf))
     # The data folder as an absolute path, as this file always held it (the card keeps the
     # user's own spelling).
     metrics.update(split="test", data=str(Path(card["data_root"]).resolve()),
