@@ -224,6 +224,7 @@ def test_existing_out_is_never_overwritten(tiny_run, other_lab, tmp_path, capsys
     assert (out / "mine.txt").read_text() == "keep"
 
 
+@pytest.mark.slow  # a real SIGINT to a child process, as the train and sweep kill tests
 def test_ctrl_c_leaves_no_run_folder(tiny_run, other_lab, tmp_path):
     out = tmp_path / "adapted"
     proc = cli_process(["adapt", str(tiny_run), "--labels", str(other_lab), "--out", str(out),

@@ -263,6 +263,7 @@ def test_config_and_card_carry_the_normalisation(finetuned, shared_weights):
                                                                "classifier.bias"]
 
 
+@pytest.mark.slow  # real weights on real cells through three routes: ~10 s
 def test_checkpoint_onnx_and_serve_give_the_same_classes(finetuned, sample_root, tmp_path,
                                                          capsys):
     from fastapi.testclient import TestClient
