@@ -120,7 +120,8 @@ def source_normalization(spec: str | None, model_name: str
     return list(source.mean), list(source.std)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -170,7 +171,7 @@ def load_packaged(model: nn.Module, spec: str) -> WeightsReport:
                            f"{str(exc).splitlines()[0]}") from None
     loaded, kept = map_by_position(model, state, label)
     provenance = WeightsProvenance(source=label, package=source.package, version=version,
-                                   file=path.name, sha256=_sha256(path), licence=source.licence,
+                                   file=path.name, sha256=file_sha256(path), licence=source.licence,
                                    origin=source.origin)
     return WeightsReport(str(path), loaded=loaded, kept_random=len(kept), unused=len(kept),
                          shape_mismatch=kept, provenance=provenance)

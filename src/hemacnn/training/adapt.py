@@ -16,12 +16,10 @@ Nothing is written until training is done: the folder is built under a temporary
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,10 +43,11 @@ from hemacnn.evaluation.evaluate import evaluate_run, labelled_items
 from hemacnn.inference.checkpoint import read_checkpoint, weights_sha256
 from hemacnn.inference.loading import load_checkpoint
 from hemacnn.models.batchnorm import batchnorm_layers
+from hemacnn.models.sources import file_sha256
 from hemacnn.rundir import RunDir, find_checkpoint
 from hemacnn.runinfo import environment_info
 from hemacnn.scoring.classmap import SHIPPED, load_class_map, resolve
-from hemacnn.training.trainlog import ProgressBar
+from hemacnn.training.trainlog import ProgressBar, device_notices_hidden
 
 BN_MODES = ("frozen", "train")
 STOPPED = "adaptation interrupted; no run folder was written"
@@ -106,16 +105,12 @@ class LabelledCells:
         return dict(Counter(self.labels))
 
 
-def _sha256_of_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _sha256_of_listing(files: list[Path], labels: list[str], root: Path) -> str:
     """Of a folder's labelled cells: each (relative path, class, file hash), in path order."""
     digest = hashlib.sha256()
     for f, label in sorted(zip(files, labels, strict=True)):
         rel = Path(os.path.relpath(f, root)).as_posix()
-        digest.update(f"{rel}\t{label}\t{_sha256_of_file(f)}\n".encode())
+        digest.update(f"{rel}\t{label}\t{file_sha256(f)}\n".encode())
     return digest.hexdigest()
 
 
@@ -164,7 +159,7 @@ def read_labelled_cells(labels: str | os.PathLike, card: dict[str, Any],
                            "labelled cells of at least 2 classes")
     root = path if path.is_dir() else path.parent
     digest = (_sha256_of_listing(files, cells, root) if path.is_dir()
-              else _sha256_of_file(path))
+              else file_sha256(path))
     return LabelledCells(files, cells, path, digest, dict(unknown), unreviewed)
 
 
@@ -261,35 +256,21 @@ class AdaptModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
 
-# Lightning's lines that say nothing here: the devices (env.json records them), a cloud-logger
-# advert, and why fit stopped (it always runs its steps).
-_NOISE = ("available:", "litlogger", "`Trainer.fit` stopped")
-
-
-def _quiet(record: logging.LogRecord) -> bool:
-    return not any(n in record.getMessage() for n in _NOISE)
-
-
 def _fit(module: AdaptModule, loader: DataLoader, progress: bool) -> None:
     bar = progress and os.isatty(1)
-    notices = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    notices.addFilter(_quiet)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-            try:
-                trainer = L.Trainer(
-                    max_epochs=1, accelerator="cpu" if not torch.cuda.is_available() else "auto",
-                    devices=1, logger=False, enable_checkpointing=False,
-                    enable_model_summary=False, enable_progress_bar=bar,
-                    callbacks=[ProgressBar()] if bar else [], num_sanity_val_steps=0)
-            except (MisconfigurationException, ValueError) as exc:
-                raise HemacnnError(f"trainer settings rejected by Lightning: {exc}") from None
-            trainer.fit(module, train_dataloaders=loader)
+        with device_notices_hidden():
+            trainer = L.Trainer(
+                max_epochs=1, accelerator="cpu" if not torch.cuda.is_available() else "auto",
+                devices=1, logger=False, enable_checkpointing=False,
+                enable_model_summary=False, enable_progress_bar=bar,
+                callbacks=[ProgressBar()] if bar else [], num_sanity_val_steps=0)
+    except (MisconfigurationException, ValueError) as exc:
+        raise HemacnnError(f"trainer settings rejected by Lightning: {exc}") from None
+    try:
+        trainer.fit(module, train_dataloaders=loader)
     except SystemExit:  # Lightning's answer to Ctrl-C: a graceful shutdown, then exit(1)
         raise Interrupted(STOPPED) from None
-    finally:
-        notices.removeFilter(_quiet)
     if trainer.interrupted:
         raise Interrupted(STOPPED)
 
@@ -350,7 +331,7 @@ def _adapt(parent: Path, labels: str | os.PathLike, out: Path,
     module = AdaptModule(model, recipe)
     loader = DataLoader(_Batches(images, target_y, replay, replay_y, recipe), batch_size=None)
     print(f"adapting {parent} on {len(cells.files)} labelled cells of "
-          f"{len(set(cells.labels))} classes, {len(replay) if recipe.replay else 0} of its "
+          f"{len(set(cells.labels))} classes, {len(replay)} of its "
           f"training images replayed, {recipe.steps} steps (Ctrl-C stops, writing nothing)",
           flush=True)
     start = time.perf_counter()
@@ -370,7 +351,7 @@ def _adapt(parent: Path, labels: str | os.PathLike, out: Path,
         "counts": cells.counts(),
         "left_out": cells.left_out,
         "unreviewed": cells.unreviewed,
-        "replay_images": len(replay) if recipe.replay else 0,
+        "replay_images": len(replay),
         "recipe": asdict(recipe),
         "parent_colour_stats": card.get(COLOUR_KEY),
     }

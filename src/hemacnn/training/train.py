@@ -8,7 +8,6 @@ Run folder (also read by evaluate/report/predict):
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -62,38 +61,19 @@ from hemacnn.training.recipe import (
 )
 from hemacnn.training.resume import AtomicCheckpointIO, RandomStateInCheckpoint, StopOnSignal
 from hemacnn.training.steploss import StepLossCSV
-from hemacnn.training.trainlog import EpochLog, EpochMetricsCSV, KeepingCSVLogger, ProgressBar
+from hemacnn.training.trainlog import (
+    EpochLog,
+    EpochMetricsCSV,
+    KeepingCSVLogger,
+    ProgressBar,
+    device_notices_hidden,
+)
 
 RUN_DIR_ENV = "HEMACNN_RUN_DIR"
 """Set by the launching process so DDP workers (which re-run the same command) find one folder."""
 
 PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
-def _lightning_notice_kept(record: logging.LogRecord) -> bool:
-    """Lightning's info lines that say nothing our own output does not say better."""
-    text = record.getMessage()
-    # A cloud-logger advert: our users cannot reach it from a lab machine.
-    if "litlogger" in text:
-        return False
-    # "`Trainer.fit` stopped: `max_epochs=30` reached." EpochLog's last line says why training
-    # stopped, with the best epoch. (A stop for want of training batches is kept: it is news.)
-    return not text.startswith(("`Trainer.fit` stopped: `max_epochs",
-                                "`Trainer.fit` stopped: `max_steps"))
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_lightning_notice_kept)
-
-# "GPU available: False, used: False", "TPU available: …", "HPU available: …": printed when the
-# Trainer is built, hidden unless `train --verbose` (the run's env.json records the device).
-_DEVICE_NOTICES = ("GPU available:", "TPU available:", "HPU available:", "IPU available:")
-
-
-def _no_device_notice(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith(_DEVICE_NOTICES)
-
-
-# Lightning-internal notices that a user can do nothing about.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # Small data: an epoch has fewer batches than log_every_n_steps, so Lightning's step-level logs
 # (logs/) get one point per epoch. metrics.csv and the console are per epoch anyway.
 warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than "
@@ -512,13 +492,8 @@ def _limit(value: float | int) -> float | int | None:
 def _lightning_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: list,
                        verbose: bool, bar: bool, grad_clip: float | None = None
                        ) -> L.Trainer:
-    notices = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not verbose:
-        notices.addFilter(_no_device_notice)
-    try:
+    with device_notices_hidden(not verbose):
         return _build_trainer(t, run_dir, callbacks, loggers, verbose, bar, grad_clip)
-    finally:
-        notices.removeFilter(_no_device_notice)
 
 
 def _build_trainer(t, run_dir: Path, callbacks: list[Callback], loggers: list,

@@ -10,10 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
 import math
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,46 @@ from lightning.pytorch.utilities import rank_zero_only
 from hemacnn.atomic import write_text
 from hemacnn.errors import HemacnnError
 from hemacnn.rundir import read_metrics
+
+LIGHTNING_NOTICES = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+
+
+def _lightning_notice_kept(record: logging.LogRecord) -> bool:
+    """Lightning's info lines that say nothing our own output does not say better."""
+    text = record.getMessage()
+    # A cloud-logger advert: our users cannot reach it from a lab machine.
+    if "litlogger" in text:
+        return False
+    # "`Trainer.fit` stopped: `max_epochs=30` reached." EpochLog's last line says why training
+    # stopped, with the best epoch. (A stop for want of training batches is kept: it is news.)
+    return not text.startswith(("`Trainer.fit` stopped: `max_epochs",
+                                "`Trainer.fit` stopped: `max_steps"))
+
+
+LIGHTNING_NOTICES.addFilter(_lightning_notice_kept)
+
+# "GPU available: False, used: False", "TPU available: …", "HPU available: …": printed when the
+# Trainer is built, hidden unless `train --verbose` (the run's env.json records the device).
+_DEVICE_NOTICES = ("GPU available:", "TPU available:", "HPU available:", "IPU available:")
+
+
+def _no_device_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_DEVICE_NOTICES)
+
+
+@contextlib.contextmanager
+def device_notices_hidden(hide: bool = True) -> Iterator[None]:
+    """Lightning's device lines left out while a Trainer is built (``hide``)."""
+    if hide:
+        LIGHTNING_NOTICES.addFilter(_no_device_notice)
+    try:
+        yield
+    finally:
+        LIGHTNING_NOTICES.removeFilter(_no_device_notice)
+
+
+# A Lightning-internal notice that a user can do nothing about.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def _fmt(metrics: dict[str, Any], key: str, digits: int) -> str:
