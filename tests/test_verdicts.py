@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from scipy.stats import t as student_t
 import yaml
+from scipy.stats import t as student_t
 
 from hemacnn.cli import main
 from hemacnn.errors import HemacnnError
