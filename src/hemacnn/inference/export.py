@@ -105,14 +105,11 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike | None = 
                      "input_layout": "NCHW float32 RGB in [0, 1]",
                      "input_shape": ["batch", channels, size, size],
                      "opset": proto.opset_import[0].version}
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = ONNX_CARD_KEY, json.dumps(card)  # for the check's session
-        onnx.save(proto, str(tmp_path))
+        _save_with_card(proto, card, tmp_path)  # the check's session reads the card
         onnx_info["parity"] = check_parity(tmp_path, model, channels, size)
         onnx_card = extend_card(card, metrics=_metrics_of(ckpt),
                                 **{SOURCE_KEY: checkpoint_source(ckpt)}, onnx=onnx_info)
-        entry.value = json.dumps(onnx_card)
-        onnx.save(proto, str(tmp_path))
+        _save_with_card(proto, onnx_card, tmp_path)
         os.replace(tmp_path, onnx_path)
     write_json(card_path, onnx_card)
     return {"onnx": onnx_path, "card": card_path}
@@ -132,15 +129,19 @@ def attach_metrics(run_dir: str | os.PathLike) -> bool:
     if metrics is None or (card.get(SOURCE_KEY) or {}).get("file") != ckpt.name:
         return False
     card["metrics"] = metrics
-    proto = onnx.load(str(onnx_path))
-    for entry in proto.metadata_props:
-        if entry.key == ONNX_CARD_KEY:
-            entry.value = json.dumps(card)
     tmp_path = onnx_path.with_name(".model.onnx.tmp")
-    onnx.save(proto, str(tmp_path))
+    _save_with_card(onnx.load(str(onnx_path)), card, tmp_path)
     os.replace(tmp_path, onnx_path)
     write_json(card_path, card)
     return True
+
+
+def _save_with_card(proto: onnx.ModelProto, card: dict, path: Path) -> None:
+    """Write ``proto`` to ``path`` with ``card`` as its metadata (replacing any card it held)."""
+    entries = [e for e in proto.metadata_props if e.key == ONNX_CARD_KEY]
+    entry = entries[0] if entries else proto.metadata_props.add()
+    entry.key, entry.value = ONNX_CARD_KEY, json.dumps(card)
+    onnx.save(proto, str(path))
 
 
 def _metrics_of(ckpt: Path) -> dict | None:
