@@ -54,11 +54,12 @@ def _autocast(precision: str):
     return contextlib.nullcontext()
 
 
-def bench_variant(name: str, size: int, batch: int, steps: int, classes: int = 8) -> dict:
+def bench_variant(name: str, size: int, batch: int, steps: int, classes: int = 8,
+                  model_name: str = MODEL) -> dict:
     """Time ``steps`` training steps of one variant after two warm-up (or compiling) steps."""
     channels_last, precision, compiled = VARIANTS[name]
     torch.manual_seed(0)
-    model = build_model(MODEL, classes, size, **NORMALIZE)
+    model = build_model(model_name, classes, size, **NORMALIZE)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
@@ -89,8 +90,9 @@ def bench_variant(name: str, size: int, batch: int, steps: int, classes: int = 8
     for _ in range(steps):
         step(forward)
     dt = time.perf_counter() - t0
-    return {"variant": name, "input": size, "batch": batch, "precision": precision,
-            "channels_last": channels_last, "compile": compiled, "steps": steps,
+    return {"variant": name, "model": model_name, "input": size, "batch": batch,
+            "precision": precision, "channels_last": channels_last, "compile": compiled,
+            "steps": steps,
             "warmup_s": warmup_s, "img_per_s": steps * batch / dt,
             "gflop_per_step": flops / 1e9, "gflop_per_s": flops * steps / dt / 1e9}
 
@@ -98,6 +100,9 @@ def bench_variant(name: str, size: int, batch: int, steps: int, classes: int = 8
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--model", default=MODEL,
+                   help=f"a registered or timm/ model name (default {MODEL}; the lite models: "
+                        "timm/tf_efficientnet_lite0, -lite1, -lite2)")
     p.add_argument("--size", type=int, default=128, help="input px (finetune.yaml: 128)")
     p.add_argument("--batch", type=int, default=32, help="batch size (finetune.yaml: 32)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
@@ -114,17 +119,17 @@ def main() -> None:
     rows = []
     for name in variants:
         try:
-            r = bench_variant(name, args.size, args.batch, args.steps)
+            r = bench_variant(name, args.size, args.batch, args.steps, model_name=args.model)
         except Exception as exc:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
             rows.append({"variant": name, "error": str(exc).strip().splitlines()[0][:120]})
             continue
         r["fraction_of_peak"] = r["gflop_per_s"] / peaks[r["precision"]]
         rows.append(r)
     if args.json:
-        print(json.dumps({"model": MODEL, "threads": torch.get_num_threads(),
+        print(json.dumps({"model": args.model, "threads": torch.get_num_threads(),
                           "peak_gflop_per_s": peaks, "variants": rows}, indent=2))
         return
-    print(f"{MODEL} at {args.size} px, batch {args.batch}; threads {torch.get_num_threads()}; "
+    print(f"{args.model} at {args.size} px, batch {args.batch}; threads {torch.get_num_threads()}; "
           f"matmul peak fp32 {peaks['32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
     print(f"{'variant':<17}{'img/s':>9}{'GFLOP/step':>12}{'GFLOP/s':>10}{'of peak':>9}"
           f"{'warm-up s':>11}")
