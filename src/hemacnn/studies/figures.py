@@ -120,8 +120,8 @@ def _step_loss(out: Path, rows: list[dict], spec: dict, seeds: list[dict], recor
 
 
 def _epoch_series(run: Path, metric: str) -> tuple[list[float], list[float]]:
-    m = metrics_columns(RunDir(run).metrics)
-    return list(m["epoch"] + 1), list(m[metric])
+    m = metrics_columns(RunDir(run).metrics)  # epochs counted from 1, as the log counts them
+    return list(m["epoch"]), list(m[metric])
 
 
 BASELINE_OF = {"val_loss": ("prior_loss", PRIOR),
