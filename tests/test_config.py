@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from hemacnn.cli import main
-from hemacnn.config import build_config, dump_config, load_config, parse_override
+from hemacnn.config import build_config, dump_config, load_config, parse_override, same_config
 from hemacnn.errors import HemacnnError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,3 +163,22 @@ def test_a_rule_across_keys_blames_the_overrides_that_break_it(tmp_path, capsys)
     assert err.startswith("error: command-line overrides recipe.progressive=[100,3] "
                           "data.image_size=64: "), err
     assert "data.root" not in err and "optimizer.lr" not in err
+
+
+def test_same_config_takes_a_folder_written_before_an_option_existed():
+    cfg = load_config("configs/quick.yaml")
+    text = dump_config(cfg)
+    assert same_config(text, cfg)
+    older = yaml.safe_load(text)
+    del older["trainer"]["export"]  # an option added later: the older folder had its default
+    assert same_config(yaml.safe_dump(older, sort_keys=False), cfg)
+    changed = yaml.safe_load(text)
+    changed["optimizer"]["lr"] = 0.5
+    assert not same_config(yaml.safe_dump(changed), cfg)
+    unknown = yaml.safe_load(text)
+    unknown["trainer"]["no_such_option"] = 1
+    assert not same_config(yaml.safe_dump(unknown), cfg)
+    assert not same_config("{not: [yaml", cfg)
+    # an option that does not hold its default in the older file is another config
+    moved = load_config("configs/quick.yaml", ["trainer.export=never"])
+    assert not same_config(yaml.safe_dump(older, sort_keys=False), moved)

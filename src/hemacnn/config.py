@@ -387,3 +387,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML (what a run folder keeps)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def same_config(saved: str, cfg: Config) -> bool:
+    """Whether a run folder's saved ``config.yaml`` text is ``cfg``. A key the saved file lacks
+    (the folder was written before the option existed) counts as its default, so a sweep or cv
+    folder made by an earlier release resumes; any value that differs, or a key this release
+    does not know, makes it another config."""
+    if saved == dump_config(cfg):
+        return True
+    try:
+        held = Config.model_validate(yaml.safe_load(saved))
+    except (ValueError, yaml.YAMLError):  # pydantic's ValidationError is a ValueError
+        return False
+    return held.model_dump(mode="json") == cfg.model_dump(mode="json")

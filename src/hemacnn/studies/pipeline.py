@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hemacnn.atomic import check_creatable, ensure_writable_dir, write_json
-from hemacnn.config import dump_config
+from hemacnn.config import same_config
 from hemacnn.data.scan import load_or_scan
 from hemacnn.errors import HemacnnError
 from hemacnn.rundir import RunDir
@@ -49,7 +49,7 @@ def check_folder(out: Path, plan: StudyPlan) -> None:
                                "choose another --out")
     for p in plan.points:
         saved = RunDir(run_dir_of(out, p.name)).config
-        if saved.is_file() and saved.read_text(encoding="utf-8") != dump_config(p.config):
+        if saved.is_file() and not same_config(saved.read_text(encoding="utf-8"), p.config):
             raise HemacnnError(f"{saved.parent} was trained with a different config than "
                                f"{plan.unit} {p.name} has now (config, study file or overrides "
                                "changed); choose another --out or remove that run folder")
