@@ -16,6 +16,7 @@ Nothing is written until training is done: the folder is built under a temporary
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -284,11 +285,23 @@ def _checkpoint(model: nn.Module, card: dict[str, Any], config: dict[str, Any] |
 
 
 def _rehome(path: Path, tmp: Path, final: Path) -> None:
-    """Rewrite ``tmp`` as ``final`` in a JSON file the build wrote (paths it records)."""
-    text = path.read_text(encoding="utf-8")
-    with atomic_open(path, "w", encoding="utf-8") as fh:
-        fh.write(text.replace(str(tmp.resolve()), str(final.resolve()))
-                 .replace(str(tmp), str(final)))
+    """Rewrite paths under ``tmp`` as under ``final`` in a JSON file the build wrote: each string
+    value that is ``tmp`` or starts with it as a folder, read as JSON (a textual replace would
+    miss a path JSON escapes, such as Windows' backslashes, and could touch other text)."""
+    moves = [(str(tmp.resolve()), str(final.resolve())), (str(tmp), str(final))]
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: moved(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [moved(v) for v in value]
+        if isinstance(value, str):
+            for old, new in moves:
+                if value == old or value.startswith(old + os.sep):
+                    return new + value[len(old):]
+        return value
+
+    write_json(path, moved(json.loads(path.read_text(encoding="utf-8"))))
 
 
 def adapt(run: str | os.PathLike, labels: str | os.PathLike, out: str | os.PathLike,
