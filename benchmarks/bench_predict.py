@@ -11,7 +11,7 @@ What it measures, in one process (issue 33):
 * the **matmul peaks** of this CPU, fp32 and bf16, on all threads (the best of 1024² and
   2048² matmuls), before the cases and again after them: the ceilings each path is a share of.
 * for each **model** (the quick config's MV3 at quarter width, timm's MobileNetV2 as
-  ``configs/finetune.yaml`` fine-tunes it, the paper's full-width MV3) at 64/128/224 px and
+  ``configs/finetune_mnv2.yaml`` fine-tunes it, the paper's full-width MV3) at 64/128/224 px and
   each **path**, img/s of the forward pass + softmax on a batch, its GFLOP/s
   (``torch.utils.flop_counter`` on one image's forward pass: convolutions and matmuls, the work
   the peak measures) and its share of the matching peak (fp32 paths of the fp32 peak, bf16 paths

@@ -96,9 +96,12 @@ CONFIG_PARAMS = {
     # fast: timm RegNetY-400MF (4,344,144 with its 1000-class head of 440 x 1000 + 1000, so a
     # 3,903,144 trunk) + 440 x 8 + 8
     "fast.yaml": 3_906_672,
-    # finetune: timm MobileNetV2 1.0 (3,504,872 with its 1000-class head of 1280 x 1000 + 1000,
-    # so a 2,223,872 trunk) + 1280 x 8 + 8; the input normalisation has no parameters
-    "finetune.yaml": 2_234_120,
+    # finetune_mnv2: timm MobileNetV2 1.0 (3,504,872 with its 1000-class head of 1280 x 1000 +
+    # 1000, so a 2,223,872 trunk) + 1280 x 8 + 8; the input normalisation has no parameters
+    "finetune_mnv2.yaml": 2_234_120,
+    # finetune: timm EfficientNet-Lite0 (4,652,008 with its 1000-class head, so a 3,371,008
+    # trunk) + 1280 x 8 + 8
+    "finetune.yaml": 3_381_256,
 }
 
 

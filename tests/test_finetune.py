@@ -95,7 +95,7 @@ def test_a_file_that_matches_no_tensor_is_one_line_error(shared_weights, tmp_pat
             Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
                 root / code / f"{code}_{i}.jpg")
     run = tmp_path / "run"
-    code = main(["train", str(REPO / "configs" / "finetune.yaml"), f"data.root={root}",
+    code = main(["train", str(REPO / "configs" / "finetune_mnv2.yaml"), f"data.root={root}",
                  "data.classes=[BLA,LYT]", "data.image_size=32", "model.name=mobilenet_v2",
                  f"model.weights={shared_weights / TIMM_FILE}", "--out", str(run),
                  "--no-progress"])
@@ -217,12 +217,12 @@ def tiny_cells(sample_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def finetuned(tiny_cells, shared_weights, tmp_path_factory) -> tuple[Path, str]:
-    """configs/finetune.yaml on the tiny real set at 64 px, 3 epochs: (run folder, its log)."""
+    """configs/finetune_mnv2.yaml on the tiny real set at 64 px, 3 epochs: (run folder, its log)."""
     run = tmp_path_factory.mktemp("finetune") / "run"
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
         mp.setenv("HEMACNN_CACHE", str(tmp_path_factory.getbasetemp() / "hemacnn-cache"))
-        code = main(["train", str(REPO / "configs" / "finetune.yaml"),
+        code = main(["train", str(REPO / "configs" / "finetune_mnv2.yaml"),
                      f"data.root={tiny_cells}", "data.classes=[BLA,LYT,NGS]",
                      "data.image_size=64", "data.batch_size=8", "trainer.max_epochs=3",
                      f"model.weights={shared_weights / TIMM_FILE}", "--out", str(run),
@@ -304,7 +304,7 @@ def test_checkpoint_onnx_and_serve_give_the_same_classes(finetuned, sample_root,
 def test_frozen_batchnorm_keeps_its_statistics_through_training(tiny_cells, shared_weights,
                                                                 tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", str(REPO / "configs" / "finetune.yaml"), f"data.root={tiny_cells}",
+    assert main(["train", str(REPO / "configs" / "finetune_mnv2.yaml"), f"data.root={tiny_cells}",
                  "data.classes=[BLA,LYT,NGS]", "data.image_size=32", "data.batch_size=8",
                  "trainer.max_epochs=1", "recipe.test_tta=false", "model.freeze_bn=true",
                  "optimizer.backbone_lr_mult=0.1",

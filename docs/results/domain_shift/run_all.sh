@@ -56,7 +56,7 @@ run() {  # run NAME ADAPT(yes|no) CONFIG overrides...: train, then score in and 
 
 for base in scratch ft; do
     if [ "$base" = scratch ]; then CFG=(configs/fast.yaml); else
-        CFG=(configs/finetune.yaml "model.weights=$WEIGHTS"); fi
+        CFG=(configs/finetune_mnv2.yaml "model.weights=$WEIGHTS"); fi
     run "${base}_plain" yes "${CFG[@]}"
     run "${base}_hed" no "${CFG[@]}" recipe.hed_jitter=0.05
     run "${base}_norm" no "${CFG[@]}" data.stain_norm=reinhard
