@@ -338,8 +338,13 @@ def test_test_tta_averages_the_end_of_training_test(tmp_path, colour_root) -> No
 
     cfg = tiny(tmp_path, colour_root, recipe={"test_tta": True}, trainer={"max_epochs": 1})
     run = train(cfg, out=tmp_path / "run", progress=False)
-    assert json.loads((run / "test_metrics.json").read_text())["tta"] is True
-    end = np.load(run / "predictions_test.npz")["probs"]
+    end_metrics = json.loads((run / "test_metrics.json").read_text())
+    assert end_metrics["tta"] is True
+    # Saved under the name `evaluate --tta` uses: evaluation_test.json means single views.
+    assert not (run / "evaluation_test.json").exists()
+    saved = json.loads((run / "evaluation_test_tta.json").read_text())
+    assert saved["macro_f1"] == end_metrics["macro_f1"]
+    end = np.load(run / "predictions_test_tta.npz")["probs"]
     plain = evaluate_run(run, out=tmp_path / "plain")
     with_tta = evaluate_run(run, tta=True, out=tmp_path / "tta")
     plain_p = np.load(plain["outputs"]["predictions"])["probs"]

@@ -66,11 +66,12 @@ def _load_evaluation(run: Path) -> dict[str, Any] | None:
                 continue
             if "per_class" in data and "tolerant" in data:
                 return data
-    npz = rd.predictions("test")
-    if npz.is_file():
-        with np.load(npz) as z:
-            return {"name": "test", **compute_metrics(z["y_true"], z["probs"],
-                                                      [str(c) for c in z["classes"]])}
+    for name in ("test", "test_tta"):
+        npz = rd.predictions(name)
+        if npz.is_file():
+            with np.load(npz) as z:
+                return {"name": name, **compute_metrics(z["y_true"], z["probs"],
+                                                        [str(c) for c in z["classes"]])}
     return None
 
 

@@ -128,7 +128,9 @@ def _pooled(out: Path, record: dict, classes: list[str]) -> dict[str, Any] | Non
         return None
     ys, ps = [], []
     for i in range(int(record["folds"])):
-        with np.load(run_dir_of(out, f"fold{i}") / "predictions_test.npz") as z:
+        fold = RunDir(run_dir_of(out, f"fold{i}"))  # the end-of-training test's predictions
+        tta = json.loads(fold.test_metrics.read_text(encoding="utf-8")).get("tta")
+        with np.load(fold.predictions("test_tta" if tta else "test")) as z:
             if [str(c) for c in z["classes"]] != classes:
                 return None
             ys.append(z["y_true"])

@@ -3,7 +3,8 @@
 Run folder (also read by evaluate/report/predict):
   config.yaml, model_card.json, env.json, splits/, checkpoints/{best,last}.ckpt,
   metrics.csv (one row per epoch, counted from 1), logs/ (CSV + TensorBoard), test_metrics.json,
-  predictions_test.npz, plots/*.png
+  evaluation_test.json + predictions_test.npz (evaluation_test_tta.json + predictions_test_tta.npz
+  with recipe.test_tta), plots/*.png
 """
 
 from __future__ import annotations
@@ -546,8 +547,10 @@ def finish_run(run_dir: Path, checkpoint: str, dm, tta: bool = False,
 
     probs = clf.batch_probs(images(), tta=tta)
     y = torch.cat(labels).numpy()
-    metrics = evaluate_predictions(y, probs, card["classes"], run_dir, name="test",
-                                   computed=numerics(clf))
+    # Named as `hemacnn evaluate` names the same figures (evaluation_test_tta.json with TTA), so
+    # evaluation_test.json never holds averaged views a reader would take for single-view ones.
+    metrics = evaluate_predictions(y, probs, card["classes"], run_dir,
+                                   name="test_tta" if tta else "test", computed=numerics(clf))
     # The data folder as an absolute path, as this file always held it (the card keeps the
     # user's own spelling).
     metrics.update(split="test", data=str(Path(card["data_root"]).resolve()),
