@@ -102,3 +102,7 @@ run b_mnv2_160e12_s1 configs/finetune_mnv2.yaml "$C8" "${MNV2[@]}" data.image_si
 run b_mnv2_160e12_s2 configs/finetune_mnv2.yaml "$C8" "${MNV2[@]}" data.image_size=160 trainer.max_epochs=12 seed=2 data.split_seed=0
 run b_lite0_160e10_s1 configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=10 seed=1 data.split_seed=0
 run b_lite0_160e10_s2 configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=10 seed=2 data.split_seed=0
+# The other packaged backbones at finetune.yaml's 160 px / 10 epochs: search points, and members
+# a 160 px ensemble can take (hemacnn ensemble needs one input size).
+run b_lite1_160e10 configs/finetune.yaml "$C8" "${L1[@]}" data.image_size=160 trainer.max_epochs=10
+run b_lite2_160e10 configs/finetune.yaml "$C8" "${L2[@]}" data.image_size=160 trainer.max_epochs=10
