@@ -111,3 +111,25 @@ def test_cv_bad_input_is_one_line(tmp_path, tiny, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err
         assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_cv_pools_the_tta_predictions_of_folds_tested_with_tta(tmp_path, tiny):
+    """Folds whose end-of-training test used TTA keep it as predictions_test_tta.npz: the pooled
+    out-of-fold figures read those (and are the 8-view ones the folds' own tests report)."""
+    config, _ = tiny
+    out = tmp_path / "cv"
+    assert main(["cv", str(config), "--folds", "2", "recipe.test_tta=true", "--out", str(out),
+                 "--no-progress"]) == 0
+    folds = [out / "runs" / f"fold{i}" for i in range(2)]
+    assert all((f / "predictions_test_tta.npz").is_file() for f in folds)
+    assert not any((f / "predictions_test.npz").exists() for f in folds)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pooled"]["n"] == 36
+    ys, ps = [], []
+    for f in folds:
+        with np.load(f / "predictions_test_tta.npz") as z:
+            ys.append(z["y_true"])
+            ps.append(z["probs"])
+    accuracy = float((np.concatenate(ps).argmax(1) == np.concatenate(ys)).mean())
+    assert summary["pooled"]["accuracy"] == pytest.approx(accuracy)
