@@ -322,6 +322,7 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     start = time.perf_counter()
     probs = clf.probs(images, tta=tta)  # (stain-normalised inside)
     seconds = time.perf_counter() - start
+    views = len(ok) * (8 if tta else 1)
     y_true, scored, scored_classes, extra, mapped, metrics = score(probs)
     if adapt_bn:
         adaptation = adaptation_record(clf.adapted.summary(), len(pool), len(ok),
@@ -336,8 +337,8 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "tta": bool(tta),
         "inference": how.as_dict(),
         # the network's speed here (decoded images in, probabilities out; each TTA view counts)
-        "throughput": {"images": len(ok) * (8 if tta else 1), "seconds": round(seconds, 3),
-                       "images_per_s": round(len(ok) * (8 if tta else 1) / seconds, 2)},
+        "throughput": {"images": views, "seconds": round(seconds, 3),
+                       "images_per_s": round(views / seconds, 2)},
         **metrics,
         "skipped_classes": unknown if resolved is None else {},
         "skipped_files": skipped,
