@@ -106,3 +106,15 @@ run b_lite0_160e10_s2 configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160
 # a 160 px ensemble can take (hemacnn ensemble needs one input size).
 run b_lite1_160e10 configs/finetune.yaml "$C8" "${L1[@]}" data.image_size=160 trainer.max_epochs=10
 run b_lite2_160e10 configs/finetune.yaml "$C8" "${L2[@]}" data.image_size=160 trainer.max_epochs=10
+# Issue 31, second round (validation only; the same split, seed 0): what the first round left
+# untried for the fine-tunes at 160 px. AUG = fast.yaml's stain jitter and random resized crops;
+# MIX = mixup and cutmix (timm's defaults, 0.2 and 1.0); longer runs give the stronger
+# augmentation time to pay.
+AUG=(recipe.stain_jitter=0.1 recipe.crop_scale=0.7)
+MIX=(recipe.mixup_alpha=0.2 recipe.cutmix_alpha=1.0)
+run c_lite0_aug configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=10 "${AUG[@]}"
+run c_lite0_mix configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=10 "${MIX[@]}"
+run c_mnv2_aug configs/finetune_mnv2.yaml "$C8" "${MNV2[@]}" data.image_size=160 trainer.max_epochs=12 "${AUG[@]}"
+run c_lite0_aug_e16 configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=16 "${AUG[@]}"
+run c_mnv2_aug_e18 configs/finetune_mnv2.yaml "$C8" "${MNV2[@]}" data.image_size=160 trainer.max_epochs=18 "${AUG[@]}"
+run c_lite0_augmix configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=16 "${AUG[@]}" "${MIX[@]}"
