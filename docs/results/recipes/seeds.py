@@ -78,6 +78,9 @@ def _mean_ci(values: list[float]) -> tuple[float, float, float]:
 def summarise(runs: list[Path], ensemble: Path | None) -> dict:
     seeds = []
     for run in runs:
+        if not (run / "config.yaml").is_file():
+            sys.exit(f"error: {run} is not a run folder (no config.yaml); give folders that "
+                     "hemacnn train wrote")
         tta, plain = _tests(run)
         if tta is None or plain is None:
             sys.exit(f"error: {run} lacks a test evaluation with and without TTA; run "
@@ -100,7 +103,9 @@ def summarise(runs: list[Path], ensemble: Path | None) -> dict:
             "per_class_f1_tta": {c: v["f1"] for c, v in tta["per_class"].items()},
             "per_class_f1": {c: v["f1"] for c, v in plain["per_class"].items()},
         })
-    out = {"seeds": seeds, "n_seeds": len(seeds)}
+    # "seeds" when the runs share everything but the seed, "runs" when they mix recipes.
+    recipes = {(r["model"], r["px"], r["epochs"]) for r in seeds}
+    out = {"seeds": seeds, "n_seeds": len(seeds), "unit": "seeds" if len(recipes) == 1 else "runs"}
     for key in ("test_macro_f1_tta", "test_macro_f1", "val_macro_f1"):
         out[key] = dict(zip(("mean", "ci_low", "ci_high"),
                             _mean_ci([s[key] for s in seeds]), strict=True))
@@ -138,8 +143,8 @@ def table(s: dict, mean: bool = True) -> str:
                      f"{r['s_per_epoch_median']:.0f} | {r['train_s']:.0f} |")
     if not mean:
         return "\n".join(lines)
-    t, p = s["test_macro_f1_tta"], s["test_macro_f1"]
-    lines.append(f"| **mean of {s['n_seeds']} seeds** [95% t-interval] | | | | | "
+    t, p, unit = s["test_macro_f1_tta"], s["test_macro_f1"], s.get("unit", "seeds")
+    lines.append(f"| **mean of {s['n_seeds']} {unit}** [95% t-interval] | | | | | "
                  f"{s['val_macro_f1']['mean']:.3f} | | **{t['mean']:.3f}** [{t['ci_low']:.3f}, "
                  f"{t['ci_high']:.3f}] | {p['mean']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]"
                  " | | | |")
@@ -154,8 +159,8 @@ def table(s: dict, mean: bool = True) -> str:
     classes = list(s["per_class"])
     head = "| per-class test F1 | " + " | ".join(classes) + " |"
     lines += ["", head, "|---" * (len(classes) + 1) + "|"]
-    for key, label in (("per_class_f1_tta", "mean of seeds, TTA"),
-                       ("per_class_f1", "mean of seeds, no TTA")):
+    for key, label in (("per_class_f1_tta", f"mean of {unit}, TTA"),
+                       ("per_class_f1", f"mean of {unit}, no TTA")):
         lines.append(f"| {label} | " + " | ".join(f"{s['per_class'][c][key]:.3f}"
                                                   for c in classes) + " |")
     if "ensemble" in s:
