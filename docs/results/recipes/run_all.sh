@@ -118,3 +118,6 @@ run c_mnv2_aug configs/finetune_mnv2.yaml "$C8" "${MNV2[@]}" data.image_size=160
 run c_lite0_aug_e16 configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=16 "${AUG[@]}"
 run c_mnv2_aug_e18 configs/finetune_mnv2.yaml "$C8" "${MNV2[@]}" data.image_size=160 trainer.max_epochs=18 "${AUG[@]}"
 run c_lite0_augmix configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=16 "${AUG[@]}" "${MIX[@]}"
+# The round's validation pick (c_lite0_aug, 0.852 with TTA), two more seeds on the same split:
+run c_lite0_aug_s1 configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=10 "${AUG[@]}" seed=1 data.split_seed=0
+run c_lite0_aug_s2 configs/finetune.yaml "$C8" "${L0[@]}" data.image_size=160 trainer.max_epochs=10 "${AUG[@]}" seed=2 data.split_seed=0
