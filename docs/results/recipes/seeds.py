@@ -75,8 +75,12 @@ def _mean_ci(values: list[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def _f1s(metrics: dict) -> dict:
+    return {c: v["f1"] for c, v in metrics["per_class"].items()}
+
+
 def summarise(runs: list[Path], ensemble: Path | None) -> dict:
-    seeds = []
+    seeds, recipes = [], set()
     for run in runs:
         if not (run / "config.yaml").is_file():
             sys.exit(f"error: {run} is not a run folder (no config.yaml); give folders that "
@@ -88,6 +92,10 @@ def summarise(runs: list[Path], ensemble: Path | None) -> dict:
         epochs = _epochs(run)
         val_f1, best_epoch = _val_macro_f1(run)
         cfg = yaml.safe_load((run / "config.yaml").read_text())
+        # The recipe: the whole config but the seeds and where the images lay (seed 0's
+        # split_seed null and seed N's split_seed 0 are the same split).
+        data = {**cfg["data"], "root": None, "split_seed": None}
+        recipes.add(json.dumps({**cfg, "seed": None, "data": data}, sort_keys=True))
         val_tta = _load(run / "evaluation_val_tta.json")
         seeds.append({
             "run": run.name, "model": cfg["model"]["name"].removeprefix("timm/"),
@@ -100,11 +108,10 @@ def summarise(runs: list[Path], ensemble: Path | None) -> dict:
             "train_s": sum(float(e["time_s"]) for e in epochs),
             "test_macro_f1_tta": tta["macro_f1"], "test_macro_f1": plain["macro_f1"],
             "test_macro_f1_tta_ci": tta["headline_ci"]["macro_f1"],
-            "per_class_f1_tta": {c: v["f1"] for c, v in tta["per_class"].items()},
-            "per_class_f1": {c: v["f1"] for c, v in plain["per_class"].items()},
+            "per_class_f1_tta": _f1s(tta),
+            "per_class_f1": _f1s(plain),
         })
     # "seeds" when the runs share everything but the seed, "runs" when they mix recipes.
-    recipes = {(r["model"], r["px"], r["epochs"]) for r in seeds}
     out = {"seeds": seeds, "n_seeds": len(seeds), "unit": "seeds" if len(recipes) == 1 else "runs"}
     for key in ("test_macro_f1_tta", "test_macro_f1", "val_macro_f1"):
         out[key] = dict(zip(("mean", "ci_low", "ci_high"),
@@ -124,8 +131,8 @@ def summarise(runs: list[Path], ensemble: Path | None) -> dict:
             "test_macro_f1_tta": tta["macro_f1"], "test_macro_f1_tta_ci":
             tta["headline_ci"]["macro_f1"], "test_macro_f1": plain["macro_f1"],
             "test_macro_f1_ci": plain["headline_ci"]["macro_f1"],
-            "per_class_f1_tta": {c: v["f1"] for c, v in tta["per_class"].items()},
-            "per_class_f1": {c: v["f1"] for c, v in plain["per_class"].items()},
+            "per_class_f1_tta": _f1s(tta),
+            "per_class_f1": _f1s(plain),
         }
     return out
 
